@@ -1,0 +1,278 @@
+package caddysse
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("sse", parseSSE)
+	httpcaddyfile.RegisterDirectiveOrder("sse", httpcaddyfile.After, "encode")
+	httpcaddyfile.RegisterHandlerDirective("sse_publish", parsePublish)
+	httpcaddyfile.RegisterDirectiveOrder("sse_publish", httpcaddyfile.After, "encode")
+	httpcaddyfile.RegisterGlobalOption("sse", parseGlobalOption)
+}
+
+func parseSSE(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Handler)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(Publish)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	sse [<matcher>] {
+//		hub             <name>
+//		topic           <template>...
+//		heartbeat       <duration>|off
+//		retry           <duration>
+//		max_age         <duration>
+//		buffer          <events>
+//		replay          <events>
+//		max_topics      <n>
+//		max_subscribers <n>
+//		cors_origins    <origin>...
+//		reset_event     <name>|off
+//	}
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "hub":
+			h.Hub, err = oneArg(d)
+		case "topic":
+			h.Topics, err = someArgs(d, h.Topics)
+		case "heartbeat":
+			h.Heartbeat, err = durationOrOff(d)
+		case "retry":
+			h.Retry, err = positiveDuration(d)
+		case "max_age":
+			h.MaxAge, err = positiveDuration(d)
+		case "buffer":
+			h.Buffer, err = intArg(d, 1)
+		case "replay":
+			h.Replay, err = intArg(d, 0)
+		case "max_topics":
+			h.MaxTopics, err = intArg(d, 1)
+		case "max_subscribers":
+			h.MaxSubscribers, err = intArg(d, 0)
+		case "cors_origins":
+			h.CORSOrigins, err = someArgs(d, h.CORSOrigins)
+		case "reset_event":
+			h.ResetEvent, err = oneArg(d)
+		default:
+			return d.Errf("unrecognized sse option '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	sse_publish [<matcher>] {
+//		hub          <name>
+//		topic        <template>...
+//		max_size     <size>
+//		cors_origins <origin>...
+//	}
+func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "hub":
+			p.Hub, err = oneArg(d)
+		case "topic":
+			p.Topics, err = someArgs(d, p.Topics)
+		case "max_size":
+			p.MaxSize, err = sizeArg(d)
+		case "cors_origins":
+			p.CORSOrigins, err = someArgs(d, p.CORSOrigins)
+		default:
+			return d.Errf("unrecognized sse_publish option '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseGlobalOption sets up the sse app from the global option:
+//
+//	sse {
+//		hub <name> {
+//			history           <events>
+//			history_ttl       <duration>
+//			history_max_bytes <size>
+//			transport         <name> [{ ... }]
+//		}
+//	}
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	app := new(App)
+	if prev, ok := existing.(httpcaddyfile.App); ok {
+		if err := json.Unmarshal(prev.Value, app); err != nil {
+			return nil, err
+		}
+	}
+	if app.Hubs == nil {
+		app.Hubs = make(map[string]*HubConfig)
+	}
+	d.Next() // option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		if d.Val() != "hub" {
+			return nil, d.Errf("unrecognized sse global option '%s'", d.Val())
+		}
+		name, err := oneArg(d)
+		if err != nil {
+			return nil, err
+		}
+		if app.Hubs[name] != nil {
+			return nil, d.Errf("hub %q is declared twice", name)
+		}
+		hc := new(HubConfig)
+		if err := hc.unmarshalCaddyfile(d); err != nil {
+			return nil, err
+		}
+		app.Hubs[name] = hc
+	}
+	return httpcaddyfile.App{Name: "sse", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+func (hc *HubConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "history":
+			var n int
+			n, err = intArg(d, 0)
+			hc.History = &n
+		case "history_ttl":
+			hc.HistoryTTL, err = positiveDuration(d)
+		case "history_max_bytes":
+			hc.HistoryMaxBytes, err = sizeArg(d)
+		case "transport":
+			err = hc.unmarshalTransport(d)
+		default:
+			return d.Errf("unrecognized hub option '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (hc *HubConfig) unmarshalTransport(d *caddyfile.Dispenser) error {
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	if hc.TransportRaw != nil {
+		return d.Err("transport already specified")
+	}
+	name := d.Val()
+	unm, err := caddyfile.UnmarshalModule(d, "sse.transports."+name)
+	if err != nil {
+		return err
+	}
+	hc.TransportRaw = caddyconfig.JSONModuleObject(unm, "transport", name, nil)
+	return nil
+}
+
+// oneArg reads exactly one argument.
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+// someArgs appends one or more arguments to list.
+func someArgs(d *caddyfile.Dispenser, list []string) ([]string, error) {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return nil, d.ArgErr()
+	}
+	return append(list, args...), nil
+}
+
+// intArg reads an integer of at least min.
+func intArg(d *caddyfile.Dispenser, min int) (int, error) {
+	s, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < min {
+		return 0, d.Errf("%s: %q is not an integer of at least %d", d.Val(), s, min)
+	}
+	return n, nil
+}
+
+// sizeArg reads a size such as 64MiB.
+func sizeArg(d *caddyfile.Dispenser) (int64, error) {
+	s, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n == 0 || n > 1<<62 {
+		return 0, d.Errf("%q is not a positive size", s)
+	}
+	return int64(n), nil
+}
+
+// positiveDuration reads a duration greater than zero.
+func positiveDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	s, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	dur, err := caddy.ParseDuration(s)
+	if err != nil || dur <= 0 {
+		return 0, d.Errf("%q is not a positive duration", s)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// durationOrOff reads a positive duration, or "off" (negative).
+func durationOrOff(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	if d.CountRemainingArgs() == 1 && d.NextArg() {
+		if d.Val() == "off" {
+			return caddy.Duration(-time.Second), nil
+		}
+		d.Prev()
+	}
+	return positiveDuration(d)
+}

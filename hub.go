@@ -1,0 +1,240 @@
+package caddysse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/ssehub/caddy-sse/transport"
+)
+
+// errOverCapacity refuses a subscription beyond max_subscribers.
+var errOverCapacity = errors.New("too many subscribers")
+
+// Hub is a named set of topics shared by the sse and sse_publish handlers
+// that name it. It keeps the local subscribers of each topic and queues
+// every event its transport delivers for them; the transport keeps the
+// history and carries events between nodes. A hub lives in the hubs pool
+// and survives config reloads that keep its name and transport.
+type Hub struct {
+	name      string
+	transport transport.Transport
+	logger    *zap.Logger
+
+	mu          sync.RWMutex
+	topics      map[string]*topicSubs
+	subscribers int
+
+	counters hubCounters
+}
+
+// hubCounters count what happens in a hub; they only ever grow.
+type hubCounters struct {
+	connections atomic.Uint64
+	published   atomic.Uint64
+	delivered   atomic.Uint64
+	replayed    atomic.Uint64
+	disconnects [numEndReasons]atomic.Uint64
+}
+
+// topicSubs are the local subscribers of one topic.
+type topicSubs struct {
+	subs []*subscriber
+}
+
+// newHub opens a hub on an unopened transport.
+func newHub(name string, t transport.Transport, limits transport.Limits, logger *zap.Logger) (*Hub, error) {
+	h := &Hub{
+		name:      name,
+		transport: t,
+		logger:    logger,
+		topics:    make(map[string]*topicSubs),
+	}
+	if err := t.Open(name, limits, h); err != nil {
+		return nil, fmt.Errorf("opening transport of hub %q: %w", name, err)
+	}
+	return h, nil
+}
+
+// Destruct closes the hub's transport once no config uses the hub.
+func (h *Hub) Destruct() error {
+	return h.transport.Close()
+}
+
+// Name returns the hub's name.
+func (h *Hub) Name() string { return h.name }
+
+// Publish publishes valid messages, in order, and returns once they are
+// stored in the history.
+func (h *Hub) Publish(ctx context.Context, msgs []transport.Message) ([]transport.Receipt, error) {
+	receipts, err := h.transport.Publish(ctx, msgs)
+	if err != nil {
+		return nil, fmt.Errorf("publishing to hub %q: %w", h.name, err)
+	}
+	h.counters.published.Add(uint64(len(receipts)))
+	return receipts, nil
+}
+
+// Deliver implements transport.Sink: it queues ev for every local
+// subscriber of its topics, once each, without waiting for any of them.
+// A subscriber whose queue is full is dropped. The transport calls
+// Deliver for one event at a time.
+func (h *Hub) Deliver(ev *transport.Event) int {
+	var slow []*subscriber
+	n := 0
+	multi := len(ev.Topics) > 1
+	h.mu.RLock()
+	for _, name := range ev.Topics {
+		ts := h.topics[name]
+		if ts == nil {
+			continue
+		}
+		for _, s := range ts.subs {
+			if multi {
+				if s.lastSeq == ev.Seq {
+					continue
+				}
+				s.lastSeq = ev.Seq
+			}
+			if s.enqueue(ev) {
+				n++
+			} else if s.endReason() == endSlow {
+				slow = append(slow, s)
+			}
+		}
+	}
+	h.mu.RUnlock()
+	for _, s := range slow {
+		h.remove(s)
+	}
+	return n
+}
+
+// subscribeRequest is what a stream asks of the hub.
+type subscribeRequest struct {
+	topics         []string
+	buffer         int
+	maxSubscribers int
+	replay         transport.ReplayQuery
+}
+
+// Subscribe registers a subscriber for live events of req.topics, then
+// reads what must be replayed to it. Live events already covered by the
+// replay (Seq at or below its Head) are to be skipped by the caller.
+func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber, transport.Replay, error) {
+	s := newSubscriber(req.topics, req.buffer)
+	if !h.add(s, req.maxSubscribers) {
+		return nil, transport.Replay{}, errOverCapacity
+	}
+	if err := h.transport.Watch(ctx, s.topics); err != nil {
+		h.removeLocal(s)
+		return nil, transport.Replay{}, fmt.Errorf("watching topics of hub %q: %w", h.name, err)
+	}
+	req.replay.Topics = s.topics
+	rep, err := h.transport.Replay(ctx, req.replay)
+	if err != nil {
+		h.remove(s)
+		return nil, transport.Replay{}, fmt.Errorf("reading history of hub %q: %w", h.name, err)
+	}
+	h.counters.connections.Add(1)
+	return s, rep, nil
+}
+
+// Unsubscribe removes s from the hub, if it is still there.
+func (h *Hub) Unsubscribe(s *subscriber) {
+	h.remove(s)
+}
+
+// add registers s unless the hub already has max subscribers (0: no limit).
+func (h *Hub) add(s *subscriber, max int) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if max > 0 && h.subscribers >= max {
+		return false
+	}
+	s.slots = make([]int, len(s.topics))
+	for i, name := range s.topics {
+		ts := h.topics[name]
+		if ts == nil {
+			ts = new(topicSubs)
+			h.topics[name] = ts
+		}
+		s.slots[i] = len(ts.subs)
+		ts.subs = append(ts.subs, s)
+	}
+	s.registered = true
+	h.subscribers++
+	return true
+}
+
+// remove unregisters s and releases its topics in the transport.
+func (h *Hub) remove(s *subscriber) {
+	if h.removeLocal(s) {
+		h.transport.Unwatch(s.topics)
+	}
+}
+
+// removeLocal unregisters s and reports whether it was registered.
+func (h *Hub) removeLocal(s *subscriber) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !s.registered {
+		return false
+	}
+	for i, name := range s.topics {
+		ts := h.topics[name]
+		last := len(ts.subs) - 1
+		moved := ts.subs[last]
+		ts.subs[s.slots[i]] = moved
+		ts.subs[last] = nil
+		ts.subs = ts.subs[:last]
+		if moved != s {
+			moved.slots[moved.topicIndex(name)] = s.slots[i]
+		}
+		if len(ts.subs) == 0 {
+			delete(h.topics, name)
+		}
+	}
+	s.registered = false
+	s.slots = nil
+	h.subscribers--
+	return true
+}
+
+// HubStats describe a hub at one moment.
+type HubStats struct {
+	// Subscribers is the number of local subscribers.
+	Subscribers int `json:"subscribers"`
+	// SubscribedTopics is the number of topics with local subscribers.
+	SubscribedTopics int `json:"subscribed_topics"`
+	// Connections counts the streams opened since the hub was created.
+	Connections uint64 `json:"connections"`
+	// Published counts the events published through this node.
+	Published uint64 `json:"events_published"`
+	// Delivered counts the events written to local subscribers.
+	Delivered uint64 `json:"events_delivered"`
+	// Replayed counts the events written from history.
+	Replayed uint64 `json:"events_replayed"`
+	// History describes the retained events.
+	History transport.Stats `json:"history"`
+}
+
+// Stats returns the hub's current figures.
+func (h *Hub) Stats() HubStats {
+	h.mu.RLock()
+	st := HubStats{Subscribers: h.subscribers, SubscribedTopics: len(h.topics)}
+	h.mu.RUnlock()
+	st.Connections = h.counters.connections.Load()
+	st.Published = h.counters.published.Load()
+	st.Delivered = h.counters.delivered.Load()
+	st.Replayed = h.counters.replayed.Load()
+	st.History = h.transport.Stats()
+	return st
+}
+
+// Interface guards
+var _ transport.Sink = (*Hub)(nil)

@@ -1,0 +1,201 @@
+// Package caddysse makes Caddy a Server-Sent Events hub: browsers subscribe
+// with EventSource to routes handled by the sse handler, back ends publish
+// with a POST to routes handled by sse_publish, and the sse app declares
+// the hubs that keep topics, history and ids between them.
+package caddysse
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/ssehub/caddy-sse/transport"
+	_ "github.com/ssehub/caddy-sse/transport/memory" // the default transport
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// hubs holds every open hub, keyed by name and transport config, so that a
+// hub outlives a config reload that keeps both. It is the package's only
+// mutable state.
+var hubs = caddy.NewUsagePool()
+
+// Defaults of a hub's history.
+const (
+	DefaultHubName         = "default"
+	DefaultHistory         = 1000
+	DefaultHistoryMaxBytes = 64 << 20
+)
+
+// hubNameRE is what a hub name may be; it appears in admin API paths.
+var hubNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// App is the sse app: it declares the hubs that sse and sse_publish
+// handlers name. A hub called "default" exists without being declared.
+type App struct {
+	// Hubs by name.
+	Hubs map[string]*HubConfig `json:"hubs,omitempty"`
+
+	hubs   map[string]*Hub
+	keys   []string // pool keys this app loaded
+	logger *zap.Logger
+}
+
+// HubConfig configures one hub: its history limits and its transport.
+type HubConfig struct {
+	// How many events the history keeps per topic, for resumption and
+	// replay. Default: 1000. 0 keeps none.
+	History *int `json:"history,omitempty"`
+
+	// How long an event stays in the history. Default: 0, no age limit.
+	HistoryTTL caddy.Duration `json:"history_ttl,omitempty"`
+
+	// The most bytes the whole hub's history may hold, counted as the
+	// events' size on the wire; the oldest events go first.
+	// Default: 64 MiB.
+	HistoryMaxBytes int64 `json:"history_max_bytes,omitempty"`
+
+	// The transport that stores the history and carries events between
+	// nodes. Default: memory (one process).
+	TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=sse.transports inline_key=transport"`
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "sse",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// limits returns the history limits hc asks for, defaults applied.
+func (hc *HubConfig) limits() transport.Limits {
+	l := transport.Limits{
+		Events:   DefaultHistory,
+		TTL:      time.Duration(hc.HistoryTTL),
+		MaxBytes: hc.HistoryMaxBytes,
+	}
+	if hc.History != nil {
+		l.Events = *hc.History
+	}
+	if l.MaxBytes == 0 {
+		l.MaxBytes = DefaultHistoryMaxBytes
+	}
+	return l
+}
+
+func (hc *HubConfig) validate() error {
+	switch {
+	case hc.History != nil && *hc.History < 0:
+		return fmt.Errorf("history must not be negative")
+	case hc.HistoryTTL < 0:
+		return fmt.Errorf("history_ttl must not be negative")
+	case hc.HistoryMaxBytes < 0:
+		return fmt.Errorf("history_max_bytes must not be negative")
+	}
+	return nil
+}
+
+// Provision opens the hubs, or takes over those of the running config
+// that have the same name and transport.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if a.Hubs == nil {
+		a.Hubs = make(map[string]*HubConfig)
+	}
+	if a.Hubs[DefaultHubName] == nil {
+		a.Hubs[DefaultHubName] = new(HubConfig)
+	}
+	a.hubs = make(map[string]*Hub, len(a.Hubs))
+	for name, hc := range a.Hubs {
+		if err := a.provisionHub(ctx, name, hc); err != nil {
+			return fmt.Errorf("hub %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func (a *App) provisionHub(ctx caddy.Context, name string, hc *HubConfig) error {
+	if !hubNameRE.MatchString(name) {
+		return fmt.Errorf("a hub name has 1 to 64 letters, digits, '.', '_' or '-'")
+	}
+	if err := hc.validate(); err != nil {
+		return err
+	}
+	if len(hc.TransportRaw) == 0 {
+		hc.TransportRaw = json.RawMessage(`{"transport":"memory"}`)
+	}
+	key, err := poolKey(name, hc.TransportRaw)
+	if err != nil {
+		return err
+	}
+	val, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
+		mod, err := ctx.LoadModule(hc, "TransportRaw")
+		if err != nil {
+			return nil, fmt.Errorf("loading transport: %w", err)
+		}
+		return newHub(name, mod.(transport.Transport), hc.limits(), a.logger.With(zap.String("hub", name)))
+	})
+	if err != nil {
+		return err
+	}
+	a.keys = append(a.keys, key)
+	a.hubs[name] = val.(*Hub)
+	return nil
+}
+
+// poolKey identifies a hub by its name and canonical transport config.
+func poolKey(name string, transportRaw json.RawMessage) (string, error) {
+	var v any
+	if err := json.Unmarshal(transportRaw, &v); err != nil {
+		return "", fmt.Errorf("decoding transport config: %w", err)
+	}
+	canonical, err := json.Marshal(v) // map keys come out sorted
+	if err != nil {
+		return "", fmt.Errorf("encoding transport config: %w", err)
+	}
+	return name + "\x00" + string(canonical), nil
+}
+
+// Start applies this config's history limits to hubs taken over from the
+// previous config; it runs only once every module of the new config has
+// provisioned, so that a config that fails changes nothing.
+func (a *App) Start() error {
+	for name, h := range a.hubs {
+		h.transport.SetLimits(a.Hubs[name].limits())
+	}
+	return nil
+}
+
+// Stop implements caddy.App; streams are ended by their handlers.
+func (*App) Stop() error { return nil }
+
+// Cleanup releases the hubs this app loaded; a hub closes when no config
+// uses it any more.
+func (a *App) Cleanup() error {
+	for _, key := range a.keys {
+		if _, err := hubs.Delete(key); err != nil {
+			a.logger.Error("closing hub", zap.Error(err))
+		}
+	}
+	a.keys = nil
+	return nil
+}
+
+// Hub returns the hub called name, or nil.
+func (a *App) Hub(name string) *Hub {
+	return a.hubs[name]
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

@@ -1,0 +1,471 @@
+package caddysse
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/ssehub/caddy-sse/transport"
+)
+
+func init() {
+	caddy.RegisterModule(new(Handler))
+}
+
+// Defaults of the sse handler.
+const (
+	DefaultHeartbeat  = 15 * time.Second
+	DefaultRetry      = 3 * time.Second
+	DefaultBuffer     = 256
+	DefaultMaxTopics  = 64
+	DefaultResetEvent = "reset"
+)
+
+// capacityRetry is the least reconnection delay told to a client that is
+// refused for capacity.
+const capacityRetry = 5 * time.Second
+
+// Handler is the sse handler: it answers GET requests with an event stream
+// of the hub's events on the request's topics. A client that sends the id
+// of the last event it received (Last-Event-ID) first gets every retained
+// event it missed.
+type Handler struct {
+	// The hub to subscribe to. Default: "default".
+	Hub string `json:"hub,omitempty"`
+
+	// Topic templates, with placeholders; they set the topics of every
+	// subscription of this route. A template that gives an empty result, or
+	// whose placeholders are unknown or empty, is dropped; a request left
+	// without topics is refused with 403. Without templates, the topics are
+	// the request's "topic" query parameters, else "default".
+	Topics []string `json:"topics,omitempty"`
+
+	// The longest a stream stays silent: a comment line is sent when there
+	// is nothing else. Default: 15s. Negative: no heartbeats.
+	Heartbeat caddy.Duration `json:"heartbeat,omitempty"`
+
+	// The reconnection delay sent to clients, made larger by a random 0-50%
+	// per stream. Default: 3s.
+	Retry caddy.Duration `json:"retry,omitempty"`
+
+	// When positive, a stream ends after a random 80-100% of this, with a
+	// retry hint; the client reconnects and resumes. Default: no limit.
+	MaxAge caddy.Duration `json:"max_age,omitempty"`
+
+	// How many events may wait for one subscriber; a subscriber that falls
+	// further behind is disconnected and resumes from history when it
+	// reconnects. Default: 256.
+	Buffer int `json:"buffer,omitempty"`
+
+	// On a connection without a last event id, send up to this many of
+	// the newest retained events first. Default: 0.
+	Replay int `json:"replay,omitempty"`
+
+	// The most topics one subscription may have. Default: 64.
+	MaxTopics int `json:"max_topics,omitempty"`
+
+	// The most subscribers the hub may have on this node; beyond, clients
+	// are told to retry later. Default: 0, no limit.
+	MaxSubscribers int `json:"max_subscribers,omitempty"`
+
+	// Origins allowed to subscribe from other sites, with credentials;
+	// "*" allows any origin, without credentials.
+	CORSOrigins []string `json:"cors_origins,omitempty"`
+
+	// The type of the event that starts a stream whose resumption is
+	// incomplete. Default: "reset". "off" sends none.
+	ResetEvent string `json:"reset_event,omitempty"`
+
+	hub     *Hub
+	cors    *corsPolicy
+	streams streamSet
+	logger  *zap.Logger
+	stop    chan struct{} // closed by Cleanup: ends the heartbeat ticker
+}
+
+// CaddyModule returns the Caddy module information.
+func (*Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.sse",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision sets up the handler.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.setDefaults()
+	if err := h.validate(); err != nil {
+		return err
+	}
+	hub, err := lookupHub(ctx, h.Hub)
+	if err != nil {
+		return err
+	}
+	h.hub = hub
+	h.cors = newCORSPolicy(h.CORSOrigins, "GET")
+	h.streams.init()
+	if err := onStopping(ctx, h.shutdown); err != nil {
+		return err
+	}
+	h.stop = make(chan struct{})
+	if h.Heartbeat > 0 {
+		go h.heartbeats(time.Duration(h.Heartbeat))
+	}
+	return nil
+}
+
+func (h *Handler) setDefaults() {
+	if h.Hub == "" {
+		h.Hub = DefaultHubName
+	}
+	if h.Heartbeat == 0 {
+		h.Heartbeat = caddy.Duration(DefaultHeartbeat)
+	}
+	if h.Retry == 0 {
+		h.Retry = caddy.Duration(DefaultRetry)
+	}
+	if h.Buffer == 0 {
+		h.Buffer = DefaultBuffer
+	}
+	if h.MaxTopics == 0 {
+		h.MaxTopics = DefaultMaxTopics
+	}
+	if h.ResetEvent == "" {
+		h.ResetEvent = DefaultResetEvent
+	}
+}
+
+func (h *Handler) validate() error {
+	switch {
+	case h.Retry < 0:
+		return fmt.Errorf("retry must not be negative")
+	case h.MaxAge < 0:
+		return fmt.Errorf("max_age must not be negative")
+	case h.Buffer < 0:
+		return fmt.Errorf("buffer must not be negative")
+	case h.Replay < 0:
+		return fmt.Errorf("replay must not be negative")
+	case h.MaxTopics < 0:
+		return fmt.Errorf("max_topics must not be negative")
+	case h.MaxSubscribers < 0:
+		return fmt.Errorf("max_subscribers must not be negative")
+	}
+	if err := validateEventType(h.ResetEvent); err != nil {
+		return fmt.Errorf("reset_event: %w", err)
+	}
+	return validateOrigins(h.CORSOrigins)
+}
+
+// lookupHub finds a hub declared in the sse app.
+func lookupHub(ctx caddy.Context, name string) (*Hub, error) {
+	appIface, err := ctx.App("sse")
+	if err != nil {
+		return nil, fmt.Errorf("loading sse app: %w", err)
+	}
+	hub := appIface.(*App).Hub(name)
+	if hub == nil {
+		return nil, fmt.Errorf("hub %q is not declared in the sse global option", name)
+	}
+	return hub, nil
+}
+
+// onStopping calls fn when this config stops, on reload or exit, before
+// Caddy waits for open requests to finish.
+func onStopping(ctx caddy.Context, fn func()) error {
+	appIface, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading events app: %w", err)
+	}
+	err = appIface.(*caddyevents.App).On("stopping", stoppingHandler(fn))
+	if err != nil {
+		return fmt.Errorf("subscribing to the stopping event: %w", err)
+	}
+	return nil
+}
+
+// stoppingHandler adapts a function to caddyevents.Handler.
+type stoppingHandler func()
+
+// Handle implements caddyevents.Handler.
+func (fn stoppingHandler) Handle(context.Context, caddy.Event) error {
+	fn()
+	return nil
+}
+
+// shutdown ends every stream of this handler and refuses new ones.
+func (h *Handler) shutdown() {
+	h.streams.close(endShutdown)
+}
+
+// Cleanup ends the handler's streams and its heartbeat ticker.
+func (h *Handler) Cleanup() error {
+	if h.stop != nil {
+		close(h.stop)
+	}
+	h.shutdown()
+	return nil
+}
+
+// heartbeats asks every stream that wrote nothing during a whole tick to
+// send a heartbeat. With ticks of a third of the interval, no stream stays
+// silent for much more than two thirds of it.
+func (h *Handler) heartbeats(interval time.Duration) {
+	tick := time.NewTicker(interval / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-tick.C:
+			h.streams.each(func(s *subscriber) {
+				if !s.wrote.Swap(false) {
+					s.beat.Store(true)
+					s.signal()
+				}
+			})
+		}
+	}
+}
+
+// ServeHTTP implements caddyhttp.MiddlewareHandler. The sse handler
+// always responds; it never calls next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+	if h.cors != nil && r.Method == http.MethodOptions {
+		if !h.cors.apply(w, r) {
+			writeError(w, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" may not subscribe here")
+			return nil
+		}
+		if isPreflight(r) {
+			h.cors.preflight(w, r)
+			return nil
+		}
+	}
+	if r.Method != http.MethodGet {
+		allow := "GET"
+		if h.cors != nil {
+			allow = "GET, OPTIONS"
+		}
+		methodNotAllowed(w, r, allow)
+		return nil
+	}
+	if !h.cors.apply(w, r) {
+		writeError(w, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" may not subscribe here")
+		return nil
+	}
+	topics, status, err := h.subscriptionTopics(r)
+	if err != nil {
+		writeError(w, status, err.Error())
+		return nil
+	}
+	return h.serveStream(w, r, topics)
+}
+
+// subscriptionTopics returns the topics of a subscription request, or the
+// status and error to refuse it with.
+func (h *Handler) subscriptionTopics(r *http.Request) ([]string, int, error) {
+	if len(h.Topics) > 0 {
+		topics, err := expandTopics(r, h.Topics)
+		if err != nil {
+			return nil, http.StatusBadRequest, err
+		}
+		if len(topics) == 0 {
+			return nil, http.StatusForbidden, errors.New("this request has no topic to subscribe to (the route's topic templates gave none)")
+		}
+		return h.checkTopicCount(topics)
+	}
+	values := r.URL.Query()["topic"]
+	if len(values) == 0 {
+		return []string{defaultTopic}, 0, nil
+	}
+	if len(values) > h.MaxTopics {
+		return h.checkTopicCount(values)
+	}
+	topics, err := requestTopics(values)
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	return h.checkTopicCount(topics)
+}
+
+func (h *Handler) checkTopicCount(topics []string) ([]string, int, error) {
+	if len(topics) > h.MaxTopics {
+		return nil, http.StatusBadRequest, fmt.Errorf("%d topics requested; at most %d are allowed", len(topics), h.MaxTopics)
+	}
+	return topics, 0, nil
+}
+
+// lastEventID returns the id of the last event the client received, from
+// the Last-Event-ID header, else the last_event_id or lastEventID query
+// parameter.
+func lastEventID(r *http.Request) (string, bool) {
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		return id, true
+	}
+	q := r.URL.Query()
+	for _, name := range []string{"last_event_id", "lastEventID"} {
+		if id := q.Get(name); id != "" {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// jittered returns d made larger by a random 0-50%, in milliseconds.
+func jittered(d time.Duration) int64 {
+	return (d + rand.N(d/2+1)).Milliseconds()
+}
+
+// serveStream subscribes and streams until the client leaves or the
+// stream is ended.
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []string) error {
+	start := time.Now()
+	req := subscribeRequest{topics: topics, buffer: h.Buffer, maxSubscribers: h.MaxSubscribers}
+	req.replay.LastEventID, req.replay.Resume = lastEventID(r)
+	if !req.replay.Resume {
+		req.replay.Latest = h.Replay
+	}
+	sub, rep, err := h.hub.Subscribe(r.Context(), req)
+	if errors.Is(err, errOverCapacity) {
+		h.hub.counters.disconnects[endCapacity].Add(1)
+		h.refuse(w, "this hub has reached its subscriber limit")
+		return nil
+	}
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return nil
+	}
+	if !h.streams.add(sub) {
+		h.hub.Unsubscribe(sub)
+		h.refuse(w, "this server is reloading or stopping")
+		return nil
+	}
+	st := newStream(w, sub)
+	reason := h.run(r.Context(), st, rep, req.replay)
+	h.streams.remove(sub)
+	h.hub.Unsubscribe(sub)
+	h.hub.counters.disconnects[reason].Add(1)
+	h.logClose(r, sub, start, reason)
+	return nil
+}
+
+// refuse answers 200 with a long retry hint and a comment, then closes:
+// browsers give up on any other status, but retry after this.
+func (h *Handler) refuse(w http.ResponseWriter, why string) {
+	setStreamHeaders(w)
+	w.WriteHeader(http.StatusOK)
+	b := transport.AppendRetry(nil, jittered(max(time.Duration(h.Retry), capacityRetry)))
+	b = transport.AppendComment(b, why)
+	_, _ = w.Write(b)
+	_ = http.NewResponseController(w).Flush()
+}
+
+// run writes the stream's start, then live events until it ends.
+func (h *Handler) run(ctx context.Context, st *stream, rep transport.Replay, q transport.ReplayQuery) endReason {
+	if ce := h.logger.Check(zapcore.DebugLevel, "stream opened"); ce != nil {
+		ce.Write(zap.String("hub", h.hub.name), zap.Strings("topics", st.sub.topics),
+			zap.Bool("resume", q.Resume), zap.Bool("reset", rep.Reset), zap.Int("replayed", len(rep.Events)))
+	}
+	var timer *time.Timer
+	if h.MaxAge > 0 {
+		lifetime := time.Duration(h.MaxAge) * 4 / 5
+		lifetime += rand.N(time.Duration(h.MaxAge) - lifetime + 1)
+		timer = time.AfterFunc(lifetime, func() { st.sub.finish(endMaxAge) })
+		defer timer.Stop()
+	}
+	resetEvent := h.ResetEvent
+	if resetEvent == "off" {
+		resetEvent = ""
+	}
+	if err := st.start(jittered(time.Duration(h.Retry)), rep, q.LastEventID, resetEvent); err != nil {
+		return endClient
+	}
+	h.hub.counters.replayed.Add(uint64(len(rep.Events)))
+	for {
+		select {
+		case <-ctx.Done():
+			return endClient
+		case <-st.sub.wake:
+		}
+		n, err := st.pump()
+		h.hub.counters.delivered.Add(uint64(n))
+		if err != nil {
+			return endClient
+		}
+		if reason := st.sub.endReason(); reason != endNone {
+			if reason != endSlow {
+				_ = st.finish(jittered(max(time.Duration(h.Retry), time.Second)))
+			}
+			return reason
+		}
+	}
+}
+
+func (h *Handler) logClose(r *http.Request, sub *subscriber, start time.Time, reason endReason) {
+	if ce := h.logger.Check(zapcore.DebugLevel, "stream closed"); ce != nil {
+		ce.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("hub", h.hub.name),
+			zap.Strings("topics", sub.topics), zap.Duration("duration", time.Since(start)),
+			zap.Stringer("reason", reason))
+	}
+}
+
+// streamSet is the set of a handler's open streams.
+type streamSet struct {
+	mu     sync.Mutex
+	subs   map[*subscriber]struct{}
+	closed bool
+}
+
+func (ss *streamSet) init() { ss.subs = make(map[*subscriber]struct{}) }
+
+// add adds s, unless the set was closed.
+func (ss *streamSet) add(s *subscriber) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return false
+	}
+	ss.subs[s] = struct{}{}
+	return true
+}
+
+func (ss *streamSet) remove(s *subscriber) {
+	ss.mu.Lock()
+	delete(ss.subs, s)
+	ss.mu.Unlock()
+}
+
+func (ss *streamSet) each(fn func(*subscriber)) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for s := range ss.subs {
+		fn(s)
+	}
+}
+
+// close ends every stream for reason and refuses new ones.
+func (ss *streamSet) close(reason endReason) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.closed = true
+	for s := range ss.subs {
+		s.finish(reason)
+	}
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,83 @@
+package caddysse
+
+import (
+	"fmt"
+	"net/http"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// maxTopicLen is the longest topic, in bytes.
+const maxTopicLen = 1024
+
+// defaultTopic is the topic of requests that name none.
+const defaultTopic = "default"
+
+// validateTopic reports what is wrong with a topic: it must be non-empty
+// UTF-8 of at most 1024 bytes without control characters (category Cc).
+func validateTopic(t string) error {
+	switch {
+	case t == "":
+		return fmt.Errorf("topic is empty")
+	case len(t) > maxTopicLen:
+		return fmt.Errorf("topic %.40q... is longer than %d bytes", t, maxTopicLen)
+	case !utf8.ValidString(t):
+		return fmt.Errorf("topic %q is not valid UTF-8", t)
+	}
+	for _, r := range t {
+		if unicode.IsControl(r) {
+			return fmt.Errorf("topic %q contains the control character %U", t, r)
+		}
+	}
+	return nil
+}
+
+// appendTopic appends t to topics unless it is already there.
+func appendTopic(topics []string, t string) []string {
+	for _, have := range topics {
+		if have == t {
+			return topics
+		}
+	}
+	return append(topics, t)
+}
+
+// expandTopics evaluates topic templates for r. A template is dropped when
+// its result is empty or when one of its placeholders is unknown or empty,
+// so that "user/{http.auth.user.id}" gives no topic, rather than "user/",
+// to a request without a user. The results are validated and deduplicated.
+func expandTopics(r *http.Request, templates []string) ([]string, error) {
+	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	topics := make([]string, 0, len(templates))
+	for _, tmpl := range templates {
+		t := tmpl
+		if repl != nil {
+			var err error
+			if t, err = repl.ReplaceOrErr(tmpl, true, true); err != nil {
+				continue
+			}
+		}
+		if t == "" {
+			continue
+		}
+		if err := validateTopic(t); err != nil {
+			return nil, err
+		}
+		topics = appendTopic(topics, t)
+	}
+	return topics, nil
+}
+
+// requestTopics validates and deduplicates the topics a request names.
+func requestTopics(values []string) ([]string, error) {
+	topics := make([]string, 0, len(values))
+	for _, t := range values {
+		if err := validateTopic(t); err != nil {
+			return nil, err
+		}
+		topics = appendTopic(topics, t)
+	}
+	return topics, nil
+}
