@@ -41,7 +41,7 @@ func (tl *topicLog) popFront() *record {
 	tl.head++
 	tl.evicted = rec.ev.Seq
 	if tl.head == len(tl.recs) {
-		tl.recs, tl.head = tl.recs[:0], 0
+		tl.recs, tl.head = nil, 0 // an idle topic holds no array
 	} else if tl.head >= 32 && tl.head*2 >= len(tl.recs) {
 		n := copy(tl.recs, tl.recs[tl.head:])
 		clear(tl.recs[n:])
@@ -131,16 +131,23 @@ func (h *history) release(rec *record) {
 	}
 }
 
+// compactLog removes the dead records from the log, and gives back the
+// log's array when it is much larger than what is retained.
 func (h *history) compactLog() {
-	n := 0
+	inPlace := cap(h.log) <= 4*h.retained+1024
+	out := h.log[:0]
+	if !inPlace {
+		out = make([]*record, 0, 2*h.retained+64)
+	}
 	for _, rec := range h.log[h.logHead:] {
 		if rec.refs > 0 {
-			h.log[n] = rec
-			n++
+			out = append(out, rec)
 		}
 	}
-	clear(h.log[n:])
-	h.log, h.logHead, h.dead = h.log[:n], 0, 0
+	if inPlace {
+		clear(h.log[len(out):])
+	}
+	h.log, h.logHead, h.dead = out, 0, 0
 }
 
 // oldest returns the oldest retained record, or nil.
@@ -151,7 +158,12 @@ func (h *history) oldest() *record {
 		h.dead--
 	}
 	if h.logHead == len(h.log) {
-		h.log, h.logHead = h.log[:0], 0
+		if cap(h.log) > 1024 {
+			h.log = nil
+		} else {
+			h.log = h.log[:0]
+		}
+		h.logHead = 0
 		return nil
 	}
 	return h.log[h.logHead]

@@ -1,0 +1,157 @@
+package ssetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+)
+
+// NewClient returns an HTTP client for streams: no overall timeout, no
+// transparent decompression (a test sees the bytes as sent).
+func NewClient() *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		DisableCompression:  true,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     5 * time.Second,
+	}}
+}
+
+// NewSmallBufferClient returns a client whose connections have a receive
+// buffer of about size bytes, so that a server writing to a client that
+// does not read soon finds its socket full. Each request gets its own
+// connection.
+func NewSmallBufferClient(size int) *http.Client {
+	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
+		})
+		return errors.Join(err, serr)
+	}}
+	return &http.Client{Transport: &http.Transport{
+		DialContext:        d.DialContext,
+		DisableCompression: true,
+		DisableKeepAlives:  true,
+	}}
+}
+
+// Stream is an open event stream, read in the background.
+type Stream struct {
+	Resp   *http.Response
+	frames chan frameOrErr
+	cancel context.CancelFunc
+	parser *Parser
+}
+
+type frameOrErr struct {
+	f   Frame
+	err error
+}
+
+// Open sends a GET to url with the given headers and returns once the
+// response headers have arrived. The stream is read only when Next is
+// called; until then the connection's buffers fill up.
+func Open(client *http.Client, url string, header http.Header) (*Stream, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	s := &Stream{Resp: resp, cancel: cancel, parser: NewParser(resp.Body)}
+	if id := header.Get("Last-Event-ID"); id != "" {
+		s.parser.SetLastID(id)
+	}
+	return s, nil
+}
+
+// start reads frames in the background, from the first call to Next on.
+func (s *Stream) start() {
+	if s.frames != nil {
+		return
+	}
+	s.frames = make(chan frameOrErr, 1024)
+	go func() {
+		defer close(s.frames)
+		for {
+			f, err := s.parser.Next()
+			s.frames <- frameOrErr{f, err}
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+// ErrTimeout is returned by Next when nothing arrives in time.
+var ErrTimeout = errors.New("timed out waiting for the stream")
+
+// Next returns the next frame, waiting at most timeout. At the end of the
+// stream it returns io.EOF (or the read error).
+func (s *Stream) Next(timeout time.Duration) (Frame, error) {
+	s.start()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case fe, ok := <-s.frames:
+		if !ok {
+			return Frame{}, io.EOF
+		}
+		return fe.f, fe.err
+	case <-t.C:
+		return Frame{}, ErrTimeout
+	}
+}
+
+// NextEvent returns the next dispatched event, skipping other frames.
+func (s *Stream) NextEvent(timeout time.Duration) (Frame, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		f, err := s.Next(time.Until(deadline))
+		if err != nil || f.Kind == KindEvent {
+			return f, err
+		}
+	}
+}
+
+// LastID is the stream's last event id so far.
+func (s *Stream) LastID() string { return s.parser.LastID() }
+
+// Close ends the stream from the client side.
+func (s *Stream) Close() {
+	s.cancel()
+	_ = s.Resp.Body.Close()
+	if s.frames != nil {
+		for range s.frames { //nolint:revive // drain so the reader goroutine ends
+		}
+	}
+}
+
+// ReadAll reads every frame until the stream ends or timeout passes.
+func (s *Stream) ReadAll(timeout time.Duration) ([]Frame, error) {
+	deadline := time.Now().Add(timeout)
+	var out []Frame
+	for {
+		f, err := s.Next(time.Until(deadline))
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return out, fmt.Errorf("after %d frames: %w", len(out), err)
+		}
+		out = append(out, f)
+	}
+}
