@@ -46,6 +46,7 @@ type Stream struct {
 	frames chan frameOrErr
 	cancel context.CancelFunc
 	parser *Parser
+	lastID string // of the frames returned so far
 }
 
 type frameOrErr struct {
@@ -64,7 +65,7 @@ func Open(client *http.Client, url string, header http.Header) (*Stream, error) 
 		return nil, err
 	}
 	for k, v := range header {
-		req.Header[k] = v
+		req.Header[http.CanonicalHeaderKey(k)] = v
 	}
 	resp, err := client.Do(req)
 	if err != nil {
@@ -72,8 +73,9 @@ func Open(client *http.Client, url string, header http.Header) (*Stream, error) 
 		return nil, err
 	}
 	s := &Stream{Resp: resp, cancel: cancel, parser: NewParser(resp.Body)}
-	if id := header.Get("Last-Event-ID"); id != "" {
+	if id := req.Header.Get("Last-Event-ID"); id != "" {
 		s.parser.SetLastID(id)
+		s.lastID = id
 	}
 	return s, nil
 }
@@ -110,6 +112,9 @@ func (s *Stream) Next(timeout time.Duration) (Frame, error) {
 		if !ok {
 			return Frame{}, io.EOF
 		}
+		if fe.err == nil {
+			s.lastID = fe.f.LastID
+		}
 		return fe.f, fe.err
 	case <-t.C:
 		return Frame{}, ErrTimeout
@@ -127,8 +132,8 @@ func (s *Stream) NextEvent(timeout time.Duration) (Frame, error) {
 	}
 }
 
-// LastID is the stream's last event id so far.
-func (s *Stream) LastID() string { return s.parser.LastID() }
+// LastID is the stream's last event id after the frames returned so far.
+func (s *Stream) LastID() string { return s.lastID }
 
 // Close ends the stream from the client side.
 func (s *Stream) Close() {

@@ -1,0 +1,162 @@
+package caddysse
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/caddytest"
+
+	"github.com/ssehub/caddy-sse/internal/ssetest"
+)
+
+// The in-process Caddy of this package's tests (caddytest's fixed ports).
+const (
+	testAdmin = 2999
+	testHTTP  = 9080
+)
+
+var testBase = fmt.Sprintf("http://localhost:%d", testHTTP)
+
+// wait is the safety net of every wait in these tests.
+const wait = 10 * time.Second
+
+// startCaddy loads a config into the test process's Caddy: global options
+// (inside the global block) and the directives of one site.
+func startCaddy(t *testing.T, global, site string) {
+	t.Helper()
+	cfg := fmt.Sprintf(`{
+	admin localhost:%d
+	http_port %d
+	https_port 9443
+	%s
+}
+http://localhost:%d {
+	%s
+}
+`, testAdmin, testHTTP, global, testHTTP, site)
+	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
+	if t.Failed() {
+		t.FailNow()
+	}
+}
+
+// findHub returns the open hub called name.
+func findHub(t *testing.T, name string) *Hub {
+	t.Helper()
+	var found *Hub
+	hubs.Range(func(_, v any) bool {
+		if h := v.(*Hub); h.name == name {
+			found = h
+		}
+		return true
+	})
+	if found == nil {
+		t.Fatalf("no hub %q", name)
+	}
+	return found
+}
+
+// publishResp is a decoded publish answer.
+type publishResp struct {
+	Status int
+	Header http.Header
+	Body   string
+	Result publishResult
+	Error  string
+}
+
+// post sends a publish request.
+func post(t *testing.T, path, contentType, body string) publishResp {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, testBase+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	return do(t, req)
+}
+
+func do(t *testing.T, req *http.Request) publishResp {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr := publishResp{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
+	if resp.StatusCode == http.StatusOK && strings.HasPrefix(pr.Body, "{") {
+		if err := json.Unmarshal(b, &pr.Result); err != nil {
+			t.Fatalf("decoding %q: %v", b, err)
+		}
+	} else {
+		var eb errorBody
+		_ = json.Unmarshal(b, &eb)
+		pr.Error = eb.Error
+	}
+	return pr
+}
+
+// publishForm publishes a form and fails the test unless it is accepted.
+func publishForm(t *testing.T, path string, v url.Values) publishResult {
+	t.Helper()
+	pr := post(t, path, "application/x-www-form-urlencoded", v.Encode())
+	if pr.Status != http.StatusOK {
+		t.Fatalf("publish %v: %d %s", v, pr.Status, pr.Body)
+	}
+	return pr.Result
+}
+
+// publishTo publishes data to topics through /publish.
+func publishTo(t *testing.T, data string, topics ...string) publishResult {
+	t.Helper()
+	return publishForm(t, "/publish", url.Values{"topic": topics, "data": {data}})
+}
+
+// openStream subscribes and checks the stream's status and headers.
+func openStream(t *testing.T, client *http.Client, path string, header http.Header) *ssetest.Stream {
+	t.Helper()
+	s, err := ssetest.Open(client, testBase+path, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if s.Resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(s.Resp.Body)
+		t.Fatalf("GET %s: %d %s", path, s.Resp.StatusCode, b)
+	}
+	return s
+}
+
+// nextEvent returns the stream's next event or fails the test.
+func nextEvent(t *testing.T, s *ssetest.Stream) ssetest.Frame {
+	t.Helper()
+	f, err := s.NextEvent(wait)
+	if err != nil {
+		t.Fatalf("waiting for an event: %v", err)
+	}
+	return f
+}
+
+// eventually polls cond until it holds, or fails the test after wait.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

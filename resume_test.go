@@ -1,0 +1,330 @@
+package caddysse
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssehub/caddy-sse/internal/ssetest"
+	"github.com/ssehub/caddy-sse/transport"
+)
+
+// published is what the publishers of a test published, in id order.
+type published struct {
+	mu     sync.Mutex
+	events []publishResult
+	data   map[string]string // id → data
+}
+
+func (p *published) add(r publishResult, data string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.events = append(p.events, r)
+	p.data[r.ID] = data
+}
+
+// on returns the ids of the events published to any of topics, in id order.
+func (p *published) on(topics ...string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	sorted := slices.Clone(p.events)
+	slices.SortFunc(sorted, func(a, b publishResult) int { return int(seqOf(a.ID) - seqOf(b.ID)) })
+	var ids []string
+	for _, e := range sorted {
+		for _, t := range e.Topics {
+			if slices.Contains(topics, t) {
+				ids = append(ids, e.ID)
+				break
+			}
+		}
+	}
+	return ids
+}
+
+func seqOf(id string) int64 {
+	_, seq, ok := transport.ParseID(id)
+	if !ok {
+		panic("bad id " + id)
+	}
+	return int64(seq)
+}
+
+// TestResumeWhilePublishing reconnects a subscriber of two topics over and
+// over, each time with the id of the last event it got, while publishers
+// keep publishing to those and other topics: it must receive every event
+// of its topics exactly once, in order.
+func TestResumeWhilePublishing(t *testing.T) {
+	startCaddy(t, `sse {
+		hub default {
+			history 100000
+		}
+	}`, basicSite)
+	const perPublisher = 1500
+	topicSets := [][]string{{"ra"}, {"rb"}, {"rc"}, {"ra", "rc"}, {"rb", "rc"}, {"ra", "rb"}}
+	client := ssetest.NewClient()
+
+	// the first connection: its position is where the subscriber starts
+	s := openStream(t, client, "/events?topic=ra&topic=rb", nil)
+	for s.LastID() == "" {
+		if _, err := s.Next(wait); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	pub := &published{data: map[string]string{}}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i, topics := range topicSets {
+		wg.Go(func() {
+			// paced, so that the subscriber keeps up and its reconnections
+			// fall between live events rather than inside a replay
+			tick := time.NewTicker(3 * time.Millisecond)
+			defer tick.Stop()
+			for n := range perPublisher / len(topicSets) * 2 {
+				<-tick.C
+				data := fmt.Sprintf("p%d-%d", i, n)
+				pr := post(t, "/publish", "application/x-www-form-urlencoded",
+					url.Values{"topic": topics, "data": {data}}.Encode())
+				if pr.Status != http.StatusOK {
+					t.Errorf("publish: %d %s", pr.Status, pr.Body)
+					return
+				}
+				pub.add(pr.Result, data)
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+
+	var got, gotData []string
+	deadline := time.Now().Add(time.Minute)
+	reconnects := 0
+	finished := false
+	for !finished {
+		// read a few events, then drop the connection and resume
+		for n := 0; n < 1+reconnects%17 && !finished; {
+			f, err := s.Next(100 * time.Millisecond)
+			if err == ssetest.ErrTimeout && time.Now().Before(deadline) {
+				finished = isDone(done)
+				continue
+			}
+			if err != nil {
+				t.Fatalf("after %d events: %v", len(got), err)
+			}
+			if f.Kind == ssetest.KindEvent {
+				if f.Type == "reset" {
+					t.Fatalf("unexpected reset after %d events", len(got))
+				}
+				got = append(got, f.LastID)
+				gotData = append(gotData, f.Data)
+				n++
+			}
+			finished = isDone(done)
+		}
+		lastID := s.LastID()
+		s.Close()
+		reconnects++
+		s = openStream(t, client, "/events?topic=ra&topic=rb", http.Header{"Last-Event-ID": {lastID}})
+	}
+	// the last resumption: everything that is left
+	want := pub.on("ra", "rb")
+	for len(got) < len(want) {
+		f, err := s.NextEvent(wait)
+		if err != nil {
+			d := firstDiff(got, want)
+			t.Fatalf("got %d of %d events; first difference at %d: got %v want %v", len(got), len(want),
+				d, got[max(0, d-3):min(len(got), d+3)], want[max(0, d-3):min(len(want), d+3)])
+		}
+		got = append(got, f.LastID)
+		gotData = append(gotData, f.Data)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("received %d events, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+	}
+	for i, id := range got {
+		if pub.data[id] != gotData[i] {
+			t.Fatalf("event %s: data %q, want %q", id, gotData[i], pub.data[id])
+		}
+	}
+	if len(want) < 2000 || reconnects < 100 {
+		t.Fatalf("only %d events over %d reconnections", len(want), reconnects)
+	}
+	t.Logf("%d events over %d reconnections", len(want), reconnects)
+}
+
+func isDone(done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+		return false
+	}
+}
+
+func firstDiff(a, b []string) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+func TestResumeFromQueryParameters(t *testing.T) {
+	startCaddy(t, "", basicSite)
+	first := publishTo(t, "first", "q")
+	publishTo(t, "second", "q")
+	for _, param := range []string{"last_event_id", "lastEventID"} {
+		s := openStream(t, ssetest.NewClient(), "/events?topic=q&"+param+"="+url.QueryEscape(first.ID), nil)
+		if f := nextEvent(t, s); f.Data != "second" {
+			t.Errorf("%s: got %q", param, f.Data)
+		}
+	}
+	// the header wins over the query
+	s := openStream(t, ssetest.NewClient(), "/events?topic=q&last_event_id=garbage", http.Header{"Last-Event-ID": {first.ID}})
+	if f := nextEvent(t, s); f.Data != "second" || f.Type != "message" {
+		t.Errorf("header over query: got %s %q", f.Type, f.Data)
+	}
+}
+
+func TestResetCases(t *testing.T) {
+	startCaddy(t, `sse {
+		hub small {
+			history 3
+		}
+	}`, `sse /events {
+		hub small
+	}
+	sse /custom {
+		hub small
+		reset_event history-lost
+	}
+	sse /noreset {
+		hub small
+		reset_event off
+	}
+	sse_publish /publish {
+		hub small
+	}`)
+	var ids []string
+	for i := range 6 {
+		ids = append(ids, publishTo(t, fmt.Sprint(i), "rs").ID)
+	}
+	epoch, _, _ := transport.ParseID(ids[0])
+	other := "00000000"
+	if epoch == other {
+		other = "00000001"
+	}
+	cases := []struct{ name, id string }{
+		{"evicted", ids[1]},
+		{"malformed", "not an id"},
+		{"unknown", epoch + "-999999"},
+		{"other incarnation", other + "-3"},
+		{"non-UTF-8", "\xff\xfe"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := openStream(t, ssetest.NewClient(), "/events?topic=rs", http.Header{"Last-Event-ID": {c.id}})
+			f := nextEvent(t, s)
+			if f.Type != "reset" {
+				t.Fatalf("first event %s %q, want reset", f.Type, f.Data)
+			}
+			var d struct {
+				LastEventID string `json:"last_event_id"`
+			}
+			if err := json.Unmarshal([]byte(f.Data), &d); err != nil || d.LastEventID != strings.ToValidUTF8(c.id, "\uFFFD\uFFFD") {
+				t.Fatalf("reset data %q (%v)", f.Data, err)
+			}
+			for i := 3; i < 6; i++ {
+				if f := nextEvent(t, s); f.Data != fmt.Sprint(i) || f.LastID != ids[i] {
+					t.Fatalf("retained event %d: %q %s", i, f.Data, f.LastID)
+				}
+			}
+		})
+	}
+	t.Run("retained id resumes without reset", func(t *testing.T) {
+		s := openStream(t, ssetest.NewClient(), "/events?topic=rs", http.Header{"Last-Event-ID": {ids[3]}})
+		if f := nextEvent(t, s); f.Type != "message" || f.Data != "4" {
+			t.Fatalf("got %s %q", f.Type, f.Data)
+		}
+	})
+	t.Run("custom reset event", func(t *testing.T) {
+		s := openStream(t, ssetest.NewClient(), "/custom?topic=rs", http.Header{"Last-Event-ID": {"bad"}})
+		if f := nextEvent(t, s); f.Type != "history-lost" {
+			t.Fatalf("got %s %q", f.Type, f.Data)
+		}
+	})
+	t.Run("reset off", func(t *testing.T) {
+		s := openStream(t, ssetest.NewClient(), "/noreset?topic=rs", http.Header{"Last-Event-ID": {"bad"}})
+		if f := nextEvent(t, s); f.Type != "message" || f.Data != "3" {
+			t.Fatalf("got %s %q", f.Type, f.Data)
+		}
+	})
+	t.Run("reset without retained events sets a position", func(t *testing.T) {
+		s := openStream(t, ssetest.NewClient(), "/events?topic=empty", http.Header{"Last-Event-ID": {"bad"}})
+		if f := nextEvent(t, s); f.Type != "reset" {
+			t.Fatalf("got %s %q", f.Type, f.Data)
+		}
+		f, err := s.Next(wait)
+		if err != nil || f.Kind != ssetest.KindID || seqOf(f.LastID) != seqOf(ids[5]) {
+			t.Fatalf("after the reset: %+v %v", f, err)
+		}
+		// resuming from that position loses nothing
+		s.Close()
+		r := publishTo(t, "after", "empty")
+		s = openStream(t, ssetest.NewClient(), "/events?topic=empty", http.Header{"Last-Event-ID": {f.LastID}})
+		if f := nextEvent(t, s); f.Type != "message" || f.LastID != r.ID {
+			t.Fatalf("resumed with %s %q %s", f.Type, f.Data, f.LastID)
+		}
+	})
+}
+
+func TestReplayLatest(t *testing.T) {
+	startCaddy(t, "", `sse /events {
+		replay 3
+	}
+	sse_publish /publish`)
+	for i := range 5 {
+		publishTo(t, fmt.Sprint(i), "latest")
+	}
+	s := openStream(t, ssetest.NewClient(), "/events?topic=latest", nil)
+	for i := 2; i < 5; i++ {
+		if f := nextEvent(t, s); f.Data != fmt.Sprint(i) {
+			t.Fatalf("replayed %q, want %d", f.Data, i)
+		}
+	}
+	publishTo(t, "live", "latest")
+	if f := nextEvent(t, s); f.Data != "live" {
+		t.Fatalf("got %q, want live", f.Data)
+	}
+}
+
+// TestClientWithoutEventsResumesFromItsConnection: a client that got no
+// event before it lost its connection still resumes from where it
+// connected.
+func TestClientWithoutEventsResumesFromItsConnection(t *testing.T) {
+	startCaddy(t, "", basicSite)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=quiet", nil)
+	var pos string
+	for pos == "" {
+		f, err := s.Next(wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Kind == ssetest.KindID {
+			pos = f.LastID
+		}
+	}
+	s.Close()
+	missed := publishTo(t, "while away", "quiet")
+	s = openStream(t, ssetest.NewClient(), "/events?topic=quiet", http.Header{"Last-Event-ID": {pos}})
+	if f := nextEvent(t, s); f.LastID != missed.ID || f.Data != "while away" {
+		t.Fatalf("got %s %q", f.LastID, f.Data)
+	}
+}

@@ -1,0 +1,194 @@
+package caddysse
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ssehub/caddy-sse/internal/ssetest"
+)
+
+const basicSite = `
+	sse /events
+	sse_publish /publish
+`
+
+func TestStreamHeadersAndStart(t *testing.T) {
+	startCaddy(t, "", basicSite)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=headers", nil)
+	h := s.Resp.Header
+	if ct := h.Get("Content-Type"); ct != "text/event-stream" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	cc := h.Get("Cache-Control")
+	if !strings.Contains(cc, "no-cache") || !strings.Contains(cc, "no-transform") {
+		t.Errorf("Cache-Control %q", cc)
+	}
+	if h.Get("X-Accel-Buffering") != "no" {
+		t.Errorf("X-Accel-Buffering %q", h.Get("X-Accel-Buffering"))
+	}
+	if s.Resp.ContentLength != -1 || h.Get("Content-Length") != "" {
+		t.Errorf("Content-Length %q", h.Get("Content-Length"))
+	}
+	// the stream starts with a retry hint of 3s plus 0-50%
+	f, err := s.Next(wait)
+	if err != nil || f.Kind != ssetest.KindRetry {
+		t.Fatalf("first frame %+v, %v", f, err)
+	}
+	if f.Retry < 3000 || f.Retry > 4500 {
+		t.Errorf("retry %d not in [3000, 4500]", f.Retry)
+	}
+	// then the position of the hub, so that a reconnection resumes from it
+	f, err = s.Next(wait)
+	if err != nil || f.Kind != ssetest.KindID || f.LastID == "" {
+		t.Fatalf("second frame %+v, %v", f, err)
+	}
+}
+
+func TestRetryJitterVaries(t *testing.T) {
+	startCaddy(t, "", `sse /events {
+		retry 10s
+	}`)
+	client := ssetest.NewClient()
+	seen := map[int]bool{}
+	for range 20 {
+		s := openStream(t, client, "/events?topic=jitter", nil)
+		f, err := s.Next(wait)
+		if err != nil || f.Kind != ssetest.KindRetry {
+			t.Fatalf("first frame %+v, %v", f, err)
+		}
+		if f.Retry < 10000 || f.Retry > 15000 {
+			t.Fatalf("retry %d not in [10000, 15000]", f.Retry)
+		}
+		seen[f.Retry] = true
+		s.Close()
+	}
+	if len(seen) < 10 {
+		t.Errorf("only %d distinct retry values in 20 streams: no jitter", len(seen))
+	}
+}
+
+// TestLiveAtHeaders publishes the moment the response headers arrive, as
+// browser code does in onopen: the event must always arrive.
+func TestLiveAtHeaders(t *testing.T) {
+	startCaddy(t, "", basicSite)
+	client := ssetest.NewClient()
+	for i := range 300 {
+		topic := fmt.Sprint("live-", i)
+		s := openStream(t, client, "/events?topic="+topic, nil)
+		want := fmt.Sprint("event-", i)
+		publishTo(t, want, topic)
+		f := nextEvent(t, s)
+		if f.Data != want {
+			t.Fatalf("iteration %d: got %q, want %q", i, f.Data, want)
+		}
+		s.Close()
+	}
+}
+
+func TestEventFormatsArriveExactly(t *testing.T) {
+	startCaddy(t, "", basicSite)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=formats", nil)
+	cases := []struct{ typ, data, want string }{
+		{"", "plain", "plain"},
+		{"custom", "typed", "typed"},
+		{"", "multi\nline\r\nand\rcr", "multi\nline\nand\ncr"},
+		{"", "  leading spaces", "  leading spaces"},
+		{"", "", ""},
+		{"", "trailing\n", "trailing\n"},
+		{"", "non-ASCII: ünïcödé ✓ 😀", "non-ASCII: ünïcödé ✓ 😀"},
+		{"", "{placeholder} {http.request.uri}", "{placeholder} {http.request.uri}"},
+	}
+	for _, c := range cases {
+		r := publishForm(t, "/publish", map[string][]string{"topic": {"formats"}, "event": {c.typ}, "data": {c.data}})
+		f := nextEvent(t, s)
+		wantType := c.typ
+		if wantType == "" {
+			wantType = "message"
+		}
+		if f.Data != c.want || f.Type != wantType || f.LastID != r.ID {
+			t.Errorf("published %q/%q: got type %q data %q id %q, want %q %q %q",
+				c.typ, c.data, f.Type, f.Data, f.LastID, wantType, c.want, r.ID)
+		}
+	}
+}
+
+func TestOneDeliveryForSeveralTopics(t *testing.T) {
+	startCaddy(t, "", basicSite)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=d1&topic=d2&topic=d3", nil)
+	r := publishTo(t, "once", "d1", "d2", "d3")
+	if r.Subscribers != 1 {
+		t.Errorf("subscribers %d, want 1", r.Subscribers)
+	}
+	publishTo(t, "marker", "d2")
+	if f := nextEvent(t, s); f.Data != "once" {
+		t.Fatalf("got %q", f.Data)
+	}
+	if f := nextEvent(t, s); f.Data != "marker" {
+		t.Fatalf("the event came twice: got %q, want the marker", f.Data)
+	}
+}
+
+func TestDefaultTopic(t *testing.T) {
+	startCaddy(t, "", basicSite)
+	s := openStream(t, ssetest.NewClient(), "/events", nil)
+	r := post(t, "/publish", "text/plain", "to the default topic")
+	if r.Status != http.StatusOK || len(r.Result.Topics) != 1 || r.Result.Topics[0] != "default" {
+		t.Fatalf("publish: %d %s", r.Status, r.Body)
+	}
+	if f := nextEvent(t, s); f.Data != "to the default topic" {
+		t.Fatalf("got %q", f.Data)
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	const interval = 600 * time.Millisecond
+	startCaddy(t, "", `sse /events {
+		heartbeat 600ms
+	}
+	sse_publish /publish`)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=hb", nil)
+	last := time.Now()
+	var maxGap time.Duration
+	comments := 0
+	end := time.Now().Add(5 * interval)
+	for time.Now().Before(end) {
+		f, err := s.Next(2 * interval)
+		if err != nil {
+			t.Fatalf("after %d heartbeats: %v", comments, err)
+		}
+		if gap := f.At.Sub(last); gap > maxGap {
+			maxGap = gap
+		}
+		last = f.At
+		if f.Kind == ssetest.KindComment {
+			comments++
+			if comments == 2 {
+				publishTo(t, "an event in between", "hb")
+			}
+		}
+	}
+	if maxGap > interval {
+		t.Errorf("the stream was silent for %v, more than the %v heartbeat", maxGap, interval)
+	}
+	if comments < 4 {
+		t.Errorf("%d heartbeats in %v", comments, 5*interval)
+	}
+}
+
+func TestHeartbeatOff(t *testing.T) {
+	startCaddy(t, "", `sse /events {
+		heartbeat off
+	}`)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=nohb", nil)
+	for range 2 { // retry and position
+		if _, err := s.Next(wait); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f, err := s.Next(2 * time.Second); err != ssetest.ErrTimeout {
+		t.Fatalf("with heartbeat off, got %+v, %v", f, err)
+	}
+}
