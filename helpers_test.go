@@ -44,6 +44,8 @@ http://localhost:%d {
 	if t.Failed() {
 		t.FailNow()
 	}
+	// connections kept alive by the previous config's server are closing
+	http.DefaultClient.CloseIdleConnections()
 }
 
 // findHub returns the open hub called name.
@@ -158,5 +160,12 @@ func eventually(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting until %s", what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func mustUnmarshal(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("decoding %q: %v", s, err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -29,7 +30,9 @@ type Hub struct {
 	topics      map[string]*topicSubs
 	subscribers int
 
-	counters hubCounters
+	counters     hubCounters
+	slowWarnedAt atomic.Int64 // unix nanoseconds of the last slow warning
+	slowUnwarned atomic.Int64 // slow drops not yet warned about
 }
 
 // hubCounters count what happens in a hub; they only ever grow.
@@ -109,9 +112,30 @@ func (h *Hub) Deliver(ev *transport.Event) int {
 	}
 	h.mu.RUnlock()
 	for _, s := range slow {
-		h.remove(s)
+		h.dropSlow(s)
 	}
 	return n
+}
+
+// slowWarnInterval is the least time between two slow-client warnings of
+// a hub; the drops in between are counted in the next one.
+const slowWarnInterval = time.Second
+
+// dropSlow removes a subscriber whose queue overflowed, counts it and
+// warns about it. Its stream ends once its pending write returns; its
+// client then resumes from history.
+func (h *Hub) dropSlow(s *subscriber) {
+	h.remove(s)
+	h.counters.disconnects[endSlow].Add(1)
+	unwarned := h.slowUnwarned.Add(1)
+	now := time.Now().UnixNano()
+	last := h.slowWarnedAt.Load()
+	if now-last < int64(slowWarnInterval) || !h.slowWarnedAt.CompareAndSwap(last, now) {
+		return
+	}
+	h.slowUnwarned.Add(-unwarned)
+	h.logger.Warn("disconnected slow subscribers: their queues were full",
+		zap.Int64("count", unwarned), zap.Strings("topics", s.topics), zap.Int("buffer", s.limit))
 }
 
 // subscribeRequest is what a stream asks of the hub.

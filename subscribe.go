@@ -354,7 +354,9 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []s
 	reason := h.run(r.Context(), st, rep, req.replay)
 	h.streams.remove(sub)
 	h.hub.Unsubscribe(sub)
-	h.hub.counters.disconnects[reason].Add(1)
+	if reason != endSlow { // counted when dropped
+		h.hub.counters.disconnects[reason].Add(1)
+	}
 	h.logClose(r, sub, start, reason)
 	return nil
 }

@@ -1,0 +1,299 @@
+package caddysse
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddytest"
+)
+
+func adapt(t *testing.T, caddyfile string) (string, error) {
+	t.Helper()
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(caddyfile), nil)
+	return string(out), err
+}
+
+func TestCaddyfileAllOptions(t *testing.T) {
+	caddytest.AssertAdapt(t, `{
+	sse {
+		hub chat {
+			history 50
+			history_ttl 1h
+			history_max_bytes 8MiB
+			transport memory
+		}
+		hub keepnone {
+			history 0
+		}
+	}
+}
+:8080 {
+	sse /events {
+		hub chat
+		topic room/{http.request.uri.query.room} lobby
+		topic extra
+		heartbeat 20s
+		retry 2s
+		max_age 10m
+		buffer 64
+		replay 5
+		max_topics 8
+		max_subscribers 1000
+		cors_origins https://a.example https://b.example
+		reset_event gone
+	}
+	sse /quiet {
+		heartbeat off
+		reset_event off
+	}
+	sse_publish /publish {
+		hub chat
+		topic room/{http.request.uri.query.room}
+		max_size 64KiB
+		cors_origins *
+	}
+}`, "caddyfile", `{
+	"apps": {
+		"http": {
+			"servers": {
+				"srv0": {
+					"listen": [
+						":8080"
+					],
+					"routes": [
+						{
+							"match": [
+								{
+									"path": [
+										"/publish"
+									]
+								}
+							],
+							"handle": [
+								{
+									"cors_origins": [
+										"*"
+									],
+									"handler": "sse_publish",
+									"hub": "chat",
+									"max_size": 65536,
+									"topics": [
+										"room/{http.request.uri.query.room}"
+									]
+								}
+							]
+						},
+						{
+							"match": [
+								{
+									"path": [
+										"/events"
+									]
+								}
+							],
+							"handle": [
+								{
+									"buffer": 64,
+									"cors_origins": [
+										"https://a.example",
+										"https://b.example"
+									],
+									"handler": "sse",
+									"heartbeat": 20000000000,
+									"hub": "chat",
+									"max_age": 600000000000,
+									"max_subscribers": 1000,
+									"max_topics": 8,
+									"replay": 5,
+									"reset_event": "gone",
+									"retry": 2000000000,
+									"topics": [
+										"room/{http.request.uri.query.room}",
+										"lobby",
+										"extra"
+									]
+								}
+							]
+						},
+						{
+							"match": [
+								{
+									"path": [
+										"/quiet"
+									]
+								}
+							],
+							"handle": [
+								{
+									"handler": "sse",
+									"heartbeat": -1000000000,
+									"reset_event": "off"
+								}
+							]
+						}
+					]
+				}
+			}
+		},
+		"sse": {
+			"hubs": {
+				"chat": {
+					"history": 50,
+					"history_ttl": 3600000000000,
+					"history_max_bytes": 8388608,
+					"transport": {
+						"transport": "memory"
+					}
+				},
+				"keepnone": {
+					"history": 0
+				}
+			}
+		}
+	}
+}`)
+}
+
+func TestCaddyfileErrors(t *testing.T) {
+	cases := []struct {
+		name, config, want string
+	}{
+		{"unknown sse option", `:80 {
+	sse {
+		bogus 1
+	}
+}`, "unrecognized sse option 'bogus'"},
+		{"unknown publish option", `:80 {
+	sse_publish {
+		bogus
+	}
+}`, "unrecognized sse_publish option 'bogus'"},
+		{"buffer zero", `:80 {
+	sse {
+		buffer 0
+	}
+}`, "at least 1"},
+		{"buffer not a number", `:80 {
+	sse {
+		buffer lots
+	}
+}`, "not an integer"},
+		{"bad duration", `:80 {
+	sse {
+		retry soon
+	}
+}`, "not a positive duration"},
+		{"negative retry", `:80 {
+	sse {
+		retry -1s
+	}
+}`, "not a positive duration"},
+		{"heartbeat missing value", `:80 {
+	sse {
+		heartbeat
+	}
+}`, "wrong argument count"},
+		{"bad size", `:80 {
+	sse_publish {
+		max_size big
+	}
+}`, "not a positive size"},
+		{"hub without name", `{
+	sse {
+		hub
+	}
+}`, "wrong argument count"},
+		{"hub twice", `{
+	sse {
+		hub a
+		hub a
+	}
+}`, "declared twice"},
+		{"unknown hub option", `{
+	sse {
+		hub a {
+			size 5
+		}
+	}
+}`, "unrecognized hub option 'size'"},
+		{"unknown transport", `{
+	sse {
+		hub a {
+			transport carrier-pigeon
+		}
+	}
+}`, "sse.transports.carrier-pigeon"},
+		{"transport memory with options", `{
+	sse {
+		hub a {
+			transport memory {
+				x
+			}
+		}
+	}
+}`, "takes no options"},
+		{"negative history", `{
+	sse {
+		hub a {
+			history -1
+		}
+	}
+}`, "at least 0"},
+		{"sse with an argument", `:80 {
+	sse /events extra
+}`, "wrong argument count"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := adapt(t, c.config)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want one containing %q", err, c.want)
+			}
+		})
+	}
+}
+
+// TestProvisionErrors loads configs that adapt but do not provision: the
+// load fails with a clear error.
+func TestProvisionErrors(t *testing.T) {
+	cases := []struct {
+		name, config, want string
+	}{
+		{"undeclared hub", `:9080 {
+	sse {
+		hub nowhere
+	}
+}`, "is not declared in the sse global option"},
+		{"bad hub name", `:9080 {
+	sse
+}`, "a hub name has"},
+		{"bad cors origin", `:9080 {
+	sse {
+		cors_origins example.com
+	}
+}`, "not of the form scheme://host"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			global := "{\n\tadmin localhost:2999\n}\n"
+			if c.name == "bad hub name" {
+				global = "{\n\tadmin localhost:2999\n\tsse {\n\t\thub a/b\n\t}\n}\n"
+			}
+			caddytest.AssertLoadError(t, global+c.config, "caddyfile", c.want)
+		})
+	}
+	jsonCases := []struct{ name, handler, want string }{
+		{"reset event with a newline", `{"handler":"sse","reset_event":"a\nb"}`, "CR, LF or NUL"},
+		{"negative buffer", `{"handler":"sse","buffer":-1}`, "buffer must not be negative"},
+		{"negative max_size", `{"handler":"sse_publish","max_size":-1}`, "max_size must not be negative"},
+		{"unknown field", `{"handler":"sse","topic":"x"}`, "unknown field"},
+	}
+	for _, c := range jsonCases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := `{"admin":{"listen":"localhost:2999"},"apps":{"http":{"servers":{"s":{"listen":[":9080"],"routes":[{"handle":[` +
+				c.handler + `]}]}}}}}`
+			caddytest.AssertLoadError(t, cfg, "json", c.want)
+		})
+	}
+}

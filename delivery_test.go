@@ -1,0 +1,225 @@
+package caddysse
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssehub/caddy-sse/internal/ssetest"
+)
+
+// TestEncodeLeavesStreamsAlone runs the stream behind encode, in the
+// default directive order and in both explicit orders, with a client that
+// accepts gzip: the stream is not compressed, the headers come before any
+// event, and each event arrives as soon as it is published.
+func TestEncodeLeavesStreamsAlone(t *testing.T) {
+	sites := map[string]string{
+		"default order": `encode gzip zstd
+	sse /events
+	sse_publish /publish`,
+		"encode first in a route": `route {
+		encode gzip zstd
+		sse /events
+	}
+	sse_publish /publish`,
+		"sse first in a route": `route {
+		sse /events
+		encode gzip zstd
+	}
+	sse_publish /publish`,
+	}
+	for name, site := range sites {
+		t.Run(name, func(t *testing.T) {
+			startCaddy(t, "", site)
+			// the headers arrive although nothing has been published
+			s := openStream(t, ssetest.NewClient(), "/events?topic=enc", http.Header{"Accept-Encoding": {"gzip, zstd"}})
+			if ce := s.Resp.Header.Get("Content-Encoding"); ce != "" {
+				t.Fatalf("Content-Encoding %q", ce)
+			}
+			for i := range 5 {
+				want := fmt.Sprintf("event %d %s", i, strings.Repeat("compressible ", 20))
+				publishTo(t, want, "enc")
+				f, err := s.NextEvent(2 * time.Second)
+				if err != nil || f.Data != want {
+					t.Fatalf("event %d: %q, %v", i, f.Data, err)
+				}
+			}
+		})
+	}
+}
+
+// TestSlowSubscriberIsDropped: a subscriber that does not read is dropped
+// once its queue is full, publishing never waits for it, another
+// subscriber gets everything, and the slow one resumes from history
+// without loss once it reads again.
+func TestSlowSubscriberIsDropped(t *testing.T) {
+	startCaddy(t, `sse {
+		hub slow {
+			history 5000
+		}
+	}`, `sse /events {
+		hub slow
+		buffer 16
+	}
+	sse_publish /publish {
+		hub slow
+		max_size 10MiB
+	}`)
+	hub := findHub(t, "slow")
+	slowBefore := hub.counters.disconnects[endSlow].Load()
+
+	slow := openStream(t, ssetest.NewSmallBufferClient(4096), "/events?topic=s", nil)
+	fast := openStream(t, ssetest.NewClient(), "/events?topic=s", nil)
+	var fastGot []string
+	var fastErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			f, err := fast.NextEvent(wait)
+			if err != nil {
+				fastErr = err
+				return
+			}
+			if f.Data == "stop" {
+				return
+			}
+			fastGot = append(fastGot, f.LastID)
+		}
+	})
+
+	// 8 KiB events, 4 per request (fewer than the buffer, so that a reader
+	// that keeps up is never dropped), until the slow one is dropped: its
+	// socket buffers fill first, then its queue of 16
+	payload := strings.Repeat("x", 8<<10)
+	var ids []string
+	var maxLatency time.Duration
+	dropped := false
+	for batch := 0; batch < 2000 && !dropped; batch++ {
+		var body strings.Builder
+		body.WriteString("[")
+		for i := range 4 {
+			if i > 0 {
+				body.WriteString(",")
+			}
+			fmt.Fprintf(&body, `{"topic":"s","data":"%d %s"}`, batch*4+i, payload)
+		}
+		body.WriteString("]")
+		start := time.Now()
+		r := post(t, "/publish", "application/json", body.String())
+		maxLatency = max(maxLatency, time.Since(start))
+		if r.Status != 200 {
+			t.Fatalf("publish: %d %s", r.Status, r.Body)
+		}
+		var results []publishResult
+		mustUnmarshal(t, r.Body, &results)
+		for _, res := range results {
+			ids = append(ids, res.ID)
+			switch res.Subscribers {
+			case 1:
+				dropped = true
+			case 0:
+				t.Fatalf("both subscribers were dropped after %d events", len(ids))
+			}
+		}
+	}
+	if !dropped {
+		t.Fatalf("the slow subscriber was never dropped after %d events", len(ids))
+	}
+	if maxLatency > time.Second {
+		t.Errorf("a publish took %v: publishing waited for the slow subscriber", maxLatency)
+	}
+	if n := hub.counters.disconnects[endSlow].Load() - slowBefore; n != 1 {
+		t.Errorf("%d slow disconnects counted, want 1", n)
+	}
+	if n := hub.Stats().Subscribers; n != 1 {
+		t.Errorf("%d subscribers in the hub, want the fast one only", n)
+	}
+	publishTo(t, "stop", "s")
+	wg.Wait()
+	if fastErr != nil || strings.Join(fastGot, ",") != strings.Join(ids, ",") {
+		t.Fatalf("the fast subscriber got %d of %d events (%v)", len(fastGot), len(ids), fastErr)
+	}
+
+	// the slow client reads again: its stream ends, it resumes from
+	// history and gets everything
+	var slowGot []string
+	for {
+		f, err := slow.Next(wait)
+		if err != nil {
+			break // the dropped stream ended
+		}
+		if f.Kind == ssetest.KindEvent {
+			slowGot = append(slowGot, f.LastID)
+		}
+	}
+	s := openStream(t, ssetest.NewClient(), "/events?topic=s", http.Header{"Last-Event-ID": {slow.LastID()}})
+	for len(slowGot) < len(ids)+1 {
+		f := nextEvent(t, s)
+		if f.Type == "reset" {
+			t.Fatal("unexpected reset")
+		}
+		slowGot = append(slowGot, f.LastID)
+	}
+	if strings.Join(slowGot[:len(ids)], ",") != strings.Join(ids, ",") {
+		t.Fatalf("the slow subscriber's events differ from the published ones")
+	}
+	t.Logf("dropped after %d events of 8 KiB; slowest publish %v", len(ids), maxLatency)
+}
+
+// TestNoLeakWithConnectionChurn connects and disconnects 1,000
+// subscribers three times: afterwards the hub has no subscribers and the
+// goroutines are back to their baseline.
+func TestNoLeakWithConnectionChurn(t *testing.T) {
+	startCaddy(t, "", `sse /events {
+		heartbeat 1s
+	}
+	sse_publish /publish`)
+	hub := findHub(t, "default")
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true, DisableKeepAlives: true}}
+	baseline := runtime.NumGoroutine()
+	for round := range 3 {
+		streams := make([]*ssetest.Stream, 0, 1000)
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range 1000 {
+			wg.Go(func() {
+				s, err := ssetest.Open(client, fmt.Sprintf("%s/events?topic=churn&topic=c%d", testBase, i%50), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				streams = append(streams, s)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if t.Failed() {
+			t.FailNow()
+		}
+		if n := hub.Stats().Subscribers; n != 1000 {
+			t.Fatalf("round %d: %d subscribers, want 1000", round, n)
+		}
+		if r := publishTo(t, "to all", "churn"); r.Subscribers != 1000 {
+			t.Fatalf("round %d: published to %d subscribers", round, r.Subscribers)
+		}
+		for _, s := range streams {
+			s.Close()
+		}
+		eventually(t, "every subscriber has left the hub", func() bool { return hub.Stats().Subscribers == 0 })
+	}
+	hub.mu.RLock()
+	topics := len(hub.topics)
+	hub.mu.RUnlock()
+	if topics != 0 {
+		t.Fatalf("%d topics left in the hub", topics)
+	}
+	client.CloseIdleConnections()
+	eventually(t, fmt.Sprintf("goroutines return to their baseline of %d", baseline), func() bool {
+		return runtime.NumGoroutine() <= baseline+5
+	})
+}
