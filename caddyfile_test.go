@@ -1,6 +1,7 @@
 package caddysse
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -14,145 +15,18 @@ func adapt(t *testing.T, caddyfile string) (string, error) {
 	return string(out), err
 }
 
+// TestCaddyfileAllOptions adapts a Caddyfile with every option to the
+// JSON config in testdata.
 func TestCaddyfileAllOptions(t *testing.T) {
-	caddytest.AssertAdapt(t, `{
-	sse {
-		hub chat {
-			history 50
-			history_ttl 1h
-			history_max_bytes 8MiB
-			transport memory
-		}
-		hub keepnone {
-			history 0
-		}
+	in, err := os.ReadFile("testdata/all-options.caddyfile")
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-:8080 {
-	sse /events {
-		hub chat
-		topic room/{http.request.uri.query.room} lobby
-		topic extra
-		heartbeat 20s
-		retry 2s
-		max_age 10m
-		buffer 64
-		replay 5
-		max_topics 8
-		max_subscribers 1000
-		cors_origins https://a.example https://b.example
-		reset_event gone
+	want, err := os.ReadFile("testdata/all-options.json")
+	if err != nil {
+		t.Fatal(err)
 	}
-	sse /quiet {
-		heartbeat off
-		reset_event off
-	}
-	sse_publish /publish {
-		hub chat
-		topic room/{http.request.uri.query.room}
-		max_size 64KiB
-		cors_origins *
-	}
-}`, "caddyfile", `{
-	"apps": {
-		"http": {
-			"servers": {
-				"srv0": {
-					"listen": [
-						":8080"
-					],
-					"routes": [
-						{
-							"match": [
-								{
-									"path": [
-										"/publish"
-									]
-								}
-							],
-							"handle": [
-								{
-									"cors_origins": [
-										"*"
-									],
-									"handler": "sse_publish",
-									"hub": "chat",
-									"max_size": 65536,
-									"topics": [
-										"room/{http.request.uri.query.room}"
-									]
-								}
-							]
-						},
-						{
-							"match": [
-								{
-									"path": [
-										"/events"
-									]
-								}
-							],
-							"handle": [
-								{
-									"buffer": 64,
-									"cors_origins": [
-										"https://a.example",
-										"https://b.example"
-									],
-									"handler": "sse",
-									"heartbeat": 20000000000,
-									"hub": "chat",
-									"max_age": 600000000000,
-									"max_subscribers": 1000,
-									"max_topics": 8,
-									"replay": 5,
-									"reset_event": "gone",
-									"retry": 2000000000,
-									"topics": [
-										"room/{http.request.uri.query.room}",
-										"lobby",
-										"extra"
-									]
-								}
-							]
-						},
-						{
-							"match": [
-								{
-									"path": [
-										"/quiet"
-									]
-								}
-							],
-							"handle": [
-								{
-									"handler": "sse",
-									"heartbeat": -1000000000,
-									"reset_event": "off"
-								}
-							]
-						}
-					]
-				}
-			}
-		},
-		"sse": {
-			"hubs": {
-				"chat": {
-					"history": 50,
-					"history_ttl": 3600000000000,
-					"history_max_bytes": 8388608,
-					"transport": {
-						"transport": "memory"
-					}
-				},
-				"keepnone": {
-					"history": 0
-				}
-			}
-		}
-	}
-}`)
+	caddytest.AssertAdapt(t, string(in), "caddyfile", string(want))
 }
 
 func TestCaddyfileErrors(t *testing.T) {
