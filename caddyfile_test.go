@@ -26,7 +26,7 @@ func TestCaddyfileAllOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caddytest.AssertAdapt(t, string(in), "caddyfile", string(want))
+	caddytest.AssertAdapt(t, string(in), "caddyfile", strings.TrimSuffix(string(want), "\n"))
 }
 
 func TestCaddyfileErrors(t *testing.T) {
