@@ -1,6 +1,7 @@
 package caddysse
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -150,11 +151,12 @@ func TestProvisionErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			global := "{\n\tadmin localhost:2999\n}\n"
+			global := fmt.Sprintf("{\n\tadmin localhost:%d\n}\n", testAdmin)
 			if c.name == "bad hub name" {
-				global = "{\n\tadmin localhost:2999\n\tsse {\n\t\thub a/b\n\t}\n}\n"
+				global = fmt.Sprintf("{\n\tadmin localhost:%d\n\tsse {\n\t\thub a/b\n\t}\n}\n", testAdmin)
 			}
-			caddytest.AssertLoadError(t, global+c.config, "caddyfile", c.want)
+			config := strings.ReplaceAll(c.config, ":9080", fmt.Sprintf(":%d", testHTTP))
+			caddytest.AssertLoadError(t, global+config, "caddyfile", c.want)
 		})
 	}
 	jsonCases := []struct{ name, handler, want string }{
@@ -165,8 +167,8 @@ func TestProvisionErrors(t *testing.T) {
 	}
 	for _, c := range jsonCases {
 		t.Run(c.name, func(t *testing.T) {
-			cfg := `{"admin":{"listen":"localhost:2999"},"apps":{"http":{"servers":{"s":{"listen":[":9080"],"routes":[{"handle":[` +
-				c.handler + `]}]}}}}}`
+			cfg := fmt.Sprintf(`{"admin":{"listen":"localhost:%d"},"apps":{"http":{"servers":{"s":{"listen":[":%d"],"routes":[{"handle":[`,
+				testAdmin, testHTTP) + c.handler + `]}]}}}}}`
 			caddytest.AssertLoadError(t, cfg, "json", c.want)
 		})
 	}

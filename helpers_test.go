@@ -6,22 +6,29 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/caddytest"
 
+	"github.com/ssehub/caddy-sse/internal/caddyproc"
 	"github.com/ssehub/caddy-sse/internal/ssetest"
 )
 
-// The in-process Caddy of this package's tests (caddytest's fixed ports).
-const (
-	testAdmin = 2999
-	testHTTP  = 9080
+// The ports of the in-process Caddy of this package's tests: caddytest's,
+// moved by SSE_TEST_PORT_OFFSET.
+var (
+	testAdmin = caddyproc.Port(2999)
+	testHTTP  = caddyproc.Port(9080)
+	testBase  = fmt.Sprintf("http://localhost:%d", testHTTP)
 )
 
-var testBase = fmt.Sprintf("http://localhost:%d", testHTTP)
+func TestMain(m *testing.M) {
+	caddytest.Default.AdminPort = testAdmin
+	os.Exit(m.Run())
+}
 
 // wait is the safety net of every wait in these tests.
 const wait = 10 * time.Second
@@ -33,13 +40,13 @@ func startCaddy(t *testing.T, global, site string) {
 	cfg := fmt.Sprintf(`{
 	admin localhost:%d
 	http_port %d
-	https_port 9443
+	https_port %d
 	%s
 }
 http://localhost:%d {
 	%s
 }
-`, testAdmin, testHTTP, global, testHTTP, site)
+`, testAdmin, testHTTP, testHTTP+363, global, testHTTP, site)
 	caddytest.NewTester(t).InitServer(cfg, "caddyfile")
 	if t.Failed() {
 		t.FailNow()

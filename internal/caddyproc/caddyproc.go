@@ -1,0 +1,217 @@
+// Package caddyproc runs Caddy, built from this module's cmd/caddy, as a
+// separate process for tests: start it on a config, reload it over its
+// admin API, stop it with a signal. Every process it starts is ended when
+// the test ends.
+package caddyproc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// Binary builds cmd/caddy once per test process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "caddy-sse-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "caddy")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/caddy")
+		cmd.Dir = moduleRoot()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("building cmd/caddy: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// moduleRoot is the directory of this module's go.mod.
+func moduleRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Caddy is a running Caddy process.
+type Caddy struct {
+	t         testing.TB
+	cmd       *exec.Cmd
+	AdminPort int
+	Dir       string // its working, home and config directory
+	log       *lockedBuffer
+	exited    chan struct{}
+	exitErr   error
+}
+
+// lockedBuffer collects a process's output.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// Start runs `caddy run` on a Caddyfile whose admin endpoint is
+// localhost:adminPort (the Caddyfile must say so), and returns once the
+// admin API answers. Extra arguments are passed to `caddy run`.
+func Start(t testing.TB, caddyfile string, adminPort int, extraArgs ...string) *Caddy {
+	t.Helper()
+	bin := Binary(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfg, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &Caddy{t: t, AdminPort: adminPort, Dir: dir, log: new(lockedBuffer), exited: make(chan struct{})}
+	args := append([]string{"run", "--config", cfg, "--adapter", "caddyfile"}, extraArgs...)
+	c.cmd = exec.Command(bin, args...)
+	c.cmd.Dir = dir
+	c.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
+	c.cmd.Stdout = c.log
+	c.cmd.Stderr = c.log
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.exitErr = c.cmd.Wait()
+		close(c.exited)
+	}()
+	t.Cleanup(c.cleanup)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp, err := http.Get(c.AdminURL("/config/")); err == nil {
+			resp.Body.Close()
+			return c
+		}
+		select {
+		case <-c.exited:
+			t.Fatalf("caddy exited at start: %v\n%s", c.exitErr, c.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy's admin API did not answer\n%s", c.Log())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cleanup ends the process if the test did not, and shows its log when
+// the test failed.
+func (c *Caddy) cleanup() {
+	select {
+	case <-c.exited:
+	default:
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	}
+	if c.t.Failed() {
+		c.t.Logf("caddy's log:\n%s", tail(c.Log(), 80))
+	}
+}
+
+func tail(s string, lines int) string {
+	parts := strings.Split(s, "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Log is what the process printed so far.
+func (c *Caddy) Log() string { return c.log.String() }
+
+// PID is the process id.
+func (c *Caddy) PID() int { return c.cmd.Process.Pid }
+
+// AdminURL is the address of path on the admin API.
+func (c *Caddy) AdminURL(path string) string {
+	return fmt.Sprintf("http://localhost:%d%s", c.AdminPort, path)
+}
+
+// Load replaces the running config with a Caddyfile, as `caddy reload`
+// does. It returns the admin API's error, if any.
+func (c *Caddy) Load(caddyfile string) error {
+	req, err := http.NewRequest(http.MethodPost, c.AdminURL("/load"), strings.NewReader(caddyfile))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "text/caddyfile")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("load: %d %s", resp.StatusCode, body)
+	}
+	return nil
+}
+
+// Signal sends sig to the process.
+func (c *Caddy) Signal(sig syscall.Signal) error {
+	return c.cmd.Process.Signal(sig)
+}
+
+// ErrStillRunning is returned by Wait when the process does not exit in time.
+var ErrStillRunning = errors.New("caddy is still running")
+
+// Wait waits up to timeout for the process to exit.
+func (c *Caddy) Wait(timeout time.Duration) error {
+	select {
+	case <-c.exited:
+		return nil
+	case <-time.After(timeout):
+		return ErrStillRunning
+	}
+}
+
+// Exited is closed when the process has exited.
+func (c *Caddy) Exited() <-chan struct{} { return c.exited }
+
+// Port returns a test port: base plus SSE_TEST_PORT_OFFSET, so that two
+// checkouts can run their tests at the same time. Each test package has
+// its own base ports (see the README's Development section).
+func Port(base int) int {
+	if v := os.Getenv("SSE_TEST_PORT_OFFSET"); v != "" {
+		var off int
+		if _, err := fmt.Sscan(v, &off); err == nil {
+			return base + off
+		}
+	}
+	return base
+}
