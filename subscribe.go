@@ -205,7 +205,9 @@ func (fn stoppingHandler) Handle(context.Context, caddy.Event) error {
 
 // shutdown ends every stream of this handler and refuses new ones.
 func (h *Handler) shutdown() {
-	h.streams.close(endShutdown)
+	if n := h.streams.close(endShutdown); n > 0 {
+		h.logger.Info("ending the streams of the old config", zap.String("hub", h.Hub), zap.Int("streams", n))
+	}
 }
 
 // Cleanup ends the handler's streams and its heartbeat ticker.
@@ -321,6 +323,19 @@ func lastEventID(r *http.Request) (string, bool) {
 	return "", false
 }
 
+// minFinalRetry is the least spread of the reconnections of streams that
+// the server ends.
+const minFinalRetry = 2 * time.Second
+
+// finalRetry is the retry hint of a stream the server ends (reload,
+// shutdown, max_age), in milliseconds: uniform over [d/2, 3d/2) with d the
+// configured retry, at least 2s, so that the clients of many streams ended
+// at once come back spread over a few seconds.
+func (h *Handler) finalRetry() int64 {
+	d := max(time.Duration(h.Retry), minFinalRetry)
+	return (d/2 + rand.N(d)).Milliseconds()
+}
+
 // jittered returns d made larger by a random 0-50%, in milliseconds.
 func jittered(d time.Duration) int64 {
 	return (d + rand.N(d/2+1)).Milliseconds()
@@ -338,7 +353,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []s
 	sub, rep, err := h.hub.Subscribe(r.Context(), req)
 	if errors.Is(err, errOverCapacity) {
 		h.hub.counters.disconnects[endCapacity].Add(1)
-		h.refuse(w, "this hub has reached its subscriber limit")
+		h.refuse(w, jittered(max(time.Duration(h.Retry), capacityRetry)), "this hub has reached its subscriber limit")
 		return nil
 	}
 	if err != nil {
@@ -347,7 +362,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []s
 	}
 	if !h.streams.add(sub) {
 		h.hub.Unsubscribe(sub)
-		h.refuse(w, "this server is reloading or stopping")
+		h.refuse(w, h.finalRetry(), "this server is reloading or stopping")
 		return nil
 	}
 	st := newStream(w, sub)
@@ -361,12 +376,12 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []s
 	return nil
 }
 
-// refuse answers 200 with a long retry hint and a comment, then closes:
+// refuse answers 200 with a retry hint and a comment, then closes:
 // browsers give up on any other status, but retry after this.
-func (h *Handler) refuse(w http.ResponseWriter, why string) {
+func (h *Handler) refuse(w http.ResponseWriter, retryMS int64, why string) {
 	setStreamHeaders(w)
 	w.WriteHeader(http.StatusOK)
-	b := transport.AppendRetry(nil, jittered(max(time.Duration(h.Retry), capacityRetry)))
+	b := transport.AppendRetry(nil, retryMS)
 	b = transport.AppendComment(b, why)
 	_, _ = w.Write(b)
 	_ = http.NewResponseController(w).Flush()
@@ -406,7 +421,7 @@ func (h *Handler) run(ctx context.Context, st *stream, rep transport.Replay, q t
 		}
 		if reason := st.sub.endReason(); reason != endNone {
 			if reason != endSlow {
-				_ = st.finish(jittered(max(time.Duration(h.Retry), time.Second)))
+				_ = st.finish(h.finalRetry())
 			}
 			return reason
 		}
@@ -455,14 +470,16 @@ func (ss *streamSet) each(fn func(*subscriber)) {
 	}
 }
 
-// close ends every stream for reason and refuses new ones.
-func (ss *streamSet) close(reason endReason) {
+// close ends every stream for reason, refuses new ones, and returns how
+// many it ended.
+func (ss *streamSet) close(reason endReason) int {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	ss.closed = true
 	for s := range ss.subs {
 		s.finish(reason)
 	}
+	return len(ss.subs)
 }
 
 // Interface guards

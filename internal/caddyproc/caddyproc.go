@@ -130,17 +130,39 @@ func Start(t testing.TB, caddyfile string, adminPort int, extraArgs ...string) *
 }
 
 // cleanup ends the process if the test did not, and shows its log when
-// the test failed.
+// the test failed; the goroutines of a process still running are added to
+// the log first.
 func (c *Caddy) cleanup() {
 	select {
 	case <-c.exited:
 	default:
+		if c.t.Failed() {
+			c.dumpGoroutines()
+		}
 		_ = c.cmd.Process.Kill()
 		<-c.exited
 	}
 	if c.t.Failed() {
-		c.t.Logf("caddy's log:\n%s", tail(c.Log(), 80))
+		lines := 80
+		if os.Getenv("SSE_TEST_FULL_LOG") != "" {
+			lines = 1 << 30
+		}
+		c.t.Logf("caddy's log:\n%s", tail(c.Log(), lines))
 	}
+}
+
+// dumpGoroutines appends the process's goroutine stacks, from the admin
+// API's pprof endpoint, to its log.
+func (c *Caddy) dumpGoroutines() {
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Get(c.AdminURL("/debug/pprof/goroutine?debug=2"))
+	if err != nil {
+		fmt.Fprintf(c.log, "goroutine dump failed: %v\n", err)
+		return
+	}
+	defer resp.Body.Close()
+	fmt.Fprintln(c.log, "goroutines of the running process:")
+	_, _ = io.Copy(c.log, resp.Body)
 }
 
 func tail(s string, lines int) string {
