@@ -18,12 +18,16 @@ const metricsGlobal = `sse {
 		}
 	}`
 
-// metricsSite has a hub "ops" with room for 3 subscribers and a hub
-// "slow" with small subscriber queues, and the metrics handler.
+// metricsSite has a hub "ops" behind two sse routes, the first with room
+// for maxSubscribers, a hub "slow" with small subscriber queues, and the
+// metrics handler.
 func metricsSite(maxSubscribers int) string {
 	return fmt.Sprintf(`sse /ops/events {
 		hub ops
 		max_subscribers %d
+	}
+	sse /ops/also {
+		hub ops
 	}
 	sse_publish /ops/publish {
 		hub ops
@@ -107,12 +111,13 @@ func TestMetricsAfterKnownTrafficAndReload(t *testing.T) {
 	ops.published, ops.delivered, ops.historyEvents = 5, 15, 5
 	check(t)
 
-	// one client leaves; another resumes after the first event
+	// one client leaves; another resumes after the first event, through
+	// the hub's other route: both routes count in the same series
 	streams[2].Close()
 	ops.subscribers--
 	ops.disconnects["client"] = 1
 	check(t)
-	resumed := opsOpen(t, client, srv.base+"/ops/events?topic=a", http.Header{"Last-Event-ID": {ids[0]}})
+	resumed := opsOpen(t, client, srv.base+"/ops/also?topic=a", http.Header{"Last-Event-ID": {ids[0]}})
 	for _, id := range ids[1:] {
 		if f := opsNextEvent(t, resumed); f.LastID != id {
 			t.Fatalf("replayed %s, want %s", f.LastID, id)
