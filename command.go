@@ -87,7 +87,7 @@ func cmdPublish(fl caddycmd.Flags) (int, error) {
 func cliRequestBody(fl caddycmd.Flags) ([]byte, error) {
 	topics, err := fl.GetStringArray("topic")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading --topic: %w", err)
 	}
 	data, err := cliData(fl.Arg(0), fl.NArg() > 0)
 	if err != nil {
