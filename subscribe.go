@@ -401,10 +401,10 @@ func (h *Handler) run(ctx context.Context, st *stream, rep transport.Replay, q t
 		case <-st.sub.wake:
 		}
 		n, err := st.pump()
-		h.hub.counters.delivered.Add(uint64(n))
 		if err != nil {
-			return endClient
+			return endClient // not delivered: the client is gone
 		}
+		h.hub.counters.delivered.Add(uint64(n))
 		if reason := st.sub.endReason(); reason != endNone {
 			if reason != endSlow {
 				_ = st.finish(jittered(max(time.Duration(h.Retry), time.Second)))
