@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
 	"github.com/ssehub/caddy-sse/transport"
@@ -22,9 +23,10 @@ var errOverCapacity = errors.New("too many subscribers")
 // history and carries events between nodes. A hub lives in the hubs pool
 // and survives config reloads that keep its name and transport.
 type Hub struct {
-	name      string
-	transport transport.Transport
-	logger    *zap.Logger
+	name          string
+	transport     transport.Transport
+	transportName string
+	logger        *zap.Logger
 
 	mu          sync.RWMutex
 	topics      map[string]*topicSubs
@@ -52,15 +54,24 @@ type topicSubs struct {
 // newHub opens a hub on an unopened transport.
 func newHub(name string, t transport.Transport, limits transport.Limits, logger *zap.Logger) (*Hub, error) {
 	h := &Hub{
-		name:      name,
-		transport: t,
-		logger:    logger,
-		topics:    make(map[string]*topicSubs),
+		name:          name,
+		transport:     t,
+		transportName: transportName(t),
+		logger:        logger,
+		topics:        make(map[string]*topicSubs),
 	}
 	if err := t.Open(name, limits, h); err != nil {
 		return nil, fmt.Errorf("opening transport of hub %q: %w", name, err)
 	}
 	return h, nil
+}
+
+// transportName is the name of a transport's module, as in the config.
+func transportName(t transport.Transport) string {
+	if m, ok := t.(caddy.Module); ok {
+		return m.CaddyModule().ID.Name()
+	}
+	return fmt.Sprintf("%T", t)
 }
 
 // Destruct closes the hub's transport once no config uses the hub.
@@ -229,13 +240,17 @@ func (h *Hub) removeLocal(s *subscriber) bool {
 	return true
 }
 
-// HubStats describe a hub at one moment.
+// HubStats describe a hub at one moment. The counters count from the
+// hub's creation: they go on across config reloads that keep the hub.
 type HubStats struct {
+	// Transport is the name of the hub's transport, e.g. "memory".
+	Transport string `json:"transport"`
 	// Subscribers is the number of local subscribers.
 	Subscribers int `json:"subscribers"`
 	// SubscribedTopics is the number of topics with local subscribers.
 	SubscribedTopics int `json:"subscribed_topics"`
-	// Connections counts the streams opened since the hub was created.
+	// Connections counts the streams opened since the hub was created;
+	// subscriptions refused for capacity are not among them.
 	Connections uint64 `json:"connections"`
 	// Published counts the events published through this node.
 	Published uint64 `json:"events_published"`
@@ -243,6 +258,9 @@ type HubStats struct {
 	Delivered uint64 `json:"events_delivered"`
 	// Replayed counts the events written from history.
 	Replayed uint64 `json:"events_replayed"`
+	// Disconnects counts the streams that ended, by reason (client, slow,
+	// max_age, shutdown), and the subscriptions refused for capacity.
+	Disconnects map[string]uint64 `json:"disconnects"`
 	// History describes the retained events.
 	History transport.Stats `json:"history"`
 }
@@ -252,10 +270,15 @@ func (h *Hub) Stats() HubStats {
 	h.mu.RLock()
 	st := HubStats{Subscribers: h.subscribers, SubscribedTopics: len(h.topics)}
 	h.mu.RUnlock()
+	st.Transport = h.transportName
 	st.Connections = h.counters.connections.Load()
 	st.Published = h.counters.published.Load()
 	st.Delivered = h.counters.delivered.Load()
 	st.Replayed = h.counters.replayed.Load()
+	st.Disconnects = make(map[string]uint64, numEndReasons-1)
+	for r := endNone + 1; r < numEndReasons; r++ {
+		st.Disconnects[r.String()] = h.counters.disconnects[r].Load()
+	}
 	st.History = h.transport.Stats()
 	return st
 }

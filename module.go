@@ -106,6 +106,9 @@ func (hc *HubConfig) validate() error {
 // that have the same name and transport.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
 	if a.Hubs == nil {
 		a.Hubs = make(map[string]*HubConfig)
 	}
@@ -191,6 +194,18 @@ func (a *App) Cleanup() error {
 // Hub returns the hub called name, or nil.
 func (a *App) Hub(name string) *Hub {
 	return a.hubs[name]
+}
+
+// runningApp returns the sse app of the running config, or nil when the
+// running config has none. The admin API and the metrics outlive configs:
+// they look hubs up through it each time they need them.
+func runningApp() *App {
+	app, err := caddy.ActiveContext().AppIfConfigured("sse")
+	if err != nil {
+		return nil
+	}
+	a, _ := app.(*App)
+	return a
 }
 
 // Interface guards

@@ -353,6 +353,7 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []s
 	sub, rep, err := h.hub.Subscribe(r.Context(), req)
 	if errors.Is(err, errOverCapacity) {
 		h.hub.counters.disconnects[endCapacity].Add(1)
+		h.logRefusal(r, topics, endCapacity)
 		h.refuse(w, jittered(max(time.Duration(h.Retry), capacityRetry)), "this hub has reached its subscriber limit")
 		return nil
 	}
@@ -361,11 +362,15 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []s
 		return nil
 	}
 	if !h.streams.add(sub) {
+		// opened (and counted) while this config was stopping
 		h.hub.Unsubscribe(sub)
+		h.hub.counters.disconnects[endShutdown].Add(1)
+		h.logRefusal(r, topics, endShutdown)
 		h.refuse(w, h.finalRetry(), "this server is reloading or stopping")
 		return nil
 	}
 	st := newStream(w, sub)
+	h.logOpen(r, sub, rep, req.replay)
 	reason := h.run(r.Context(), st, rep, req.replay)
 	h.streams.remove(sub)
 	h.hub.Unsubscribe(sub)
@@ -389,10 +394,6 @@ func (h *Handler) refuse(w http.ResponseWriter, retryMS int64, why string) {
 
 // run writes the stream's start, then live events until it ends.
 func (h *Handler) run(ctx context.Context, st *stream, rep transport.Replay, q transport.ReplayQuery) endReason {
-	if ce := h.logger.Check(zapcore.DebugLevel, "stream opened"); ce != nil {
-		ce.Write(zap.String("hub", h.hub.name), zap.Strings("topics", st.sub.topics),
-			zap.Bool("resume", q.Resume), zap.Bool("reset", rep.Reset), zap.Int("replayed", len(rep.Events)))
-	}
 	var timer *time.Timer
 	if h.MaxAge > 0 {
 		lifetime := time.Duration(h.MaxAge) * 4 / 5
@@ -415,16 +416,33 @@ func (h *Handler) run(ctx context.Context, st *stream, rep transport.Replay, q t
 		case <-st.sub.wake:
 		}
 		n, err := st.pump()
-		h.hub.counters.delivered.Add(uint64(n))
 		if err != nil {
-			return endClient
+			return endClient // not delivered: the client is gone
 		}
+		h.hub.counters.delivered.Add(uint64(n))
 		if reason := st.sub.endReason(); reason != endNone {
 			if reason != endSlow {
 				_ = st.finish(h.finalRetry())
 			}
 			return reason
 		}
+	}
+}
+
+// The logs of a stream's life, at debug level: never the payloads.
+
+func (h *Handler) logOpen(r *http.Request, sub *subscriber, rep transport.Replay, q transport.ReplayQuery) {
+	if ce := h.logger.Check(zapcore.DebugLevel, "stream opened"); ce != nil {
+		ce.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("hub", h.hub.name),
+			zap.Strings("topics", sub.topics), zap.Bool("resume", q.Resume),
+			zap.Bool("reset", rep.Reset), zap.Int("replayed", len(rep.Events)))
+	}
+}
+
+func (h *Handler) logRefusal(r *http.Request, topics []string, reason endReason) {
+	if ce := h.logger.Check(zapcore.DebugLevel, "stream refused"); ce != nil {
+		ce.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("hub", h.hub.name),
+			zap.Strings("topics", topics), zap.Stringer("reason", reason))
 	}
 }
 

@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/ssehub/caddy-sse/internal/ssetest"
+)
+
+// opsLogLines returns the JSON log lines of Caddy's log with the message
+// msg.
+func opsLogLines(log, msg string) []map[string]any {
+	var out []map[string]any
+	for line := range strings.SplitSeq(log, "\n") {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) == nil && entry["msg"] == msg {
+			out = append(out, entry)
+		}
+	}
+	return out
+}
+
+// TestStreamLogs: with debug logging, every stream leaves a line when it
+// opens, is refused and closes, with the client's address, the hub, the
+// topics, and on closing the duration and the reason; no payload is ever
+// logged.
+func TestStreamLogs(t *testing.T) {
+	t.Parallel()
+	srv := opsStart(t, 2405, 8405, "debug", `sse /events {
+		max_subscribers 1
+	}
+	sse_publish /publish`)
+	const payload = "payload-5ecret-7f3a"
+	client := ssetest.NewClient()
+	s := opsOpen(t, client, srv.base+"/events?topic=logs&topic=more", nil)
+	opsPublish(t, srv.base+"/publish", "topic=logs&data="+payload)
+	if f := opsNextEvent(t, s); f.Data != payload {
+		t.Fatalf("got %q", f.Data)
+	}
+	opsPublish(t, srv.AdminURL("/sse/hubs/default/publish"), "topic=logs&data="+payload)
+	opsNextEvent(t, s)
+	opsReadToEnd(t, opsOpen(t, client, srv.base+"/events?topic=refused", nil))
+	s.Close()
+
+	var closed []map[string]any
+	opsEventually(t, "the stream's close is logged", func() bool {
+		closed = opsLogLines(srv.Log(), "stream closed")
+		return len(closed) > 0
+	})
+	log := srv.Log()
+	opened, refused := opsLogLines(log, "stream opened"), opsLogLines(log, "stream refused")
+	if len(opened) != 1 || len(refused) != 1 || len(closed) != 1 {
+		t.Fatalf("%d opened, %d refused, %d closed lines; want 1 each\n%s", len(opened), len(refused), len(closed), log)
+	}
+	checkLogLine(t, opened[0], "logs,more", map[string]any{"level": "debug", "resume": false})
+	checkLogLine(t, refused[0], "refused", map[string]any{"level": "debug", "reason": "capacity"})
+	checkLogLine(t, closed[0], "logs,more", map[string]any{"level": "debug", "reason": "client"})
+	if _, ok := closed[0]["duration"].(float64); !ok {
+		t.Errorf("no duration in %v", closed[0])
+	}
+	if strings.Contains(log, payload) {
+		t.Errorf("the payload is in the log:\n%s", log)
+	}
+}
+
+// checkLogLine checks the fields every stream line has, its topics, and
+// the fields of want.
+func checkLogLine(t *testing.T, entry map[string]any, topics string, want map[string]any) {
+	t.Helper()
+	var got []string
+	list, _ := entry["topics"].([]any)
+	for _, v := range list {
+		s, _ := v.(string)
+		got = append(got, s)
+	}
+	addr, _ := entry["remote_addr"].(string)
+	if entry["logger"] != "http.handlers.sse" || entry["hub"] != "default" || !strings.HasPrefix(addr, "127.0.0.1:") ||
+		strings.Join(got, ",") != topics {
+		t.Errorf("log line %v", entry)
+	}
+	for k, v := range want {
+		if entry[k] != v {
+			t.Errorf("%s is %v, want %v in %v", k, entry[k], v, entry)
+		}
+	}
+}
