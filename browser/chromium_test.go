@@ -89,7 +89,7 @@ func startChromium(t *testing.T, extraFlags ...string) *chromium {
 		c.checkGone()
 		c.removeDataDir()
 		if t.Failed() {
-			t.Logf("chromium's output:\n%s", c.output.String())
+			t.Logf("chromium's output (without its D-Bus complaints):\n%s", withoutLines(c.output.String(), "dbus"))
 		}
 	})
 	chromedp.ListenTarget(ctx, c.net.handle)
@@ -334,6 +334,17 @@ func (l *netLog) String() string {
 		r := l.reqs[id]
 		fmt.Fprintf(&b, "  %s %s %s [%s] %d %s %s %s last-event-id=%q\n", r.Sent.Format("15:04:05.000"),
 			r.Method, r.URL, r.Type, r.Status, r.Protocol, r.Failed, r.CORS, r.Headers["last-event-id"])
+	}
+	return b.String()
+}
+
+// withoutLines returns text without the lines that contain substr.
+func withoutLines(text, substr string) string {
+	var b strings.Builder
+	for line := range strings.Lines(text) {
+		if !strings.Contains(line, substr) {
+			b.WriteString(line)
+		}
 	}
 	return b.String()
 }

@@ -97,7 +97,7 @@ func (p *page) waitFor(what string, cond func([]entry) bool) []entry {
 // waitOpen waits until source src has opened n times in all.
 func (p *page) waitOpen(src, n int) []entry {
 	p.t.Helper()
-	return p.waitFor(fmt.Sprintf("source %d opened %d times", src, n), func(es []entry) bool {
+	return p.waitSource(src, fmt.Sprintf("source %d opened %d times", src, n), func(es []entry) bool {
 		return len(only(es, src, "open")) >= n
 	})
 }
@@ -106,10 +106,34 @@ func (p *page) waitOpen(src, n int) []entry {
 // returns them.
 func (p *page) waitEvents(src, n int) []entry {
 	p.t.Helper()
-	es := p.waitFor(fmt.Sprintf("source %d received %d events", src, n), func(es []entry) bool {
+	es := p.waitSource(src, fmt.Sprintf("source %d received %d events", src, n), func(es []entry) bool {
 		return len(only(es, src, "event")) >= n
 	})
 	return only(es, src, "event")
+}
+
+// waitSource is waitFor for a condition on source src that cannot hold
+// any more once the browser gave up on the source: then it fails at once.
+func (p *page) waitSource(src int, what string, cond func([]entry) bool) []entry {
+	p.t.Helper()
+	es := p.waitFor(what, func(es []entry) bool {
+		return cond(es) || gaveUp(es, src)
+	})
+	if !cond(es) {
+		p.t.Fatalf("%s: the browser gave up on source %d (an error left it closed)\npage log:\n%srequests:\n%s",
+			what, src, dump(es), p.net)
+	}
+	return es
+}
+
+// gaveUp reports whether the browser closed source src after an error.
+func gaveUp(es []entry, src int) bool {
+	for _, e := range es {
+		if e.Src == src && e.Kind == "error" && e.State == closed {
+			return true
+		}
+	}
+	return false
 }
 
 // only returns the entries of source src (all sources for -1) of kind.
