@@ -54,6 +54,9 @@ type chromium struct {
 func startChromium(t *testing.T, extraFlags ...string) *chromium {
 	t.Helper()
 	path := chromiumPath()
+	if path == "" && os.Getenv("SSE_REQUIRE_BROWSER") != "" {
+		t.Fatal("no Chromium found, and SSE_REQUIRE_BROWSER is set: install Debian's chromium (apt-get install chromium)")
+	}
 	if path == "" {
 		t.Skip("no Chromium found: install Debian's chromium (apt-get install chromium) " +
 			"or set SSE_CHROMIUM to a Chromium binary; the browser tests need a real browser")
@@ -253,6 +256,7 @@ type netRequest struct {
 	Sent     time.Time         // when the browser was about to send it
 	Status   int64             // 0 until a response arrived
 	Protocol string            // http/1.1, h2
+	Conn     float64           // the id of the connection it used
 	Failed   string            // the error, if loading failed
 	CORS     string            // the CORS error, if any
 }
@@ -296,7 +300,7 @@ func (l *netLog) handle(ev any) {
 		}
 	case *network.EventResponseReceived:
 		r := l.get(ev.RequestID)
-		r.Status, r.Protocol = ev.Response.Status, ev.Response.Protocol
+		r.Status, r.Protocol, r.Conn = ev.Response.Status, ev.Response.Protocol, ev.Response.ConnectionID
 	case *network.EventResponseReceivedExtraInfo:
 		r := l.get(ev.RequestID)
 		if r.Status == 0 {
@@ -332,8 +336,8 @@ func (l *netLog) String() string {
 	var b strings.Builder
 	for _, id := range l.order {
 		r := l.reqs[id]
-		fmt.Fprintf(&b, "  %s %s %s [%s] %d %s %s %s last-event-id=%q\n", r.Sent.Format("15:04:05.000"),
-			r.Method, r.URL, r.Type, r.Status, r.Protocol, r.Failed, r.CORS, r.Headers["last-event-id"])
+		fmt.Fprintf(&b, "  %s %s %s [%s] %d %s conn %v %s %s last-event-id=%q\n", r.Sent.Format("15:04:05.000"),
+			r.Method, r.URL, r.Type, r.Status, r.Protocol, r.Conn, r.Failed, r.CORS, r.Headers["last-event-id"])
 	}
 	return b.String()
 }

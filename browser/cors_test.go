@@ -32,7 +32,9 @@ func TestCrossOrigin(t *testing.T) {
 	br := startChromium(t)
 	pg := br.openHarness(allowed)
 	// Cookies belong to hosts, not ports: this one is sent to the api's
-	// origin too, when credentials are included.
+	// origin too, when credentials are included. (A real site takes the
+	// topic from authentication, never from a raw cookie anyone can set;
+	// here the cookie only shows whether credentials were sent.)
 	pg.mustEval(`document.cookie = "user=alice; path=/; SameSite=Lax"`, nil)
 
 	t.Run("with credentials", func(t *testing.T) {

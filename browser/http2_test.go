@@ -46,8 +46,8 @@ func TestHTTP2ManyStreams(t *testing.T) {
 			t.Fatalf("%d requests, want %d:\n%s", len(reqs), streams, pg.net)
 		}
 		for _, r := range reqs {
-			if r.Protocol != "h2" {
-				t.Fatalf("a stream over %q, want h2:\n%s", r.Protocol, pg.net)
+			if r.Protocol != "h2" || r.Conn != reqs[0].Conn {
+				t.Fatalf("want every stream over h2, on one connection:\n%s", pg.net)
 			}
 		}
 	})
@@ -95,10 +95,15 @@ func TestHTTP2ManyStreams(t *testing.T) {
 		for _, src := range waiting {
 			pg.waitOpen(src, 1)
 		}
+		conns := make(map[float64]bool)
 		for _, r := range pg.net.requests(plain + "/events") {
 			if r.Protocol != "http/1.1" {
 				t.Fatalf("a stream over %q, want http/1.1:\n%s", r.Protocol, pg.net)
 			}
+			conns[r.Conn] = true
+		}
+		if len(conns) != streams {
+			t.Fatalf("%d connections for %d streams over HTTP/1.1:\n%s", len(conns), streams, pg.net)
 		}
 	})
 }

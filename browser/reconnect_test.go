@@ -242,6 +242,16 @@ func TestOverCapacity(t *testing.T) {
 	if states := pg.states(); states[second] != connecting {
 		t.Fatalf("the second source is in state %d, want %d (it must retry, not give up)", states[second], connecting)
 	}
+	// The refusal is a 200 event stream: the page sees it open, then end.
+	var kinds []string
+	for _, e := range pg.entries() {
+		if e.Src == second {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	if !slices.Equal(kinds, []string{"open", "error"}) {
+		t.Fatalf("the refused source's log: %v, want open, error", kinds)
+	}
 	pg.close(first)
 	id := publishData(t, base+"/publish", "full", "for the second")
 	got := pg.waitEvents(second, 1)
