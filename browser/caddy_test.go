@@ -70,8 +70,10 @@ func site(t *testing.T, addr, directives string) string {
 }
 
 // startCaddy starts a Caddy process on cfg; it is ended when the test ends.
+// Without Chromium, the test is skipped first.
 func startCaddy(t *testing.T, p ports, cfg string) *caddyproc.Caddy {
 	t.Helper()
+	needChromium(t)
 	return caddyproc.Start(t, cfg, p.admin)
 }
 

@@ -38,6 +38,21 @@ func chromiumPath() string {
 	return ""
 }
 
+// needChromium returns the Chromium to test with, or skips the test when
+// there is none (fails it, if SSE_REQUIRE_BROWSER is set, as in CI).
+func needChromium(t *testing.T) string {
+	t.Helper()
+	path := chromiumPath()
+	if path == "" && os.Getenv("SSE_REQUIRE_BROWSER") != "" {
+		t.Fatal("no Chromium found, and SSE_REQUIRE_BROWSER is set: install Debian's chromium (apt-get install chromium)")
+	}
+	if path == "" {
+		t.Skip("no Chromium found: install Debian's chromium (apt-get install chromium) " +
+			"or set SSE_CHROMIUM to a Chromium binary; the browser tests need a real browser")
+	}
+	return path
+}
+
 // chromium is a headless Chromium with one tab, driven over the DevTools
 // protocol, and the log of the requests that tab made.
 type chromium struct {
@@ -53,14 +68,7 @@ type chromium struct {
 // test ends. Without Chromium the test is skipped.
 func startChromium(t *testing.T, extraFlags ...string) *chromium {
 	t.Helper()
-	path := chromiumPath()
-	if path == "" && os.Getenv("SSE_REQUIRE_BROWSER") != "" {
-		t.Fatal("no Chromium found, and SSE_REQUIRE_BROWSER is set: install Debian's chromium (apt-get install chromium)")
-	}
-	if path == "" {
-		t.Skip("no Chromium found: install Debian's chromium (apt-get install chromium) " +
-			"or set SSE_CHROMIUM to a Chromium binary; the browser tests need a real browser")
-	}
+	path := needChromium(t)
 	dataDir, err := os.MkdirTemp("", "caddy-sse-chromium-")
 	if err != nil {
 		t.Fatal(err)
