@@ -153,7 +153,8 @@ func (c *chromium) removeDataDir() {
 }
 
 // processesWith returns the ids of the processes that have arg on their
-// command line.
+// command line. Chromium retitles some of its processes, which turns
+// their command line into one string of space-separated arguments.
 func processesWith(arg string) []int {
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	var pids []int
@@ -162,7 +163,8 @@ func processesWith(arg string) []int {
 		if err != nil {
 			continue
 		}
-		for a := range strings.SplitSeq(string(cmdline), "\x00") {
+		args := strings.FieldsFunc(string(cmdline), func(r rune) bool { return r == 0 || r == ' ' })
+		for _, a := range args {
 			if a == arg {
 				pid, _ := strconv.Atoi(filepath.Base(dir))
 				pids = append(pids, pid)
