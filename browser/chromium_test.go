@@ -92,11 +92,13 @@ func startChromium(t *testing.T, extraFlags ...string) *chromium {
 	}
 	opts = append(opts, chromedp.CombinedOutput(c.output))
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
+	logs := &testLogger{t: t}
+	ctx, cancelTab := chromedp.NewContext(allocCtx, chromedp.WithErrorf(logs.logf))
 	c.ctx = ctx
 	t.Cleanup(func() {
 		cancelTab() // closes the browser gracefully
 		cancelAlloc()
+		logs.stop()
 		c.checkGone()
 		c.removeDataDir()
 		if t.Failed() {
@@ -350,6 +352,28 @@ func (l *netLog) String() string {
 			r.Method, r.URL, r.Type, r.Status, r.Protocol, r.Conn, r.Failed, r.CORS, r.Headers["last-event-id"])
 	}
 	return b.String()
+}
+
+// testLogger passes chromedp's error messages to the test log until the
+// test ends (logging after that panics).
+type testLogger struct {
+	mu      sync.Mutex
+	t       *testing.T
+	stopped bool
+}
+
+func (l *testLogger) logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.stopped {
+		l.t.Logf("chromedp: "+format, args...)
+	}
+}
+
+func (l *testLogger) stop() {
+	l.mu.Lock()
+	l.stopped = true
+	l.mu.Unlock()
 }
 
 // withoutLines returns text without the lines that contain substr.
