@@ -1,5 +1,11 @@
 // caddy-sse demo: one EventSource, its state, every event as it arrives,
-// and a form that publishes through the demo's sse_publish route.
+// the connection's ups and downs, and a form that publishes through the
+// demo's sse_publish route. Plain JavaScript, no build step.
+//
+// Query parameters: ?topics=a,b (what to subscribe to), ?types=x,y (event
+// types to listen for besides the usual ones: EventSource only hands
+// typed events to listeners registered for their type), ?events= and
+// ?publish= (the routes' paths).
 (() => {
 	"use strict";
 	const $ = (id) => document.getElementById(id);
@@ -7,55 +13,70 @@
 	const eventsPath = params.get("events") || "/events";
 	const publishPath = params.get("publish") || "/publish";
 	if (params.get("topics")) $("topics").value = params.get("topics");
+	$("curl").textContent = "curl -d topic=demo -d 'data=hi' " + new URL(publishPath, location.href);
 
+	const stateNames = { connecting: "Connecting", open: "Open", reconnecting: "Reconnecting", closed: "Closed" };
+	const maxRows = 200;
 	let source = null;
 	let count = 0;
 	let reconnects = 0;
 	let wasOpen = false;
+	let lastSeen = ""; // the id of the last event this page received
 
 	function setState(state) {
 		$("state").className = "state " + state;
-		$("state-text").textContent = state;
+		$("state-text").textContent = stateNames[state];
 		document.body.dataset.state = state;
 	}
 
-	function show(kind, type, data, id) {
+	function clock() {
+		const now = new Date();
+		return now.toLocaleTimeString([], { hour12: false }) + "." + String(now.getMilliseconds()).padStart(3, "0");
+	}
+
+	function el(tag, className, text) {
+		const e = document.createElement(tag);
+		if (className) e.className = className;
+		if (text !== undefined) e.textContent = text;
+		return e;
+	}
+
+	// A stable hue per event type, so that each type keeps its colour.
+	function hue(type) {
+		let h = 0;
+		for (const c of type) h = (h * 31 + c.codePointAt(0)) % 360;
+		return h;
+	}
+
+	// row adds a line to the log. kind: event, reset or system.
+	function row(kind, type, data, id) {
 		$("empty").hidden = true;
-		const li = document.createElement("li");
-		li.className = kind;
-		const time = document.createElement("span");
-		time.className = "time";
-		time.textContent = new Date().toLocaleTimeString([], { hour12: false }) +
-			"." + String(new Date().getMilliseconds()).padStart(3, "0");
-		const badge = document.createElement("span");
-		badge.className = "type";
-		badge.textContent = type;
-		const body = document.createElement("span");
-		body.className = "data";
-		body.textContent = data;
-		if (id) {
-			const small = document.createElement("span");
-			small.className = "id";
-			small.textContent = "id " + id;
-			body.appendChild(small);
-		}
-		li.append(time, badge, body);
+		const li = el("li", kind);
+		const badge = el("span", "type", type);
+		if (kind === "event") badge.style.setProperty("--hue", type === "message" ? 205 : hue(type));
+		const body = el("div", "body");
+		body.append(el("span", "data", data));
+		if (id) body.append(el("span", "id", "id " + id));
+		li.append(el("time", "time", clock()), badge, body);
 		$("events").prepend(li);
-		while ($("events").children.length > 200) $("events").lastChild.remove();
+		while ($("events").children.length > maxRows) $("events").lastChild.remove();
 	}
 
 	function onEvent(e) {
 		count++;
 		$("count").textContent = count;
-		$("last-id").textContent = e.lastEventId || "—";
+		if (e.lastEventId) {
+			lastSeen = e.lastEventId;
+			$("last-id").textContent = e.lastEventId;
+		}
 		if (e.type === "reset") {
 			let sent = "";
-			try { sent = JSON.parse(e.data).last_event_id; } catch (_) { /* keep empty */ }
-			show("reset", "reset", "History since " + (sent || "your last event") +
-				" is gone (server restarted or events expired); what is retained follows.", "");
+			try { sent = JSON.parse(e.data).last_event_id; } catch (_) { /* keep it empty */ }
+			row("reset", "reset", "The events after " + (sent || "your last one") +
+				" are gone: the server restarted or they expired. What it still has follows; an app would reload its state now.");
 			return;
 		}
-		show("event", e.type, e.data, e.lastEventId);
+		row("event", e.type, e.data, e.lastEventId);
 	}
 
 	function subscribe() {
@@ -65,30 +86,49 @@
 		$("url").textContent = url;
 		wasOpen = false;
 		setState("connecting");
-		source = new EventSource(url);
-		source.onopen = () => {
-			if (wasOpen) reconnects++;
+		const es = new EventSource(url);
+		source = es;
+		es.onopen = () => {
+			if (wasOpen) {
+				reconnects++;
+				$("reconnects").textContent = reconnects;
+				row("system", "reconnected", lastSeen
+					? "Back. The browser sent Last-Event-ID " + lastSeen + "; whatever was missed follows."
+					: "Back. The browser sent the Last-Event-ID it got on connecting; whatever was missed follows.");
+			} else {
+				row("system", "connected", "Subscribed to " + topics.join(", ") + ".");
+			}
 			wasOpen = true;
-			$("reconnects").textContent = reconnects;
 			setState("open");
 		};
-		source.onerror = () => {
-			setState(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
+		es.onerror = () => {
+			if (es !== source) return;
+			if (es.readyState === EventSource.CLOSED) {
+				setState("closed");
+				row("system", "closed", "The browser gave up on this stream (an error status or a refused origin).");
+				return;
+			}
+			if (document.body.dataset.state === "open") {
+				row("system", "disconnected", "The stream ended. The browser reconnects by itself after the server's retry hint.");
+			}
+			setState("reconnecting");
 		};
-		source.onmessage = onEvent;
-		// named event types need their own listeners; listen to the reset
-		// event and to whatever type the form publishes
-		source.addEventListener("reset", onEvent);
-		for (const t of knownTypes) source.addEventListener(t, onEvent);
+		// Events without a type go to onmessage; typed events only to the
+		// listeners of their type.
+		es.onmessage = onEvent;
+		es.addEventListener("reset", onEvent);
+		for (const t of knownTypes) es.addEventListener(t, onEvent);
 	}
 
 	const knownTypes = new Set();
 	function listenFor(type) {
 		if (!type || type === "message" || type === "reset" || knownTypes.has(type)) return;
 		knownTypes.add(type);
+		$("known-types").append(el("option", "", type));
 		if (source) source.addEventListener(type, onEvent);
 	}
-	for (const t of (params.get("types") || "greeting,update,price,log,notification").split(",")) listenFor(t);
+	const types = params.get("types") || "greeting,update,price,log,notification";
+	for (const t of types.split(",")) listenFor(t.trim());
 
 	$("topics-form").addEventListener("submit", (e) => {
 		e.preventDefault();
@@ -101,14 +141,18 @@
 		listenFor(form.get("event"));
 		const body = new URLSearchParams();
 		for (const [k, v] of form) if (v !== "") body.append(k, v);
+		const result = $("publish-result");
+		result.className = "";
 		try {
 			const resp = await fetch(publishPath, { method: "POST", body });
 			const answer = await resp.json();
-			$("publish-result").textContent = resp.ok
-				? "published " + answer.id + " to " + answer.subscribers + " subscriber(s)"
+			result.className = resp.ok ? "ok" : "bad";
+			result.textContent = resp.ok
+				? "published " + answer.id + " to " + answer.subscribers + " subscriber" + (answer.subscribers === 1 ? "" : "s")
 				: "refused: " + answer.error;
 		} catch (err) {
-			$("publish-result").textContent = "failed: " + err;
+			result.className = "bad";
+			result.textContent = "failed: " + err.message;
 		}
 	});
 

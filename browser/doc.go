@@ -1,0 +1,7 @@
+// Package browser holds the browser tests of caddy-sse: they start Caddy,
+// built from this module's cmd/caddy, as a separate process and drive
+// Debian's Chromium, headless, over the DevTools protocol, so that what a
+// real EventSource does is what is tested. The package has no code of its
+// own; see its _test.go files. Without Chromium (/usr/bin/chromium, or
+// the path in SSE_CHROMIUM) the tests skip.
+package browser
