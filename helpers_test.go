@@ -176,3 +176,6 @@ func mustUnmarshal(t *testing.T, s string, v any) {
 		t.Fatalf("decoding %q: %v", s, err)
 	}
 }
+
+// timeNow is time.Now, for benchmarks that need a timestamp.
+var timeNow = time.Now
