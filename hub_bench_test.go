@@ -191,3 +191,23 @@ func BenchmarkPublishRequest(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStreamSetup opens and ends one stream through the sse handler,
+// short of the network: what a connection costs before its first event.
+func BenchmarkStreamSetup(b *testing.B) {
+	hub := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
+	h := &Handler{hub: hub, logger: zap.NewNop()}
+	h.setDefaults()
+	h.streams.init()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the client is gone as soon as the stream has started
+	w := &discardWriter{h: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		r, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/events?topic=a&topic=b", nil)
+		clear(w.h)
+		if err := h.ServeHTTP(w, r, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -25,24 +25,32 @@ var heartbeat = transport.AppendComment(nil, "")
 // stream writes one subscriber's events to its response.
 type stream struct {
 	w    http.ResponseWriter
-	rc   *http.ResponseController
+	rc   http.ResponseController
 	sub  *subscriber
 	head uint64 // live events up to this Seq were covered by the replay
 }
 
 func newStream(w http.ResponseWriter, sub *subscriber) *stream {
-	return &stream{w: w, rc: http.NewResponseController(w), sub: sub}
+	return &stream{w: w, rc: *http.NewResponseController(w), sub: sub}
 }
+
+// The header values of every stream, shared as Caddy shares its Server
+// header: a handler that changes a header replaces its slice.
+var (
+	streamContentType  = []string{"text/event-stream"}
+	streamCacheControl = []string{"no-cache, no-transform"}
+	streamAccelBuffer  = []string{"no"}
+)
 
 // setStreamHeaders sets the headers of an event stream. no-transform keeps
 // Caddy's encode handler (and proxies) from compressing the stream, and
 // X-Accel-Buffering keeps nginx from holding it back.
 func setStreamHeaders(w http.ResponseWriter) {
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache, no-transform")
-	h.Set("X-Accel-Buffering", "no")
-	h.Del("Content-Length")
+	h["Content-Type"] = streamContentType
+	h["Cache-Control"] = streamCacheControl
+	h["X-Accel-Buffering"] = streamAccelBuffer
+	delete(h, "Content-Length")
 }
 
 // start sends the headers, the retry hint, the reset event if the

@@ -265,17 +265,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		writeError(w, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" may not subscribe here")
 		return nil
 	}
-	topics, status, err := h.subscriptionTopics(r)
+	q := parseStreamQuery(r.URL.RawQuery)
+	topics, status, err := h.subscriptionTopics(r, q)
 	if err != nil {
 		writeError(w, status, err.Error())
 		return nil
 	}
-	return h.serveStream(w, r, topics)
+	return h.serveStream(w, r, topics, q)
 }
 
 // subscriptionTopics returns the topics of a subscription request, or the
 // status and error to refuse it with.
-func (h *Handler) subscriptionTopics(r *http.Request) ([]string, int, error) {
+func (h *Handler) subscriptionTopics(r *http.Request, q streamQuery) ([]string, int, error) {
 	if len(h.Topics) > 0 {
 		topics, err := expandTopics(r, h.Topics)
 		if err != nil {
@@ -286,7 +287,7 @@ func (h *Handler) subscriptionTopics(r *http.Request) ([]string, int, error) {
 		}
 		return h.checkTopicCount(topics)
 	}
-	values := r.URL.Query()["topic"]
+	values := q.topics
 	if len(values) == 0 {
 		return []string{defaultTopic}, 0, nil
 	}
@@ -310,17 +311,11 @@ func (h *Handler) checkTopicCount(topics []string) ([]string, int, error) {
 // lastEventID returns the id of the last event the client received, from
 // the Last-Event-ID header, else the last_event_id or lastEventID query
 // parameter.
-func lastEventID(r *http.Request) (string, bool) {
+func lastEventID(r *http.Request, q streamQuery) (string, bool) {
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
 		return id, true
 	}
-	q := r.URL.Query()
-	for _, name := range []string{"last_event_id", "lastEventID"} {
-		if id := q.Get(name); id != "" {
-			return id, true
-		}
-	}
-	return "", false
+	return q.lastID, q.lastID != ""
 }
 
 // minFinalRetry is the least spread of the reconnections of streams that
@@ -343,10 +338,10 @@ func jittered(d time.Duration) int64 {
 
 // serveStream subscribes and streams until the client leaves or the
 // stream is ended.
-func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []string) error {
+func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []string, q streamQuery) error {
 	start := time.Now()
 	req := subscribeRequest{topics: topics, buffer: h.Buffer, maxSubscribers: h.MaxSubscribers}
-	req.replay.LastEventID, req.replay.Resume = lastEventID(r)
+	req.replay.LastEventID, req.replay.Resume = lastEventID(r, q)
 	if !req.replay.Resume {
 		req.replay.Latest = h.Replay
 	}

@@ -26,6 +26,7 @@ type Transport struct {
 	mu     sync.Mutex
 	epoch  string
 	seq    uint64
+	headID string // the id of seq
 	limits transport.Limits
 	sink   transport.Sink
 	closed bool
@@ -65,6 +66,7 @@ const janitorInterval = time.Second
 // Open implements transport.Transport.
 func (t *Transport) Open(_ string, limits transport.Limits, sink transport.Sink) error {
 	t.epoch = transport.NewEpoch()
+	t.headID = transport.FormatID(t.epoch, 0)
 	t.limits = limits
 	t.sink = sink
 	if t.now == nil {
@@ -108,6 +110,7 @@ func (t *Transport) Publish(_ context.Context, msgs []transport.Message) ([]tran
 	for i, msg := range msgs {
 		t.seq++
 		ev := transport.NewEvent(t.epoch, t.seq, msg, now)
+		t.headID = ev.ID
 		t.add(ev, t.limits.Events)
 		receipts[i] = transport.Receipt{Event: ev, Subscribers: t.sink.Deliver(ev)}
 	}
@@ -130,7 +133,7 @@ func (t *Transport) Replay(_ context.Context, q transport.ReplayQuery) (transpor
 		return transport.Replay{}, transport.ErrClosed
 	}
 	t.expire()
-	r := transport.Replay{Head: t.seq, HeadID: transport.FormatID(t.epoch, t.seq)}
+	r := transport.Replay{Head: t.seq, HeadID: t.headID}
 	switch {
 	case q.Resume:
 		after, ok := t.resumable(q.LastEventID, q.Topics)

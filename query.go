@@ -1,0 +1,48 @@
+package caddysse
+
+import (
+	"net/url"
+	"strings"
+)
+
+// streamQuery is what a subscription request's query string says: its
+// topic parameters and the last event id it names, if any.
+type streamQuery struct {
+	topics []string
+	lastID string
+}
+
+// parseStreamQuery reads the topic, last_event_id and lastEventID
+// parameters of a raw query in one pass, without building a map: every
+// stream request goes through here. A component with a malformed escape
+// is kept as sent (url.ParseQuery would drop the parameter).
+func parseStreamQuery(raw string) streamQuery {
+	var q streamQuery
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		key, value, _ := strings.Cut(pair, "=")
+		switch unescape(key) {
+		case "topic":
+			q.topics = append(q.topics, unescape(value))
+		case "last_event_id", "lastEventID":
+			if q.lastID == "" {
+				q.lastID = unescape(value)
+			}
+		}
+	}
+	return q
+}
+
+// unescape decodes a query component; it allocates only when there is
+// something to decode.
+func unescape(s string) string {
+	if !strings.ContainsAny(s, "%+") {
+		return s
+	}
+	u, err := url.QueryUnescape(s)
+	if err != nil {
+		return s
+	}
+	return u
+}
