@@ -47,6 +47,7 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		max_subscribers <n>
 //		cors_origins    <origin>...
 //		reset_event     <name>|off
+//		hijack
 //	}
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -78,6 +79,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.CORSOrigins, err = someArgs(d, h.CORSOrigins)
 		case "reset_event":
 			h.ResetEvent, err = oneArg(d)
+		case "hijack":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Hijack = true
 		default:
 			return d.Errf("unrecognized sse option '%s'", d.Val())
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -33,10 +34,28 @@ func TestMain(m *testing.M) {
 // wait is the safety net of every wait in these tests.
 const wait = 10 * time.Second
 
+// hijackAll makes startCaddy add the hijack option to every sse
+// directive, to run a test's streams on connections taken over.
+var hijackAll bool
+
+var (
+	sseLineRE  = regexp.MustCompile(`(?m)^(\s*sse(?:\s+[^\s{]+)?)\s*$`)
+	sseBlockRE = regexp.MustCompile(`(?m)^(\s*sse(?:\s+[^\s{]+)?\s*\{)\s*$`)
+)
+
+// withHijack adds the hijack option to every sse directive of a site.
+func withHijack(site string) string {
+	site = sseBlockRE.ReplaceAllString(site, "$1\n\t\thijack")
+	return sseLineRE.ReplaceAllString(site, "$1 {\n\t\thijack\n\t}")
+}
+
 // startCaddy loads a config into the test process's Caddy: global options
 // (inside the global block) and the directives of one site.
 func startCaddy(t *testing.T, global, site string) {
 	t.Helper()
+	if hijackAll {
+		site = withHijack(site)
+	}
 	cfg := fmt.Sprintf(`{
 	admin localhost:%d
 	http_port %d

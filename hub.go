@@ -133,9 +133,13 @@ func (h *Hub) Deliver(ev *transport.Event) int {
 const slowWarnInterval = time.Second
 
 // dropSlow removes a subscriber whose queue overflowed, counts it and
-// warns about it. Its stream ends once its pending write returns; its
-// client then resumes from history.
+// warns about it. Its stream ends once its pending write returns (at once
+// for a connection taken over, which is closed); its client then resumes
+// from history.
 func (h *Hub) dropSlow(s *subscriber) {
+	if out := s.conn.Load(); out != nil {
+		out.abort() // its writer may be blocked on the socket
+	}
 	h.remove(s)
 	h.counters.disconnects[endSlow].Add(1)
 	unwarned := h.slowUnwarned.Add(1)

@@ -154,7 +154,7 @@ func BenchmarkStreamWrite(b *testing.B) {
 		b.Run(fmt.Sprintf("queued=%d", queued), func(b *testing.B) {
 			h := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
 			sub := benchSubscribers(b, h, 1, "t")[0]
-			st := newStream(&discardWriter{h: http.Header{}}, sub)
+			st := &stream{out: newResponseOutput(&discardWriter{h: http.Header{}}), sub: sub}
 			ev := transport.NewEvent("bench", 1, transport.Message{Topics: []string{"t"}, Data: payload64, Retry: -1}, timeNow())
 			b.ReportAllocs()
 			for b.Loop() {

@@ -9,29 +9,84 @@ import (
 )
 
 // batchSize is how many bytes of queued events are gathered into one
-// write; the stream is flushed once per batch of queued events.
+// write of the response; the stream is flushed once per batch.
 const batchSize = 32 << 10
 
-// batchPool holds the buffers that gather several queued events into one
-// write, so that idle streams hold none.
+// batchPool holds the buffers that gather several events into one write,
+// so that idle streams hold none.
 var batchPool = sync.Pool{New: func() any {
 	b := make([]byte, 0, batchSize)
 	return &b
 }}
 
+// partsPool holds the lists of byte slices a stream sends at once.
+var partsPool = sync.Pool{New: func() any {
+	p := make([][]byte, 0, 16)
+	return &p
+}}
+
 // heartbeat is the comment written to a silent stream.
 var heartbeat = transport.AppendComment(nil, "")
 
-// stream writes one subscriber's events to its response.
-type stream struct {
-	w    http.ResponseWriter
-	rc   http.ResponseController
-	sub  *subscriber
-	head uint64 // live events up to this Seq were covered by the replay
+// An output is where a stream's bytes go: the response, or the connection
+// once the stream has taken it over.
+type output interface {
+	// send writes parts, in order, as one piece of the stream, and flushes.
+	send(parts [][]byte) error
 }
 
-func newStream(w http.ResponseWriter, sub *subscriber) *stream {
-	return &stream{w: w, rc: *http.NewResponseController(w), sub: sub}
+// responseOutput writes through the http.ResponseWriter (and Caddy's
+// wrappers of it), flushing with a ResponseController.
+type responseOutput struct {
+	w  http.ResponseWriter
+	rc http.ResponseController
+}
+
+func newResponseOutput(w http.ResponseWriter) *responseOutput {
+	return &responseOutput{w: w, rc: *http.NewResponseController(w)}
+}
+
+// send writes a lone part as it is and gathers several into large writes.
+func (o *responseOutput) send(parts [][]byte) error {
+	if len(parts) == 1 {
+		if _, err := o.w.Write(parts[0]); err != nil {
+			return err
+		}
+		return o.rc.Flush()
+	}
+	bp := batchPool.Get().(*[]byte)
+	defer batchPool.Put(bp)
+	b := (*bp)[:0]
+	for _, p := range parts {
+		if len(b) > 0 && len(b)+len(p) > batchSize {
+			if _, err := o.w.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+		if len(b) == 0 && len(p) > batchSize {
+			if _, err := o.w.Write(p); err != nil {
+				return err
+			}
+			continue
+		}
+		b = append(b, p...)
+	}
+	*bp = b[:0]
+	if len(b) > 0 {
+		if _, err := o.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return o.rc.Flush()
+}
+
+// stream writes one subscriber's events to its output.
+type stream struct {
+	out    output
+	sub    *subscriber
+	head   uint64    // live events up to this Seq were covered by the replay
+	single [1][]byte // the parts of a one-piece send, without allocating
 }
 
 // The header values of every stream, shared as Caddy shares its Server
@@ -54,13 +109,13 @@ func setStreamHeaders(w http.ResponseWriter) {
 }
 
 // start sends the headers, the retry hint, the reset event if the
-// resumption is incomplete, the replayed events, and flushes. When nothing
-// is replayed, an id-only block sets the client's last event id to the
-// hub's head, so that a client that reconnects before its first event
-// still resumes from where it connected.
-func (st *stream) start(retryMS int64, rep transport.Replay, lastID, resetEvent string) error {
-	setStreamHeaders(st.w)
-	st.w.WriteHeader(http.StatusOK)
+// resumption is incomplete, and the replayed events, and flushes. When
+// nothing is replayed, an id-only block sets the client's last event id
+// to the hub's head, so that a client that reconnects before its first
+// event still resumes from where it connected.
+func (st *stream) start(w http.ResponseWriter, retryMS int64, rep transport.Replay, lastID, resetEvent string) error {
+	setStreamHeaders(w)
+	w.WriteHeader(http.StatusOK)
 	st.head = rep.Head
 
 	bp := batchPool.Get().(*[]byte)
@@ -75,12 +130,13 @@ func (st *stream) start(retryMS int64, rep transport.Replay, lastID, resetEvent 
 		b = append(b, rep.HeadID...)
 		b = append(b, "\n\n"...)
 	}
-	b, err := st.writeEvents(b, rep.Events)
-	*bp = b[:0]
-	if err != nil {
-		return err
+	*bp = b
+	parts := make([][]byte, 0, 1+len(rep.Events))
+	parts = append(parts, b)
+	for _, ev := range rep.Events {
+		parts = append(parts, ev.Wire)
 	}
-	return st.flush()
+	return st.out.send(parts)
 }
 
 // resetData is the payload of the reset event.
@@ -88,84 +144,47 @@ type resetData struct {
 	LastEventID string `json:"last_event_id"`
 }
 
-// pump writes everything queued, or a heartbeat if one is due and there
-// is nothing else, and flushes once. It returns the number of events
-// written.
+// pump sends everything queued, or a heartbeat if one is due and there is
+// nothing else, in one send. It returns the number of events sent.
 func (st *stream) pump() (int, error) {
 	q := st.sub.take()
 	defer st.sub.recycle(q)
-	n, err := st.writeQueued(q)
-	if err != nil {
-		return n, err
+	for len(q) > 0 && q[0].Seq <= st.head {
+		q = q[1:] // covered by the replay
 	}
-	if n == 0 {
+	if len(q) == 0 {
 		if !st.sub.beat.Swap(false) {
 			return 0, nil
 		}
-		if _, err := st.w.Write(heartbeat); err != nil {
-			return 0, err
-		}
-	} else {
-		st.sub.beat.Store(false)
+		return 0, st.send(heartbeat)
 	}
-	return n, st.flush()
-}
-
-// writeQueued writes queued events, skipping those the replay covered:
-// one event goes out as is, several are gathered into large writes.
-func (st *stream) writeQueued(q []*transport.Event) (int, error) {
-	for len(q) > 0 && q[0].Seq <= st.head {
-		q = q[1:]
+	st.sub.beat.Store(false)
+	if len(q) == 1 {
+		return 1, st.send(q[0].Wire)
 	}
-	switch len(q) {
-	case 0:
-		return 0, nil
-	case 1:
-		_, err := st.w.Write(q[0].Wire)
-		return 1, err
+	pp := partsPool.Get().(*[][]byte)
+	parts := (*pp)[:0]
+	for _, ev := range q {
+		parts = append(parts, ev.Wire)
 	}
-	bp := batchPool.Get().(*[]byte)
-	defer batchPool.Put(bp)
-	b, err := st.writeEvents((*bp)[:0], q)
-	*bp = b[:0]
+	err := st.out.send(parts)
+	clear(parts)
+	*pp = parts[:0]
+	partsPool.Put(pp)
+	st.sub.wrote.Store(true)
 	return len(q), err
 }
 
-// writeEvents appends events to b and writes b whenever it is full, and
-// at the end. It returns b for reuse.
-func (st *stream) writeEvents(b []byte, events []*transport.Event) ([]byte, error) {
-	for _, ev := range events {
-		if len(b) > 0 && len(b)+len(ev.Wire) > batchSize {
-			if _, err := st.w.Write(b); err != nil {
-				return b, err
-			}
-			b = b[:0]
-		}
-		if len(b) == 0 && len(ev.Wire) > batchSize {
-			if _, err := st.w.Write(ev.Wire); err != nil {
-				return b, err
-			}
-			continue
-		}
-		b = append(b, ev.Wire...)
-	}
-	if len(b) > 0 {
-		if _, err := st.w.Write(b); err != nil {
-			return b, err
-		}
-	}
-	return b, nil
+// send sends one piece of the stream.
+func (st *stream) send(p []byte) error {
+	st.single[0] = p
+	err := st.out.send(st.single[:])
+	st.single[0] = nil
+	st.sub.wrote.Store(true)
+	return err
 }
 
 // finish writes a final retry hint before the stream ends.
 func (st *stream) finish(retryMS int64) error {
-	if _, err := st.w.Write(transport.AppendRetry(nil, retryMS)); err != nil {
-		return err
-	}
-	return st.flush()
-}
-
-func (st *stream) flush() error {
-	st.sub.wrote.Store(true)
-	return st.rc.Flush()
+	return st.send(transport.AppendRetry(nil, retryMS))
 }

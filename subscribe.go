@@ -86,6 +86,16 @@ type Handler struct {
 	// incomplete. Default: "reset". "off" sends none.
 	ResetEvent string `json:"reset_event,omitempty"`
 
+	// Take HTTP/1.x connections over from Go's HTTP server once a stream
+	// has started (http.Hijacker): the server's buffers and goroutines are
+	// freed for the stream's whole life, several times less memory per
+	// subscriber, and events are written with one writev each, without
+	// copying. Caddy then no longer sees the stream: the access log and the
+	// request metrics record it when it is taken over, and server timeouts
+	// no longer apply to it. HTTP/2 and HTTP/3 streams are not affected.
+	// Default: off.
+	Hijack bool `json:"hijack,omitempty"`
+
 	hub     *Hub
 	cors    *corsPolicy
 	streams streamSet
@@ -119,8 +129,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.stop = make(chan struct{})
-	if h.Heartbeat > 0 {
-		go h.heartbeats(time.Duration(h.Heartbeat))
+	if h.Heartbeat > 0 || h.Hijack {
+		go h.heartbeats(h.tick())
 	}
 	return nil
 }
@@ -203,10 +213,22 @@ func (fn stoppingHandler) Handle(context.Context, caddy.Event) error {
 	return nil
 }
 
-// shutdown ends every stream of this handler and refuses new ones.
+// shutdownWait bounds how long the stopping of a config waits for its
+// streams to write their final retry hint and end.
+const shutdownWait = time.Second
+
+// shutdown ends every stream of this handler, refuses new ones, and waits
+// (briefly) for them to end: Caddy's HTTP server does not wait for streams
+// whose connection was taken over, and would exit before they had written
+// their final retry hint.
 func (h *Handler) shutdown() {
-	if n := h.streams.close(endShutdown); n > 0 {
-		h.logger.Info("ending the streams of the old config", zap.String("hub", h.Hub), zap.Int("streams", n))
+	n := h.streams.close(endShutdown)
+	if n == 0 {
+		return
+	}
+	h.logger.Info("ending the streams of the old config", zap.String("hub", h.Hub), zap.Int("streams", n))
+	if !h.streams.wait(shutdownWait) {
+		h.logger.Warn("streams still open after the stop", zap.String("hub", h.Hub), zap.Duration("waited", shutdownWait))
 	}
 }
 
@@ -219,24 +241,45 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
+// probeInterval is how often connections taken over are probed when
+// heartbeats are off.
+const probeInterval = 5 * time.Second
+
+// tick is the period of the heartbeat goroutine: a third of the heartbeat
+// interval, so that no stream stays silent for much more than two thirds
+// of it.
+func (h *Handler) tick() time.Duration {
+	if h.Heartbeat > 0 {
+		return time.Duration(h.Heartbeat) / 3
+	}
+	return probeInterval
+}
+
 // heartbeats asks every stream that wrote nothing during a whole tick to
-// send a heartbeat. With ticks of a third of the interval, no stream stays
-// silent for much more than two thirds of it.
+// send a heartbeat, and ends the streams whose connection, taken over, the
+// client has closed.
 func (h *Handler) heartbeats(interval time.Duration) {
-	tick := time.NewTicker(interval / 3)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		select {
 		case <-h.stop:
 			return
 		case <-tick.C:
-			h.streams.each(func(s *subscriber) {
-				if !s.wrote.Swap(false) {
-					s.beat.Store(true)
-					s.signal()
-				}
-			})
+			h.streams.each(h.checkStream)
 		}
+	}
+}
+
+// checkStream is one stream's heartbeat tick.
+func (h *Handler) checkStream(s *subscriber) {
+	if out := s.conn.Load(); out != nil && out.peerClosed() {
+		s.finish(endClient)
+		return
+	}
+	if h.Heartbeat > 0 && !s.wrote.Swap(false) {
+		s.beat.Store(true)
+		s.signal()
 	}
 }
 
@@ -364,15 +407,24 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []s
 		h.refuse(w, h.finalRetry(), "this server is reloading or stopping")
 		return nil
 	}
-	st := newStream(w, sub)
+	st := &stream{out: newResponseOutput(w), sub: sub}
 	h.logOpen(r, sub, rep, req.replay)
-	reason := h.run(r.Context(), st, rep, req.replay)
-	h.streams.remove(sub)
-	h.hub.Unsubscribe(sub)
-	if reason != endSlow { // counted when dropped
-		h.hub.counters.disconnects[reason].Add(1)
+	life := streamLife{start: start, remoteAddr: r.RemoteAddr, maxAge: h.startMaxAge(sub)}
+	err = st.start(w, jittered(time.Duration(h.Retry)), rep, req.replay.LastEventID, h.resetEventType())
+	if err != nil {
+		h.endStream(sub, life, endClient)
+		return nil
 	}
-	h.logClose(r, sub, start, reason)
+	h.hub.counters.replayed.Add(uint64(len(rep.Events)))
+	if h.Hijack && r.ProtoMajor == 1 {
+		if out, err := takeOver(w, r); err == nil {
+			h.runTakenOver(st, out, life)
+			return nil
+		} else if ce := h.logger.Check(zapcore.DebugLevel, "could not take the connection over"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
+	}
+	h.endStream(sub, life, h.loop(st, r.Context().Done()))
 	return nil
 }
 
@@ -387,26 +439,55 @@ func (h *Handler) refuse(w http.ResponseWriter, retryMS int64, why string) {
 	_ = http.NewResponseController(w).Flush()
 }
 
-// run writes the stream's start, then live events until it ends.
-func (h *Handler) run(ctx context.Context, st *stream, rep transport.Replay, q transport.ReplayQuery) endReason {
-	var timer *time.Timer
-	if h.MaxAge > 0 {
-		lifetime := time.Duration(h.MaxAge) * 4 / 5
-		lifetime += rand.N(time.Duration(h.MaxAge) - lifetime + 1)
-		timer = time.AfterFunc(lifetime, func() { st.sub.finish(endMaxAge) })
-		defer timer.Stop()
+// streamLife is what ending a stream needs to know of its start.
+type streamLife struct {
+	start      time.Time
+	remoteAddr string
+	maxAge     *time.Timer
+}
+
+// startMaxAge ends the subscriber's stream after a random 80-100% of
+// max_age, if set.
+func (h *Handler) startMaxAge(sub *subscriber) *time.Timer {
+	if h.MaxAge <= 0 {
+		return nil
 	}
-	resetEvent := h.ResetEvent
-	if resetEvent == "off" {
-		resetEvent = ""
+	lifetime := time.Duration(h.MaxAge) * 4 / 5
+	lifetime += rand.N(time.Duration(h.MaxAge) - lifetime + 1)
+	return time.AfterFunc(lifetime, func() { sub.finish(endMaxAge) })
+}
+
+// resetEventType is the type of the reset event, or "" for none.
+func (h *Handler) resetEventType() string {
+	if h.ResetEvent == "off" {
+		return ""
 	}
-	if err := st.start(jittered(time.Duration(h.Retry)), rep, q.LastEventID, resetEvent); err != nil {
-		return endClient
+	return h.ResetEvent
+}
+
+// runTakenOver runs a stream whose connection was taken over, in a
+// goroutine of its own, and lets net/http's goroutine go.
+func (h *Handler) runTakenOver(st *stream, out *connOutput, life streamLife) {
+	st.out = out
+	st.sub.conn.Store(out)
+	if st.sub.endReason() == endSlow { // dropped before it could be aborted
+		out.abort()
 	}
-	h.hub.counters.replayed.Add(uint64(len(rep.Events)))
+	go func() {
+		reason := h.loop(st, nil)
+		out.end(reason != endSlow && reason != endClient)
+		h.endStream(st.sub, life, reason)
+	}()
+}
+
+// loop writes live events until the stream ends, and says why it ended.
+// done is closed when the client has gone (nil for a stream whose
+// connection was taken over: its client's departure is noticed by the
+// heartbeat goroutine's probe, or by a failed write).
+func (h *Handler) loop(st *stream, done <-chan struct{}) endReason {
 	for {
 		select {
-		case <-ctx.Done():
+		case <-done:
 			return endClient
 		case <-st.sub.wake:
 		}
@@ -416,12 +497,25 @@ func (h *Handler) run(ctx context.Context, st *stream, rep transport.Replay, q t
 		}
 		h.hub.counters.delivered.Add(uint64(n))
 		if reason := st.sub.endReason(); reason != endNone {
-			if reason != endSlow {
+			if reason != endSlow && reason != endClient {
 				_ = st.finish(h.finalRetry())
 			}
 			return reason
 		}
 	}
+}
+
+// endStream takes an ended stream out of the hub, counts and logs it.
+func (h *Handler) endStream(sub *subscriber, life streamLife, reason endReason) {
+	if life.maxAge != nil {
+		life.maxAge.Stop()
+	}
+	h.streams.remove(sub)
+	h.hub.Unsubscribe(sub)
+	if reason != endSlow { // counted when dropped
+		h.hub.counters.disconnects[reason].Add(1)
+	}
+	h.logClose(sub, life, reason)
 }
 
 // The logs of a stream's life, at debug level: never the payloads.
@@ -441,10 +535,10 @@ func (h *Handler) logRefusal(r *http.Request, topics []string, reason endReason)
 	}
 }
 
-func (h *Handler) logClose(r *http.Request, sub *subscriber, start time.Time, reason endReason) {
+func (h *Handler) logClose(sub *subscriber, life streamLife, reason endReason) {
 	if ce := h.logger.Check(zapcore.DebugLevel, "stream closed"); ce != nil {
-		ce.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("hub", h.hub.name),
-			zap.Strings("topics", sub.topics), zap.Duration("duration", time.Since(start)),
+		ce.Write(zap.String("remote_addr", life.remoteAddr), zap.String("hub", h.hub.name),
+			zap.Strings("topics", sub.topics), zap.Duration("duration", time.Since(life.start)),
 			zap.Stringer("reason", reason))
 	}
 }
@@ -454,9 +548,13 @@ type streamSet struct {
 	mu     sync.Mutex
 	subs   map[*subscriber]struct{}
 	closed bool
+	empty  chan struct{} // closed once the set is closed and empty
 }
 
-func (ss *streamSet) init() { ss.subs = make(map[*subscriber]struct{}) }
+func (ss *streamSet) init() {
+	ss.subs = make(map[*subscriber]struct{})
+	ss.empty = make(chan struct{})
+}
 
 // add adds s, unless the set was closed.
 func (ss *streamSet) add(s *subscriber) bool {
@@ -471,8 +569,23 @@ func (ss *streamSet) add(s *subscriber) bool {
 
 func (ss *streamSet) remove(s *subscriber) {
 	ss.mu.Lock()
+	defer ss.mu.Unlock()
 	delete(ss.subs, s)
-	ss.mu.Unlock()
+	ss.signalEmpty()
+}
+
+// signalEmpty closes empty once the set is closed and empty.
+func (ss *streamSet) signalEmpty() {
+	if ss.empty == nil { // never initialised: the handler did not provision
+		return
+	}
+	if ss.closed && len(ss.subs) == 0 {
+		select {
+		case <-ss.empty:
+		default:
+			close(ss.empty)
+		}
+	}
 }
 
 func (ss *streamSet) each(fn func(*subscriber)) {
@@ -492,7 +605,24 @@ func (ss *streamSet) close(reason endReason) int {
 	for s := range ss.subs {
 		s.finish(reason)
 	}
+	ss.signalEmpty()
 	return len(ss.subs)
+}
+
+// wait waits up to timeout for a closed set to empty, and reports whether
+// it did.
+func (ss *streamSet) wait(timeout time.Duration) bool {
+	if ss.empty == nil {
+		return true
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ss.empty:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // Interface guards

@@ -50,6 +50,8 @@ type subscriber struct {
 	end   atomic.Int32 // endReason, set once
 	beat  atomic.Bool  // a heartbeat is due
 	wrote atomic.Bool  // something was written since the last heartbeat tick
+
+	conn atomic.Pointer[connOutput] // the connection, once taken over
 }
 
 func newSubscriber(topics []string, limit int) *subscriber {
