@@ -397,6 +397,14 @@ func TestReloadLosesNothing(t *testing.T) {
 		reloadConfig("", fmt.Sprintf(reloadSite, "5s")))
 }
 
+// TestReloadLosesNothingHijacked: the same with streams whose connection
+// was taken over, which Caddy's server no longer tracks.
+func TestReloadLosesNothingHijacked(t *testing.T) {
+	reloadWhilePublishing(t,
+		reloadConfig("", fmt.Sprintf(reloadSite, "15s\n\t\thijack")),
+		reloadConfig("", fmt.Sprintf(reloadSite, "5s\n\t\thijack")))
+}
+
 func TestReloadWithHistoryChanged(t *testing.T) {
 	hub := func(history int) string {
 		return fmt.Sprintf("sse {\n\t\thub default {\n\t\t\thistory %d\n\t\t}\n\t}", history)
@@ -443,9 +451,15 @@ func TestReloadWithHistoryChanged(t *testing.T) {
 
 // TestSIGTERMWithOpenStreams: with 100 open streams and Caddy's default
 // (unlimited) grace period, SIGTERM ends the process within 2 s, each
-// stream getting a final retry hint.
+// stream getting a final retry hint, whether the streams run through
+// net/http or on connections taken over.
 func TestSIGTERMWithOpenStreams(t *testing.T) {
-	c := caddyproc.Start(t, reloadConfig("", "sse /events"), reloadAdmin)
+	t.Run("net/http", func(t *testing.T) { sigtermWithOpenStreams(t, "sse /events") })
+	t.Run("hijack", func(t *testing.T) { sigtermWithOpenStreams(t, "sse /events {\n\t\thijack\n\t}") })
+}
+
+func sigtermWithOpenStreams(t *testing.T, site string) {
+	c := caddyproc.Start(t, reloadConfig("", site), reloadAdmin)
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true, MaxConnsPerHost: 0}}
 	streams := make([]*ssetest.Stream, 100)
 	for i := range streams {
