@@ -152,29 +152,17 @@ func publishTo(t *testing.T, data string, topics ...string) publishResult {
 	return publishForm(t, "/publish", url.Values{"topic": topics, "data": {data}})
 }
 
-// openStream subscribes and checks the stream's status and headers.
+// openStream subscribes to a path of the test site and checks that the
+// stream started.
 func openStream(t *testing.T, client *http.Client, path string, header http.Header) *ssetest.Stream {
 	t.Helper()
-	s, err := ssetest.Open(client, testBase+path, header)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	if s.Resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(s.Resp.Body)
-		t.Fatalf("GET %s: %d %s", path, s.Resp.StatusCode, b)
-	}
-	return s
+	return ssetest.OpenT(t, client, testBase+path, header)
 }
 
 // nextEvent returns the stream's next event or fails the test.
 func nextEvent(t *testing.T, s *ssetest.Stream) ssetest.Frame {
 	t.Helper()
-	f, err := s.NextEvent(wait)
-	if err != nil {
-		t.Fatalf("waiting for an event: %v", err)
-	}
-	return f
+	return s.EventT(t, wait)
 }
 
 // eventually polls cond until it holds, or fails the test after wait.

@@ -17,6 +17,8 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/ssehub/caddy-sse/internal/caddyproc"
 )
 
 // wait is the safety net of every wait in these tests: generous, because
@@ -60,7 +62,7 @@ type chromium struct {
 	ctx     context.Context // the tab's
 	dataDir string          // its fresh profile
 	net     *netLog
-	output  *lockedBuffer // what Chromium printed
+	output  *caddyproc.LockedBuffer // what Chromium printed
 }
 
 // startChromium starts a headless Chromium with a fresh profile. It is
@@ -73,7 +75,7 @@ func startChromium(t *testing.T, extraFlags ...string) *chromium {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &chromium{t: t, dataDir: dataDir, net: newNetLog(), output: new(lockedBuffer)}
+	c := &chromium{t: t, dataDir: dataDir, net: newNetLog(), output: new(caddyproc.LockedBuffer)}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.UserDataDir(c.dataDir),
@@ -385,22 +387,4 @@ func withoutLines(text, substr string) string {
 		}
 	}
 	return b.String()
-}
-
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

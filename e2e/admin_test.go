@@ -44,7 +44,7 @@ func TestAdminHubs(t *testing.T) {
 		hub chat
 	}`
 	srv := opsStart(t, 2401, 8401, global, site)
-	s := opsOpen(t, ssetest.NewClient(), srv.base+"/events?topic=room&topic=lobby", nil)
+	s := ssetest.OpenT(t, ssetest.NewClient(), srv.base+"/events?topic=room&topic=lobby", nil)
 	var wantBytes int
 	var last opsPublished
 	for i := range 3 {
@@ -53,7 +53,7 @@ func TestAdminHubs(t *testing.T) {
 		if i > 0 { // history 2: the first is evicted
 			wantBytes += opsWireSize(last.ID, data)
 		}
-		opsNextEvent(t, s)
+		s.EventT(t, opsWait)
 	}
 
 	var hubs map[string]adminHub
@@ -132,8 +132,8 @@ func TestAdminPublish(t *testing.T) {
 	sse /chat/events {
 		hub chat
 	}`)
-	s := opsOpen(t, ssetest.NewClient(), srv.base+"/events?topic=t1&topic=t2", nil)
-	chat := opsOpen(t, ssetest.NewClient(), srv.base+"/chat/events?topic=room", nil)
+	s := ssetest.OpenT(t, ssetest.NewClient(), srv.base+"/events?topic=t1&topic=t2", nil)
+	chat := ssetest.OpenT(t, ssetest.NewClient(), srv.base+"/chat/events?topic=room", nil)
 
 	var mp bytes.Buffer
 	mw := multipart.NewWriter(&mp)
@@ -165,7 +165,7 @@ func TestAdminPublish(t *testing.T) {
 			if p.ID == "" || p.Subscribers != 1 || strings.Join(p.Topics, ",") != strings.Join(c.topics, ",") {
 				t.Fatalf("answer %s", r.body)
 			}
-			f := opsNextEvent(t, c.stream)
+			f := c.stream.EventT(t, opsWait)
 			if f.LastID != p.ID || f.Type != c.typ || f.Data != c.data {
 				t.Fatalf("got %s %s %q, want %s %s %q", f.LastID, f.Type, f.Data, p.ID, c.typ, c.data)
 			}
@@ -181,7 +181,7 @@ func TestAdminPublish(t *testing.T) {
 			t.Fatalf("%d %s", r.status, r.body)
 		}
 		for i, want := range []string{"first", "second"} {
-			if f := opsNextEvent(t, s); f.Data != want || f.LastID != ps[i].ID {
+			if f := s.EventT(t, opsWait); f.Data != want || f.LastID != ps[i].ID {
 				t.Fatalf("got %s %q, want %s %q", f.LastID, f.Data, ps[i].ID, want)
 			}
 		}

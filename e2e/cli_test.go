@@ -59,8 +59,8 @@ func TestSSEPublishCommand(t *testing.T) {
 		hub chat
 	}`)
 	address := fmt.Sprintf("localhost:%d", srv.adminPort)
-	s := opsOpen(t, ssetest.NewClient(), srv.base+"/events?topic=cli&topic=other&topic=default", nil)
-	chat := opsOpen(t, ssetest.NewClient(), srv.base+"/chat/events?topic=room", nil)
+	s := ssetest.OpenT(t, ssetest.NewClient(), srv.base+"/events?topic=cli&topic=other&topic=default", nil)
+	chat := ssetest.OpenT(t, ssetest.NewClient(), srv.base+"/chat/events?topic=room", nil)
 
 	published := []struct {
 		name   string
@@ -86,7 +86,7 @@ func TestSSEPublishCommand(t *testing.T) {
 				t.Fatalf("exit status %d: %s", res.code, res.stderr)
 			}
 			id := strings.TrimSuffix(res.stdout, "\n")
-			f := opsNextEvent(t, c.stream)
+			f := c.stream.EventT(t, opsWait)
 			if f.LastID != id || f.Type != c.typ || f.Data != c.data {
 				t.Fatalf("got %s %s %q, want %q %s %q", f.LastID, f.Type, f.Data, id, c.typ, c.data)
 			}
@@ -99,7 +99,7 @@ func TestSSEPublishCommand(t *testing.T) {
 		if res.code != 0 {
 			t.Fatalf("exit status %d: %s", res.code, res.stderr)
 		}
-		if f := opsNextEvent(t, s); f.Data != "via config" || f.LastID != strings.TrimSpace(res.stdout) {
+		if f := s.EventT(t, opsWait); f.Data != "via config" || f.LastID != strings.TrimSpace(res.stdout) {
 			t.Fatalf("got %s %q, printed %q", f.LastID, f.Data, res.stdout)
 		}
 	})
@@ -127,7 +127,7 @@ func TestSSEPublishCommand(t *testing.T) {
 
 	// nothing else reached the subscribers
 	opsPublish(t, srv.AdminURL("/sse/hubs/default/publish"), "topic=cli&data=last")
-	if f := opsNextEvent(t, s); f.Data != "last" {
+	if f := s.EventT(t, opsWait); f.Data != "last" {
 		t.Fatalf("an unexpected event: %q", f.Data)
 	}
 }

@@ -33,14 +33,14 @@ func TestStreamLogs(t *testing.T) {
 	sse_publish /publish`)
 	const payload = "payload-5ecret-7f3a"
 	client := ssetest.NewClient()
-	s := opsOpen(t, client, srv.base+"/events?topic=logs&topic=more", nil)
+	s := ssetest.OpenT(t, client, srv.base+"/events?topic=logs&topic=more", nil)
 	opsPublish(t, srv.base+"/publish", "topic=logs&data="+payload)
-	if f := opsNextEvent(t, s); f.Data != payload {
+	if f := s.EventT(t, opsWait); f.Data != payload {
 		t.Fatalf("got %q", f.Data)
 	}
 	opsPublish(t, srv.AdminURL("/sse/hubs/default/publish"), "topic=logs&data="+payload)
-	opsNextEvent(t, s)
-	opsReadToEnd(t, opsOpen(t, client, srv.base+"/events?topic=refused", nil))
+	s.EventT(t, opsWait)
+	opsReadToEnd(t, ssetest.OpenT(t, client, srv.base+"/events?topic=refused", nil))
 	s.Close()
 
 	var closed []map[string]any

@@ -79,10 +79,10 @@ func TestMetricsAfterKnownTrafficAndReload(t *testing.T) {
 	client := ssetest.NewClient()
 	streams := make([]*ssetest.Stream, 3)
 	for i := range streams {
-		streams[i] = opsOpen(t, client, srv.base+"/ops/events?topic=a", nil)
+		streams[i] = ssetest.OpenT(t, client, srv.base+"/ops/events?topic=a", nil)
 	}
 	ops.connections, ops.subscribers = 3, 3
-	refused := opsOpen(t, client, srv.base+"/ops/events?topic=a", nil)
+	refused := ssetest.OpenT(t, client, srv.base+"/ops/events?topic=a", nil)
 	frames, err := refused.ReadAll(opsWait)
 	if err != nil || len(frames) != 2 || frames[0].Kind != ssetest.KindRetry || !strings.Contains(frames[1].Comment, "subscriber limit") {
 		t.Fatalf("the refused stream: %+v, %v", frames, err)
@@ -103,7 +103,7 @@ func TestMetricsAfterKnownTrafficAndReload(t *testing.T) {
 	}
 	for _, s := range streams {
 		for _, id := range ids {
-			if f := opsNextEvent(t, s); f.LastID != id {
+			if f := s.EventT(t, opsWait); f.LastID != id {
 				t.Fatalf("got event %s, want %s", f.LastID, id)
 			}
 		}
@@ -117,9 +117,9 @@ func TestMetricsAfterKnownTrafficAndReload(t *testing.T) {
 	ops.subscribers--
 	ops.disconnects["client"] = 1
 	check(t)
-	resumed := opsOpen(t, client, srv.base+"/ops/also?topic=a", http.Header{"Last-Event-ID": {ids[0]}})
+	resumed := ssetest.OpenT(t, client, srv.base+"/ops/also?topic=a", http.Header{"Last-Event-ID": {ids[0]}})
 	for _, id := range ids[1:] {
-		if f := opsNextEvent(t, resumed); f.LastID != id {
+		if f := resumed.EventT(t, opsWait); f.LastID != id {
 			t.Fatalf("replayed %s, want %s", f.LastID, id)
 		}
 	}
@@ -154,7 +154,7 @@ func TestMetricsAfterKnownTrafficAndReload(t *testing.T) {
 	ops.subscribers = 0
 	check(t)
 	for range 2 {
-		opsOpen(t, client, srv.base+"/ops/events?topic=a", nil)
+		ssetest.OpenT(t, client, srv.base+"/ops/events?topic=a", nil)
 	}
 	p := opsPublish(t, srv.base+"/ops/publish", "topic=a&data=after-reload")
 	if p.Subscribers != 2 {
@@ -184,7 +184,7 @@ func slowPayload(i int) string {
 // published and the number of events the client read.
 func dropSlowSubscriber(t *testing.T, srv *opsServer) ([]string, int) {
 	t.Helper()
-	s := opsOpen(t, ssetest.NewSmallBufferClient(4096), srv.base+"/slow/events?topic=s", nil)
+	s := ssetest.OpenT(t, ssetest.NewSmallBufferClient(4096), srv.base+"/slow/events?topic=s", nil)
 	var ids []string
 	for dropped := false; !dropped; {
 		if len(ids) > 8000 {

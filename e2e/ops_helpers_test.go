@@ -134,31 +134,6 @@ func opsError(t *testing.T, r opsResponse) string {
 	return eb.Error
 }
 
-// opsOpen subscribes and checks that the stream started.
-func opsOpen(t *testing.T, client *http.Client, url string, header http.Header) *ssetest.Stream {
-	t.Helper()
-	s, err := ssetest.Open(client, url, header)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.Close)
-	if s.Resp.StatusCode != http.StatusOK {
-		b, _ := io.ReadAll(s.Resp.Body)
-		t.Fatalf("GET %s: %d %s", url, s.Resp.StatusCode, b)
-	}
-	return s
-}
-
-// opsNextEvent returns the stream's next event or fails the test.
-func opsNextEvent(t *testing.T, s *ssetest.Stream) ssetest.Frame {
-	t.Helper()
-	f, err := s.NextEvent(opsWait)
-	if err != nil {
-		t.Fatalf("waiting for an event: %v", err)
-	}
-	return f
-}
-
 // opsReadToEnd reads a stream until the server ends it and returns its
 // events.
 func opsReadToEnd(t *testing.T, s *ssetest.Stream) []ssetest.Frame {

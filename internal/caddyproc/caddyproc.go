@@ -62,24 +62,27 @@ type Caddy struct {
 	cmd       *exec.Cmd
 	AdminPort int
 	Dir       string // its working, home and config directory
-	log       *lockedBuffer
+	log       *LockedBuffer
 	exited    chan struct{}
 	exitErr   error
 }
 
-// lockedBuffer collects a process's output.
-type lockedBuffer struct {
+// LockedBuffer collects a process's output, written and read from
+// several goroutines.
+type LockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+// Write implements io.Writer.
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+// String returns what was written so far.
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
@@ -96,7 +99,7 @@ func Start(t testing.TB, caddyfile string, adminPort int, extraArgs ...string) *
 	if err := os.WriteFile(cfg, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := &Caddy{t: t, AdminPort: adminPort, Dir: dir, log: new(lockedBuffer), exited: make(chan struct{})}
+	c := &Caddy{t: t, AdminPort: adminPort, Dir: dir, log: new(LockedBuffer), exited: make(chan struct{})}
 	args := append([]string{"run", "--config", cfg, "--adapter", "caddyfile"}, extraArgs...)
 	c.cmd = exec.Command(bin, args...)
 	c.cmd.Dir = dir

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"syscall"
+	"testing"
 	"time"
 )
 
@@ -159,4 +160,30 @@ func (s *Stream) ReadAll(timeout time.Duration) ([]Frame, error) {
 		}
 		out = append(out, f)
 	}
+}
+
+// OpenT subscribes for a test: it fails the test unless the stream starts
+// with status 200, and closes the stream when the test ends.
+func OpenT(t testing.TB, client *http.Client, url string, header http.Header) *Stream {
+	t.Helper()
+	s, err := Open(client, url, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	if s.Resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(s.Resp.Body)
+		t.Fatalf("GET %s: %d %s", url, s.Resp.StatusCode, b)
+	}
+	return s
+}
+
+// EventT returns the stream's next event, or fails the test.
+func (s *Stream) EventT(t testing.TB, timeout time.Duration) Frame {
+	t.Helper()
+	f, err := s.NextEvent(timeout)
+	if err != nil {
+		t.Fatalf("waiting for an event: %v", err)
+	}
+	return f
 }
