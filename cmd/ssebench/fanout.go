@@ -97,7 +97,7 @@ func runSearch(ctx context.Context, c *config, pr *progress) (*searchReport, err
 // newPublisherFor returns the publisher the flags describe.
 func newPublisherFor(c *config) (*publisher, error) {
 	return newPublisher(pubOptions{
-		url: c.pubURL, body: c.pubBody, contentType: c.pubType, escape: c.pubEscape,
+		url: c.pubURL, body: c.pubBody, contentType: c.pubType, escape: c.pubEscape, client: c.pubClient,
 		headers: c.pubHeaders, size: c.size, conns: max(c.publishers, c.maxPublishers), timeout: c.pubTimeout,
 	})
 }
@@ -171,6 +171,7 @@ func (r *fanRun) publishAll(ctx context.Context, pub *publisher, workers, maxWor
 // it while it waits for one.
 func (r *fanRun) work(ctx context.Context, pub *publisher, jobs <-chan job, idle *atomic.Int64) {
 	var sc pubScratch
+	defer sc.close()
 	k := uint64(r.topics)
 	for j := range jobs {
 		idle.Add(-1)

@@ -59,6 +59,7 @@ type config struct {
 	pubEscape  string
 	pubHeaders stringList
 	pubTimeout time.Duration
+	pubClient  string
 
 	subscribers   int
 	topics        int
@@ -135,6 +136,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&c.pubEscape, "pub-escape", "auto", "escaping of {topic} and {data} in the body: auto (from --pub-type), form, json, none")
 	fs.Var(&c.pubHeaders, "pub-header", "extra publish request header 'Name: value' (repeatable)")
 	fs.DurationVar(&c.pubTimeout, "pub-timeout", 10*time.Second, "timeout of one publish request")
+	fs.StringVar(&c.pubClient, "pub-client", "raw", "publishing client: raw (the tool's own keep-alive HTTP/1.1 client, http:// only) or http (net/http's)")
 	fs.IntVar(&c.subscribers, "n", 1000, "subscribers")
 	fs.IntVar(&c.topics, "topics", 1, "topics K: subscriber i follows t(i mod K), event s goes to t(s mod K)")
 	fs.Float64Var(&c.rate, "rate", 50, "events published per second (search: the first rate)")

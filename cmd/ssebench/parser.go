@@ -43,14 +43,15 @@ type streamParser struct {
 	remain  int64 // bytes left in the current chunk
 	sawSize bool  // a hex digit of the current size was read
 
-	line     []byte // a line cut by a chunk or read boundary
-	skipLF   bool   // the last line ended with CR: ignore an LF after it
-	data     []byte // the current event's data
-	hasData  bool
-	typ      []byte // the current event's type
-	onEvent  eventFunc
-	events   uint64 // events dispatched
-	comments uint64 // comment lines (heartbeats)
+	line       []byte // a line cut by a chunk or read boundary
+	skipLF     bool   // the last line ended with CR: ignore an LF after it
+	data       []byte // the current event's data
+	hasData    bool
+	typ        []byte // the current event's type
+	onEvent    eventFunc
+	skipEvents bool   // only find the end of a chunked body
+	events     uint64 // events dispatched
+	comments   uint64 // comment lines (heartbeats)
 }
 
 // newStreamParser returns a parser of a body that is chunked or, if not,
@@ -96,7 +97,9 @@ func (p *streamParser) chunk(b []byte) ([]byte, error) {
 		if n > p.remain {
 			n = p.remain
 		}
-		p.sse(b[:n])
+		if !p.skipEvents {
+			p.sse(b[:n])
+		}
 		p.remain -= n
 		if p.remain == 0 {
 			p.state = chunkDataEnd

@@ -11,7 +11,8 @@ import (
 	"time"
 )
 
-// publisher sends events over keep-alive HTTP connections.
+// publisher sends events over keep-alive HTTP connections: its own raw
+// HTTP/1.1 client by default, net/http's for https:// or on request.
 type publisher struct {
 	url         *template
 	body        *template
@@ -19,13 +20,20 @@ type publisher struct {
 	esc         escaper
 	header      http.Header
 	size        int
-	client      *http.Client
+	timeout     time.Duration
+	client      *http.Client // nil: the raw client
+
+	// the raw client's
+	host        string    // the Host header and, with a port, where to dial
+	target      *template // the request target
+	headerLines string    // extra header lines, each ending in CRLF
 }
 
 // pubOptions configure a publisher.
 type pubOptions struct {
 	url, body, contentType, escape string
 	headers                        []string
+	client                         string // raw or http
 	size, conns                    int
 	timeout                        time.Duration
 }
@@ -51,6 +59,33 @@ func newPublisher(o pubOptions) (*publisher, error) {
 	if o.contentType != "" {
 		header.Set("Content-Type", o.contentType)
 	}
+	p := &publisher{
+		url:         parseTemplate(o.url),
+		body:        parseTemplate(o.body),
+		contentType: o.contentType,
+		esc:         esc,
+		header:      header,
+		size:        o.size,
+		timeout:     o.timeout,
+	}
+	switch o.client {
+	case "raw":
+		host, target, ok := splitURL(o.url)
+		if !ok {
+			return nil, fmt.Errorf("--pub-client raw needs an http:// --pub-url; use --pub-client http for %q", o.url)
+		}
+		p.host, p.target = host, parseTemplate(target)
+		for _, h := range o.headers {
+			if strings.ContainsAny(h, "\r\n") {
+				return nil, fmt.Errorf("--pub-header %q holds a line break", h)
+			}
+			p.headerLines += h + "\r\n"
+		}
+		return p, nil
+	case "http":
+	default:
+		return nil, fmt.Errorf("--pub-client %q: want raw or http", o.client)
+	}
 	dialer := &net.Dialer{Timeout: o.timeout, KeepAlive: -1}
 	transport := &http.Transport{
 		DialContext:           dialer.DialContext,
@@ -60,20 +95,21 @@ func newPublisher(o pubOptions) (*publisher, error) {
 		DisableCompression:    true,
 		ResponseHeaderTimeout: o.timeout,
 	}
-	return &publisher{
-		url:         parseTemplate(o.url),
-		body:        parseTemplate(o.body),
-		contentType: o.contentType,
-		esc:         esc,
-		header:      header,
-		size:        o.size,
-		client:      &http.Client{Transport: transport, Timeout: o.timeout},
-	}, nil
+	p.client = &http.Client{Transport: transport, Timeout: o.timeout}
+	return p, nil
 }
 
-// pubScratch holds one worker's buffers.
+// pubScratch holds one worker's buffers and connection.
 type pubScratch struct {
-	data, body, url []byte
+	data, body, url, req []byte
+	raw                  *rawClient
+}
+
+// close closes the worker's connection.
+func (sc *pubScratch) close() {
+	if sc.raw != nil {
+		sc.raw.close()
+	}
 }
 
 // pubResult is the outcome of one publish.
@@ -87,6 +123,9 @@ type pubResult struct {
 func (p *publisher) publish(ctx context.Context, sc *pubScratch, run int, seq uint64, topic string, sent time.Duration) pubResult {
 	sc.data = appendPayload(sc.data[:0], run, seq, int64(sent), p.size)
 	sc.body = p.body.expand(sc.body[:0], p.esc, topic, sc.data, seq)
+	if p.client == nil {
+		return p.publishRaw(sc, topic, seq)
+	}
 	sc.url = p.url.expand(sc.url[:0], escapeQuery, topic, sc.data, seq)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, string(sc.url), bytes.NewReader(sc.body))
 	if err != nil {
@@ -111,5 +150,26 @@ func (p *publisher) publish(ctx context.Context, sc *pubScratch, run int, seq ui
 	return pubResult{status: resp.StatusCode}
 }
 
-// close closes the idle connections.
-func (p *publisher) close() { p.client.CloseIdleConnections() }
+// publishRaw sends the body in sc with the raw client.
+func (p *publisher) publishRaw(sc *pubScratch, topic string, seq uint64) pubResult {
+	if sc.raw == nil {
+		sc.raw = newRawClient(dialAddr(p.host), p.timeout)
+	}
+	sc.url = p.target.expand(sc.url[:0], escapeQuery, topic, sc.data, seq)
+	sc.req = appendRequest(sc.req[:0], string(sc.url), p.host, p.contentType, p.headerLines, sc.body)
+	status, body, err := sc.raw.do(sc.req)
+	switch {
+	case err != nil:
+		return pubResult{status: status, err: err}
+	case status/100 != 2:
+		return pubResult{status: status, err: fmt.Errorf("%d: %s", status, trimBody(body))}
+	}
+	return pubResult{status: status}
+}
+
+// close closes the idle connections of net/http's client.
+func (p *publisher) close() {
+	if p.client != nil {
+		p.client.CloseIdleConnections()
+	}
+}

@@ -18,9 +18,10 @@ func runPublish(ctx context.Context, c *config, pr *progress) (*publishReport, e
 	defer pub.close()
 	// one publish per worker first, so that the connections are open
 	// before the measured phase
-	var warm pubScratch
-	for i := range c.publishers {
-		if res := pub.publish(ctx, &warm, 0, uint64(i), topicName(i%c.topics), since()); res.err != nil {
+	scratch := make([]pubScratch, c.publishers)
+	for i := range scratch {
+		defer scratch[i].close()
+		if res := pub.publish(ctx, &scratch[i], 0, uint64(i), topicName(i%c.topics), since()); res.err != nil {
 			return nil, fmt.Errorf("the first publish failed: %w", res.err)
 		}
 	}
@@ -41,13 +42,13 @@ func runPublish(ctx context.Context, c *config, pr *progress) (*publishReport, e
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var sc pubScratch
+			sc := &scratch[w]
 			mine := make(map[int]uint64)
 			const maxPerWorker = 1 << 40
 			for i := 0; i < maxPerWorker && since() < end && ctx.Err() == nil; i++ {
 				seq := uint64(i*c.publishers + w)
 				begin := since()
-				res := pub.publish(ctx, &sc, 0, seq, topicName(int(seq%uint64(c.topics))), begin)
+				res := pub.publish(ctx, sc, 0, seq, topicName(int(seq%uint64(c.topics))), begin)
 				latency.record(since() - begin)
 				count.Add(1)
 				mine[res.status]++

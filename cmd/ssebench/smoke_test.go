@@ -139,9 +139,9 @@ http://localhost:%d {
 		num(t, m, "server.cpu_us_per_delivery")
 		num(t, m, "tool.cpu_us_per_delivery")
 	})
-	t.Run("fanout json, goroutine reader", func(t *testing.T) {
+	t.Run("fanout json, goroutine reader, net/http publisher", func(t *testing.T) {
 		m := runTool(t, "fanout", subURL, pubURL, "-n", "10", "--rate", "40", "--duration", "1s", "--warmup", "100ms",
-			"--reader", "goroutine", "--pub-type", "application/json", "--pub-body", `{"topic":"{topic}","data":"{data}"}`,
+			"--reader", "goroutine", "--pub-client", "http", "--pub-type", "application/json", "--pub-body", `{"topic":"{topic}","data":"{data}"}`,
 			"--size", "200")
 		checkClean(t, m)
 		expectEqual(t, m, map[string]float64{"expected": 10 * 40})

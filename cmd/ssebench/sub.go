@@ -25,22 +25,11 @@ type subTarget struct {
 // newSubTarget parses a subscribe URL template (http only: streams are
 // read over plain HTTP/1.1). The path and query are kept as written.
 func newSubTarget(rawURL string, headers []string) (*subTarget, error) {
-	rest, ok := strings.CutPrefix(rawURL, "http://")
+	host, reqTarget, ok := splitURL(rawURL)
 	if !ok {
 		return nil, fmt.Errorf("--sub-url %q: only http:// URLs are supported", rawURL)
 	}
-	host, reqTarget := rest, "/"
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		host, reqTarget = rest[:i], rest[i:]
-		if reqTarget[0] == '?' {
-			reqTarget = "/" + reqTarget
-		}
-	}
-	hostport := host
-	if _, _, err := net.SplitHostPort(host); err != nil {
-		hostport = net.JoinHostPort(host, "80")
-	}
-	addr, err := net.ResolveTCPAddr("tcp4", hostport)
+	addr, err := net.ResolveTCPAddr("tcp4", dialAddr(host))
 	if err != nil {
 		return nil, fmt.Errorf("resolving the --sub-url host: %w", err)
 	}
