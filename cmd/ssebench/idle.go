@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
+	"runtime/debug"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -32,7 +36,7 @@ func openPool(ctx context.Context, c *config, pr *progress) (*subPool, connectRe
 		Failures:    pool.failureCounts(),
 		ConnectS:    seconds(since() - start),
 	}
-	pr.printf("connected %d/%d in %.2fs, %d failed %v", cr.Connected, c.subscribers, cr.ConnectS, cr.Failed, cr.Failures)
+	pr.printf("connected %d/%d in %.2fs, %d failed%s", cr.Connected, c.subscribers, cr.ConnectS, cr.Failed, failureText(cr.Failures))
 	if err := ctx.Err(); err != nil {
 		pool.close()
 		return nil, cr, err
@@ -43,6 +47,7 @@ func openPool(ctx context.Context, c *config, pr *progress) (*subPool, connectRe
 // runIdle opens the subscribers, holds them for the duration and reports
 // what they cost the server (and the tool).
 func runIdle(ctx context.Context, c *config, pr *progress) (*idleReport, error) {
+	debug.FreeOSMemory()
 	before := newMeter(c.pid, nil)
 	pool, cr, err := openPool(ctx, c, pr)
 	if err != nil {
@@ -54,6 +59,8 @@ func runIdle(ctx context.Context, c *config, pr *progress) (*idleReport, error) 
 	hold(ctx, c.duration, connected, pr, func() string {
 		return fmt.Sprintf("holding: %d open, %d dropped", cr.Connected-pool.dropped.Load(), pool.dropped.Load())
 	})
+	// what the tool holds per stream, without the garbage of connecting
+	debug.FreeOSMemory()
 	ph := connected.stop()
 	r := &idleReport{
 		Mode:          "idle",
@@ -88,4 +95,16 @@ func hold(ctx context.Context, d time.Duration, m *meter, pr *progress, status f
 			pr.printf("%s", status())
 		}
 	}
+}
+
+// failureText lists connection failures for the progress output.
+func failureText(failures map[string]int) string {
+	if len(failures) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for _, kind := range slices.Sorted(maps.Keys(failures)) {
+		fmt.Fprintf(&b, "; %d: %s", failures[kind], kind)
+	}
+	return b.String()
 }

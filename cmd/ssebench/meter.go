@@ -5,6 +5,10 @@ import (
 	"time"
 )
 
+// saturated is the share of its processors above which the tool itself
+// may be what limits a measurement.
+const saturated = 0.9
+
 // meter measures the server's and the tool's CPU time and memory over
 // one phase.
 type meter struct {
@@ -63,6 +67,7 @@ func (m *meter) stop() phase {
 		CPUUtil:      round(per(ph.selfCPU.Seconds(), ph.wall.Seconds()), 3),
 		GOMAXPROCS:   runtime.GOMAXPROCS(0),
 	}
+	ph.tool.Saturated = ph.selfCPU.Seconds() >= saturated*ph.wall.Seconds()*float64(ph.tool.GOMAXPROCS)
 	if m.pid <= 0 {
 		return ph
 	}

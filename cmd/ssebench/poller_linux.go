@@ -145,6 +145,7 @@ func (pl *poller) handle(events []syscall.EpollEvent) {
 			pl.drop(s)
 			continue
 		}
+		s.pool.reads.Add(1)
 		s.now = since()
 		if s.p.feed(pl.buf[:n]) != nil || s.p.done() {
 			pl.drop(s)

@@ -30,6 +30,9 @@ type toolReport struct {
 	CPUPerDeliv  float64 `json:"cpu_us_per_delivery,omitempty"`
 	CPUPerPub    float64 `json:"cpu_us_per_publish,omitempty"`
 	GOMAXPROCS   int     `json:"gomaxprocs"`
+	Saturated    bool    `json:"saturated"`
+	Reads        uint64  `json:"reads,omitempty"`
+	EventsPerRd  float64 `json:"events_per_read,omitempty"`
 }
 
 // connectReport describes how the subscribers connected.

@@ -78,6 +78,7 @@ type subPool struct {
 	foreign     atomic.Uint64 // events whose data the tool did not publish
 	stale       atomic.Uint64 // events of an earlier run
 	heartbeats  atomic.Uint64 // comment lines
+	reads       atomic.Uint64 // reads that returned stream bytes
 	adoptErrors atomic.Int64  // streams a poller could not take over
 
 	failMu   sync.Mutex
@@ -216,6 +217,7 @@ func (s *subscriber) read() {
 	for {
 		n, err := s.conn.Read(s.buf)
 		if n > 0 {
+			s.pool.reads.Add(1)
 			s.now = since()
 			if perr := s.p.feed(s.buf[:n]); perr != nil && err == nil {
 				err = perr
