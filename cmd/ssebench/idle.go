@@ -16,7 +16,11 @@ func openPool(ctx context.Context, c *config, pr *progress) (*subPool, connectRe
 	if err != nil {
 		return nil, connectReport{}, err
 	}
-	pool := newSubPool(target, c.sources, c.bufSize, c.dialTimeout)
+	sources := c.sources
+	if !target.addr.IP.IsLoopback() {
+		sources = 0 // loopback source addresses reach loopback only
+	}
+	pool := newSubPool(target, sources, c.bufSize, c.dialTimeout)
 	if c.reader == "epoll" {
 		for range c.pollers {
 			pl, err := newPoller(pollerBufSize)

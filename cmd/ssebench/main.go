@@ -211,6 +211,9 @@ func (c *config) validate() error {
 // run parses args, runs the mode and prints its JSON summary.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c, err := parseConfig(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
