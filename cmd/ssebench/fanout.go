@@ -20,8 +20,9 @@ type fanRun struct {
 	rate   float64
 	total  int // events to publish
 
-	distinct atomic.Uint64 // first receipts
-	latency  histogram     // publish to receipt, first receipts only
+	distinct    atomic.Uint64 // first receipts
+	latency     histogram     // publish to arrival, first receipts only
+	readLatency histogram     // publish to the tool's read
 
 	pubLatency histogram // request round trip
 	lag        histogram // publish start behind schedule
@@ -128,6 +129,12 @@ func runStep(ctx context.Context, c *config, pool *subPool, pub *publisher, id i
 	s.PublishersUsed = workers
 	s.Tool.Reads = pool.reads.Load() - reads
 	s.Tool.EventsPerRd = round(per(float64(t.Received), float64(s.Tool.Reads)), 2)
+	verdict := "ok"
+	if !s.OK {
+		verdict = "not ok: " + s.Why
+	}
+	pr.printf("run %d: %g events/s: %s; %.0f deliveries/s, %d lost, %d duplicated, p50 %.1f ms, p99 %.1f ms",
+		id, rate, verdict, s.DeliveriesPerS, s.Lost, s.Duplicated, s.LatencyMS.P50, s.LatencyMS.P99)
 	return s
 }
 
@@ -260,6 +267,7 @@ func (r *fanRun) report(c *config, pool *subPool, t tally, subscribed int, start
 		ElapsedS:       seconds(elapsed),
 		DrainS:         seconds(ph.wall - (pubEnd - start)),
 		LatencyMS:      r.latency.summary(),
+		ReadLatencyMS:  r.readLatency.summary(),
 		PubLatencyMS:   r.pubLatency.summary(),
 		Server:         ph.srv,
 		Tool:           ph.tool,

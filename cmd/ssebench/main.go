@@ -30,8 +30,13 @@ import (
 	"time"
 )
 
-// epoch is the origin of the tool's monotonic times.
-var epoch = time.Now()
+// epoch is the origin of the tool's monotonic times, and epochWall the
+// same instant on the wall clock, which the kernel's receive timestamps
+// use.
+var (
+	epoch     = time.Now()
+	epochWall = epoch.UnixNano()
+)
 
 // since returns the monotonic time elapsed since epoch.
 func since() time.Duration { return time.Since(epoch) }

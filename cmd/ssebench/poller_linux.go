@@ -1,14 +1,17 @@
-//go:build linux
+//go:build linux && (amd64 || arm64 || riscv64 || ppc64le || loong64)
 
 package main
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"sync"
 	"syscall"
+	"time"
+	"unsafe"
 )
 
 // pollerBatch is the most ready sockets taken from epoll at once, and
@@ -28,6 +31,9 @@ type poller struct {
 	epfd   int
 	file   *os.File // epfd, registered with Go's poller
 	buf    []byte
+	oob    []byte // control messages: the receive timestamp
+	msg    syscall.Msghdr
+	iov    syscall.Iovec
 	events []syscall.EpollEvent
 	done   chan struct{}
 
@@ -52,6 +58,7 @@ func newPoller(bufSize int) (*poller, error) {
 		epfd:   epfd,
 		file:   os.NewFile(uintptr(epfd), "epoll"),
 		buf:    make([]byte, bufSize),
+		oob:    make([]byte, 64),
 		events: make([]syscall.EpollEvent, pollerBatch),
 		done:   make(chan struct{}),
 		subs:   make(map[int32]*subscriber),
@@ -88,6 +95,11 @@ func (pl *poller) adopt(s *subscriber) error {
 	s.conn.Close()
 	s.conn = nil
 	s.mu.Unlock()
+	// the kernel notes when each segment arrived; recvmsg returns it
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1); err != nil {
+		syscall.Close(fd)
+		return fmt.Errorf("asking for receive timestamps: %w", err)
+	}
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	s.fd = fd
@@ -137,7 +149,7 @@ func (pl *poller) handle(events []syscall.EpollEvent) {
 		if s == nil {
 			continue
 		}
-		n, err := syscall.Read(s.fd, pl.buf)
+		n, arrivedWall, err := pl.recv(s.fd)
 		switch {
 		case err == syscall.EAGAIN || err == syscall.EINTR:
 			continue
@@ -147,10 +159,52 @@ func (pl *poller) handle(events []syscall.EpollEvent) {
 		}
 		s.pool.reads.Add(1)
 		s.now = since()
+		s.arrival = s.now
+		if arrivedWall > 0 {
+			s.arrival = min(time.Duration(arrivedWall-epochWall), s.now)
+		}
 		if s.p.feed(pl.buf[:n]) != nil || s.p.done() {
 			pl.drop(s)
 		}
 	}
+}
+
+// recv reads a socket into the shared buffer with recvmsg, and returns
+// the kernel's receive time (wall clock, in nanoseconds) of the latest
+// segment read, or 0.
+func (pl *poller) recv(fd int) (n int, arrivedWall int64, err error) {
+	pl.iov.Base = &pl.buf[0]
+	pl.iov.SetLen(len(pl.buf))
+	pl.msg.Iov = &pl.iov
+	pl.msg.Iovlen = 1
+	pl.msg.Control = &pl.oob[0]
+	pl.msg.SetControllen(len(pl.oob))
+	r, _, errno := syscall.Syscall(syscall.SYS_RECVMSG, uintptr(fd), uintptr(unsafe.Pointer(&pl.msg)), syscall.MSG_DONTWAIT)
+	if errno != 0 {
+		return 0, 0, errno
+	}
+	return int(r), receiveTimestamp(pl.oob[:pl.msg.Controllen]), nil
+}
+
+// receiveTimestamp finds SCM_TIMESTAMPNS in control messages.
+func receiveTimestamp(oob []byte) int64 {
+	const align = 8 // CMSG_ALIGN on the 64-bit systems this runs on
+	for len(oob) >= syscall.SizeofCmsghdr {
+		length := int(binary.NativeEndian.Uint64(oob))
+		level := int32(binary.NativeEndian.Uint32(oob[8:]))
+		typ := int32(binary.NativeEndian.Uint32(oob[12:]))
+		if length < syscall.SizeofCmsghdr || length > len(oob) {
+			return 0
+		}
+		if level == syscall.SOL_SOCKET && typ == syscall.SCM_TIMESTAMPNS && length >= syscall.SizeofCmsghdr+16 {
+			data := oob[syscall.SizeofCmsghdr:]
+			sec := int64(binary.NativeEndian.Uint64(data))
+			nsec := int64(binary.NativeEndian.Uint64(data[8:]))
+			return sec*1e9 + nsec
+		}
+		oob = oob[min((length+align-1)&^(align-1), len(oob)):]
+	}
+	return 0
 }
 
 // drop closes a stream that ended.

@@ -44,7 +44,7 @@ func runPublish(ctx context.Context, c *config, pr *progress) (*publishReport, e
 			defer wg.Done()
 			sc := &scratch[w]
 			mine := make(map[int]uint64)
-			const maxPerWorker = 1 << 40
+			const maxPerWorker = 1 << 30
 			for i := 0; i < maxPerWorker && since() < end && ctx.Err() == nil; i++ {
 				seq := uint64(i*c.publishers + w)
 				begin := since()

@@ -77,6 +77,7 @@ type stepReport struct {
 	ElapsedS       float64        `json:"elapsed_s"`
 	DrainS         float64        `json:"drain_s"`
 	LatencyMS      latencySummary `json:"latency_ms"`
+	ReadLatencyMS  latencySummary `json:"read_latency_ms"`
 	PubLatencyMS   latencySummary `json:"publish_latency_ms"`
 	OK             bool           `json:"ok"`
 	Why            string         `json:"why,omitempty"`

@@ -87,14 +87,15 @@ type subPool struct {
 
 // subscriber is one connection reading an event stream.
 type subscriber struct {
-	pool  *subPool
-	id    int
-	topic int
-	conn  net.Conn // until a poller takes the socket over
-	fd    int      // the socket, once a poller has it
-	buf   []byte   // the goroutine's read buffer, without a poller
-	p     *streamParser
-	now   time.Duration // when the bytes being parsed were read, since epoch
+	pool    *subPool
+	id      int
+	topic   int
+	conn    net.Conn // until a poller takes the socket over
+	fd      int      // the socket, once a poller has it
+	buf     []byte   // the goroutine's read buffer, without a poller
+	p       *streamParser
+	now     time.Duration // when the bytes being parsed were read, since epoch
+	arrival time.Duration // when the kernel received them, or now
 
 	mu      sync.Mutex // guards conn, and what the runs read
 	open    bool       // the stream had its headers
@@ -199,6 +200,7 @@ func (s *subscriber) dial(ctx context.Context) error {
 	s.p = newStreamParser(chunked, s.onEvent)
 	if len(body) > 0 {
 		s.now = since()
+		s.arrival = s.now
 		if err := s.p.feed(body); err != nil {
 			conn.Close()
 			return fmt.Errorf("reading the stream: %w", err)
@@ -219,6 +221,7 @@ func (s *subscriber) read() {
 		if n > 0 {
 			s.pool.reads.Add(1)
 			s.now = since()
+			s.arrival = s.now
 			if perr := s.p.feed(s.buf[:n]); perr != nil && err == nil {
 				err = perr
 			}
@@ -279,7 +282,8 @@ func (s *subscriber) onEvent(typ, data []byte) {
 	s.mu.Unlock()
 	if first {
 		r.distinct.Add(1)
-		r.latency.record(s.now - time.Duration(sent))
+		r.latency.record(s.arrival - time.Duration(sent))
+		r.readLatency.record(s.now - time.Duration(sent))
 	}
 }
 
