@@ -87,10 +87,15 @@ func checkClean(t *testing.T, m map[string]any) {
 	if m["ok"] != true {
 		t.Errorf("the run is not ok: %v", m["why"])
 	}
-	for _, p := range []string{"latency_ms.p50", "latency_ms.p99", "latency_ms.max", "publish_latency_ms.p99", "deliveries_per_s"} {
+	for _, p := range []string{"latency_ms.p50", "latency_ms.p99", "latency_ms.max", "read_latency_ms.max",
+		"publish_latency_ms.p99", "deliveries_per_s"} {
 		if num(t, m, p) <= 0 {
 			t.Errorf("%s is not positive", p)
 		}
+	}
+	// arrival comes before the read (the figures are rounded to 1 µs)
+	if arrival, read := num(t, m, "latency_ms.mean"), num(t, m, "read_latency_ms.mean"); arrival > read+0.001 {
+		t.Errorf("mean latency to arrival %v ms, after the read at %v ms", arrival, read)
 	}
 }
 
