@@ -9,16 +9,13 @@ import (
 	"time"
 )
 
-// lateAfter is how late a publish may start before it counts as late;
-// a run is behind its schedule when more than 1 % of its publishes are.
-const lateAfter = 10 * time.Millisecond
-
 // fanRun is one measured run of publishing to the subscribers.
 type fanRun struct {
 	id     int
 	topics int
 	rate   float64
-	total  int // events to publish
+	total  int           // events to publish
+	late   time.Duration // a publish that starts later than this after it was due is late
 
 	distinct    atomic.Uint64 // first receipts
 	latency     histogram     // publish to arrival, first receipts only
@@ -26,7 +23,7 @@ type fanRun struct {
 
 	pubLatency histogram // request round trip
 	lag        histogram // publish start behind schedule
-	late       atomic.Uint64
+	lateCount  atomic.Uint64
 	statuses   []atomic.Int32 // per event: HTTP status, -1 no answer, 0 not sent
 	errors     atomic.Uint64
 	firstErr   atomic.Pointer[string]
@@ -108,14 +105,14 @@ func newPublisherFor(c *config) (*publisher, error) {
 // before the subscribers connected.
 func runStep(ctx context.Context, c *config, pool *subPool, pub *publisher, id int, rate float64, before *meter, pr *progress) stepReport {
 	total := max(int(math.Round(rate*c.duration.Seconds())), 1)
-	r := &fanRun{id: id, topics: c.topics, rate: rate, total: total, statuses: make([]atomic.Int32, total)}
+	r := &fanRun{id: id, topics: c.topics, rate: rate, total: total, late: c.late, statuses: make([]atomic.Int32, total)}
 	subscribed := pool.startRun(r)
 	reads := pool.reads.Load()
 	pr.printf("run %d: %g events/s for %s to %d subscribers", id, rate, c.duration, subscribed)
 	m := newMeter(c.pid, before)
 	start := since()
 	stopProgress := pr.every(func() string {
-		return fmt.Sprintf("run %d: %d deliveries, %d publishes late", id, r.distinct.Load(), r.late.Load())
+		return fmt.Sprintf("run %d: %d deliveries, %d publishes late", id, r.distinct.Load(), r.lateCount.Load())
 	})
 	workers := r.publishAll(ctx, pub, c.publishers, max(c.publishers, c.maxPublishers), start)
 	pubEnd := since()
@@ -197,8 +194,8 @@ func (r *fanRun) publishOne(ctx context.Context, pub *publisher, sc *pubScratch,
 	begin := since()
 	lag := begin - j.due
 	r.lag.record(lag)
-	if lag > lateAfter {
-		r.late.Add(1)
+	if lag > r.late {
+		r.lateCount.Add(1)
 	}
 	r.lastStart.Store(int64(begin))
 	res := pub.publish(ctx, sc, r.id, j.seq, topicName(int(j.seq%k)), begin)
@@ -259,7 +256,7 @@ func (r *fanRun) report(c *config, pool *subPool, t tally, subscribed int, start
 		Published:      published,
 		PublishErrors:  r.errors.Load(),
 		PublishRate:    round(per(float64(published), time.Duration(r.lastStart.Load()-int64(start)).Seconds()+1/r.rate), 1),
-		Late:           r.late.Load(),
+		Late:           r.lateCount.Load(),
 		LagMS:          r.lag.summary(),
 		tally:          t,
 		Stale:          pool.stale.Load(),

@@ -79,6 +79,7 @@ type config struct {
 	rateStep float64
 	rateMax  float64
 	maxP99   time.Duration
+	late     time.Duration
 	pause    time.Duration
 
 	sources     int
@@ -153,7 +154,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.grace, "grace", 5*time.Second, "longest wait for deliveries after the last publish")
 	fs.Float64Var(&c.rateStep, "rate-step", 50, "search: rate added at each step")
 	fs.Float64Var(&c.rateMax, "rate-max", 100000, "search: highest rate tried")
-	fs.DurationVar(&c.maxP99, "max-p99", 100*time.Millisecond, "search: highest acceptable p99 latency")
+	fs.DurationVar(&c.maxP99, "max-p99", 100*time.Millisecond, "highest acceptable p99 latency of a run that is ok (search: of a step)")
+	fs.DurationVar(&c.late, "late", 10*time.Millisecond, "a publish that starts later than this after it was due is late; a run with more than 1% late publishes fell behind")
 	fs.DurationVar(&c.pause, "pause", time.Second, "search: pause between steps")
 	fs.IntVar(&c.sources, "sources", 4, "loopback source addresses 127.0.0.1..N to spread subscribers over (0: the kernel's choice)")
 	fs.IntVar(&c.concurrency, "connect-concurrency", 200, "connections being opened at once")
