@@ -91,10 +91,7 @@ func (pl *poller) adopt(s *subscriber) error {
 	}
 	// the duplicate shares the socket and its non-blocking mode; closing
 	// the net.Conn takes the original out of Go's poller
-	s.mu.Lock()
-	s.conn.Close()
-	s.conn = nil
-	s.mu.Unlock()
+	s.closeConn()
 	// the kernel notes when each segment arrived; recvmsg returns it
 	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TIMESTAMPNS, 1); err != nil {
 		syscall.Close(fd)

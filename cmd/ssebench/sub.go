@@ -70,16 +70,15 @@ type subPool struct {
 
 	run atomic.Pointer[fanRun] // the run whose events are being counted
 
-	connected   atomic.Int64
-	failed      atomic.Int64
-	dropped     atomic.Int64  // streams the server or network ended
-	events      atomic.Uint64 // events with data, of any kind
-	typed       atomic.Uint64 // events of a type other than "message"
-	foreign     atomic.Uint64 // events whose data the tool did not publish
-	stale       atomic.Uint64 // events of an earlier run
-	heartbeats  atomic.Uint64 // comment lines
-	reads       atomic.Uint64 // reads that returned stream bytes
-	adoptErrors atomic.Int64  // streams a poller could not take over
+	connected  atomic.Int64
+	failed     atomic.Int64
+	dropped    atomic.Int64  // streams the server or network ended
+	events     atomic.Uint64 // events with data, of any kind
+	typed      atomic.Uint64 // events of a type other than "message"
+	foreign    atomic.Uint64 // events whose data the tool did not publish
+	stale      atomic.Uint64 // events of an earlier run
+	heartbeats atomic.Uint64 // comment lines
+	reads      atomic.Uint64 // reads that returned stream bytes
 
 	failMu   sync.Mutex
 	failures map[string]int
@@ -97,13 +96,12 @@ type subscriber struct {
 	now     time.Duration // when the bytes being parsed were read, since epoch
 	arrival time.Duration // when the kernel received them, or now
 
-	mu      sync.Mutex // guards conn, and what the runs read
-	open    bool       // the stream had its headers
-	inRun   bool       // open when the current run started
-	rec     receipts
-	last    time.Duration // the latest first receipt of the run, since epoch
-	ended   bool          // the stream ended before the tool closed it
-	endedAt time.Duration
+	mu    sync.Mutex // guards conn, and what the runs read
+	open  bool       // the stream had its headers
+	inRun bool       // open when the current run started
+	rec   receipts
+	last  time.Duration // the latest first receipt of the run, since epoch
+	ended bool          // the stream ended before the tool closed it
 }
 
 // newSubPool prepares n subscribers; sources is the number of loopback
@@ -149,8 +147,14 @@ func (p *subPool) connect(ctx context.Context, n, k, concurrency int, progress *
 func (s *subscriber) serve(ctx context.Context, sem chan struct{}, ready *sync.WaitGroup) {
 	defer s.pool.wg.Done()
 	err := s.dial(ctx)
+	pl := s.pool.pollerFor(s)
+	if err == nil && pl != nil {
+		err = pl.adopt(s)
+		s.buf = nil
+	}
 	<-sem
 	if err != nil {
+		s.closeConn()
 		s.pool.fail(err)
 		ready.Done()
 		return
@@ -160,15 +164,19 @@ func (s *subscriber) serve(ctx context.Context, sem chan struct{}, ready *sync.W
 	s.mu.Unlock()
 	s.pool.connected.Add(1)
 	ready.Done()
-	if pl := s.pool.pollerFor(s); pl != nil {
-		if err := pl.adopt(s); err != nil {
-			s.pool.adoptErrors.Add(1)
-			s.end()
-		}
-		s.buf = nil
-		return
+	if pl == nil {
+		s.read()
 	}
-	s.read()
+}
+
+// closeConn closes the connection, unless a poller took it over.
+func (s *subscriber) closeConn() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil {
+		s.conn.Close()
+		s.conn = nil
+	}
 }
 
 // dial connects and reads the response headers.
@@ -246,7 +254,6 @@ func (s *subscriber) end() {
 	p.dropped.Add(1)
 	s.mu.Lock()
 	s.ended = true
-	s.endedAt = since()
 	s.mu.Unlock()
 }
 

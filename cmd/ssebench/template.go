@@ -53,16 +53,6 @@ func placeholderAt(s string) (hole, int, bool) {
 	return 0, 0, false
 }
 
-// has reports whether the template uses h.
-func (t *template) has(h hole) bool {
-	for _, x := range t.holes {
-		if x == h {
-			return true
-		}
-	}
-	return false
-}
-
 // expand appends the template with its placeholders replaced by values
 // escaped with esc.
 func (t *template) expand(b []byte, esc escaper, topic string, data []byte, seq uint64) []byte {

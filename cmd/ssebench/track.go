@@ -16,25 +16,14 @@ func newBitset(b bitset, n int) bitset {
 	return make(bitset, words)
 }
 
-// add adds i and reports whether it was absent; i out of range is never
-// added and reports false.
-func (b bitset) add(i uint64) (added, inRange bool) {
-	w := i / 64
-	if w >= uint64(len(b)) {
-		return false, false
-	}
-	mask := uint64(1) << (i % 64)
+// add adds i, which must be in range, and reports whether it was absent.
+func (b bitset) add(i uint64) bool {
+	w, mask := i/64, uint64(1)<<(i%64)
 	if b[w]&mask != 0 {
-		return false, true
+		return false
 	}
 	b[w] |= mask
-	return true, true
-}
-
-// has reports whether i is in the set.
-func (b bitset) has(i uint64) bool {
-	w := i / 64
-	return w < uint64(len(b)) && b[w]&(1<<(i%64)) != 0
+	return true
 }
 
 // count returns the size of the set.
@@ -84,7 +73,7 @@ func (r *receipts) add(idx uint64) bool {
 		r.unexpected++
 		return false
 	}
-	added, _ := r.got.add(idx)
+	added := r.got.add(idx)
 	r.received++
 	if !added {
 		r.duplicated++
