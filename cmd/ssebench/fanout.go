@@ -107,7 +107,7 @@ func runStep(ctx context.Context, c *config, pool *subPool, pub *publisher, id i
 	total := max(int(math.Round(rate*c.duration.Seconds())), 1)
 	r := &fanRun{id: id, topics: c.topics, rate: rate, total: total, late: c.late, statuses: make([]atomic.Int32, total)}
 	subscribed := pool.startRun(r)
-	reads := pool.reads.Load()
+	reads, foreign := pool.reads.Load(), pool.foreign.Load()
 	pr.printf("run %d: %g events/s for %s to %d subscribers", id, rate, c.duration, subscribed)
 	m := newMeter(c.pid, before)
 	start := since()
@@ -124,6 +124,7 @@ func runStep(ctx context.Context, c *config, pool *subPool, pub *publisher, id i
 	t := pool.endRun(acked)
 	s := r.report(c, pool, t, subscribed, start, pubEnd, ph)
 	s.PublishersUsed = workers
+	s.Foreign = pool.foreign.Load() - foreign
 	s.Tool.Reads = pool.reads.Load() - reads
 	s.Tool.EventsPerRd = round(per(float64(t.Received), float64(s.Tool.Reads)), 2)
 	verdict := "ok"

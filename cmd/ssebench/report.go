@@ -73,6 +73,7 @@ type stepReport struct {
 	LagMS          latencySummary `json:"schedule_lag_ms"`
 	tally
 	Stale          uint64         `json:"stale"`
+	Foreign        uint64         `json:"foreign"`
 	DeliveriesPerS float64        `json:"deliveries_per_s"`
 	ElapsedS       float64        `json:"elapsed_s"`
 	DrainS         float64        `json:"drain_s"`

@@ -74,7 +74,6 @@ type subPool struct {
 	failed     atomic.Int64
 	dropped    atomic.Int64  // streams the server or network ended
 	events     atomic.Uint64 // events with data, of any kind
-	typed      atomic.Uint64 // events of a type other than "message"
 	foreign    atomic.Uint64 // events whose data the tool did not publish
 	stale      atomic.Uint64 // events of an earlier run
 	heartbeats atomic.Uint64 // comment lines
@@ -259,12 +258,9 @@ func (s *subscriber) end() {
 
 // onEvent counts one event and, when it belongs to the current run,
 // records its receipt and latency.
-func (s *subscriber) onEvent(typ, data []byte) {
+func (s *subscriber) onEvent(_, data []byte) {
 	p := s.pool
 	p.events.Add(1)
-	if len(typ) > 0 {
-		p.typed.Add(1)
-	}
 	run, seq, sent, ok := parsePayload(data)
 	if !ok {
 		p.foreign.Add(1)
