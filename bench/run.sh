@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Runs the scenarios of issue 6 against a Caddy built from this checkout:
+# Caddy pinned to one CPU, the load tool (cmd/ssebench) to another, a
+# fresh Caddy process for every measurement. Prints one JSON line per
+# measurement on stdout (and appends it to $OUT if set); progress goes to
+# stderr. See bench/README.md.
+#
+#   bench/run.sh idle [N...]          ours and the floor, default 1000 10000 19500
+#   bench/run.sh fanout [RATE...]     SUBS subscribers, default rates 50 300
+#   bench/run.sh search [N...]        highest rate without loss, default 1000 10000
+#   bench/run.sh publish [ours|floor...]   PUBLISHERS publishers, no subscribers
+#   bench/run.sh all                  all of the above with their defaults
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+
+# Settings, all overridable from the environment.
+ADMIN_PORT=${BENCH_ADMIN_PORT:-2719}
+HTTP_PORT=${BENCH_HTTP_PORT:-8719}
+CADDY_CPU=${CADDY_CPU:-0}        # taskset CPU list of Caddy
+TOOL_CPU=${TOOL_CPU:-1}          # taskset CPU list of ssebench
+HOLD=${HOLD:-10s}                # idle: how long the streams are held
+SUBS=${SUBS:-1000}               # fanout: subscribers
+TOPICS=${TOPICS:-1}              # fanout, search: topics
+DURATION=${DURATION:-10s}        # fanout, publish: measured phase
+STEP_DURATION=${STEP_DURATION:-5s} # search: each step
+START=${START:-}                 # search: first rate (default 50000/N events/s)
+STEP=${STEP:-}                   # search: rate step (default 50000/N events/s)
+MAX_RATE=${MAX_RATE:-100000}     # search: highest rate tried
+MAX_P99=${MAX_P99:-100ms}        # search: highest acceptable p99
+PUBLISHERS=${PUBLISHERS:-8}      # publish: concurrent publishers
+SSEBENCH_FLAGS=${SSEBENCH_FLAGS:-} # more ssebench flags, for every run
+OUT=${OUT:-}                     # also append the JSON lines to this file
+
+log() { echo "run.sh: $*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+
+usage() {
+	sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+
+[ $# -ge 1 ] || usage
+command -v taskset >/dev/null || die "taskset is missing (util-linux)"
+command -v curl >/dev/null || die "curl is missing"
+
+# Every stream is one file in Caddy and one in the tool.
+ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+log "open files limit: $(ulimit -n)"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/ssebench.XXXXXX")
+caddy_pid=""
+
+# stop_caddy ends the Caddy this script started, by its PID only.
+stop_caddy() {
+	[ -n "$caddy_pid" ] || return 0
+	kill -TERM "$caddy_pid" 2>/dev/null || true
+	for _ in $(seq 100); do
+		kill -0 "$caddy_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$caddy_pid" 2>/dev/null; then
+		log "caddy $caddy_pid did not stop in 10s; killing it"
+		kill -KILL "$caddy_pid" 2>/dev/null || true
+	fi
+	wait "$caddy_pid" 2>/dev/null || true
+	caddy_pid=""
+}
+
+cleanup() {
+	stop_caddy
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+build() {
+	log "building caddy (-tags ssebench) and ssebench in $work"
+	(cd "$root" && go build -tags ssebench -o "$work/caddy" ./cmd/caddy && go build -o "$work/ssebench" ./cmd/ssebench) ||
+		die "build failed"
+	log "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo '+changes'), $(go version | cut -d' ' -f3), $(nproc) CPUs, kernel $(uname -r)"
+}
+
+# start_caddy ours|floor starts a fresh Caddy on that config, pinned to
+# CADDY_CPU, and waits for its admin API and site.
+start_caddy() {
+	local cfg="$here/Caddyfile.$1"
+	[ -f "$cfg" ] || die "no config $cfg"
+	mkdir -p "$work/home"
+	BENCH_ADMIN_PORT=$ADMIN_PORT BENCH_HTTP_PORT=$HTTP_PORT HOME="$work/home" \
+		XDG_CONFIG_HOME="$work/home" XDG_DATA_HOME="$work/home" \
+		taskset -c "$CADDY_CPU" "$work/caddy" run --config "$cfg" --adapter caddyfile \
+		>"$work/caddy.log" 2>&1 &
+	caddy_pid=$!
+	for _ in $(seq 100); do
+		if ! kill -0 "$caddy_pid" 2>/dev/null; then
+			tail -n 20 "$work/caddy.log" >&2
+			caddy_pid=""
+			die "caddy exited at start (is port $HTTP_PORT or $ADMIN_PORT taken?)"
+		fi
+		if curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/config/" &&
+			curl -s -o /dev/null "http://127.0.0.1:$HTTP_PORT/"; then
+			sleep 1 # let its memory settle before it is measured
+			log "caddy ($1) is running, pid $caddy_pid, CPU $CADDY_CPU"
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "caddy did not answer within 10s"
+}
+
+# bench MODE LABEL FLAGS... runs ssebench against the running Caddy and
+# prints its JSON line.
+bench() {
+	local mode=$1 label=$2
+	shift 2
+	local line
+	# shellcheck disable=SC2086 # SSEBENCH_FLAGS is a list of flags
+	line=$(taskset -c "$TOOL_CPU" "$work/ssebench" "$mode" --label "$label" --pid "$caddy_pid" \
+		--sub-url "http://127.0.0.1:$HTTP_PORT/events?topic={topic}" \
+		--pub-url "http://127.0.0.1:$HTTP_PORT/publish" "$@" $SSEBENCH_FLAGS) ||
+		die "ssebench $mode ($label) failed"
+	echo "$line"
+	if [ -n "$OUT" ]; then echo "$line" >>"$OUT"; fi
+}
+
+# once TARGET MODE LABEL FLAGS... runs one measurement in a fresh Caddy.
+once() {
+	local target=$1
+	shift
+	start_caddy "$target"
+	bench "$@"
+	stop_caddy
+}
+
+check_files() {
+	local n=$1
+	if [ "$((n + 200))" -gt "$(ulimit -n)" ]; then
+		log "warning: $n streams need about $((n + 200)) open files per process; the limit is $(ulimit -n)"
+	fi
+}
+
+scenario_idle() {
+	local sizes=("$@")
+	[ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000 19500)
+	for n in "${sizes[@]}"; do
+		check_files "$n"
+		for target in floor ours; do
+			log "idle: $n streams on $target, held $HOLD"
+			once "$target" idle "idle-$target-$n" -n "$n" --duration "$HOLD"
+		done
+	done
+}
+
+scenario_fanout() {
+	local rates=("$@")
+	[ ${#rates[@]} -gt 0 ] || rates=(50 300)
+	check_files "$SUBS"
+	for rate in "${rates[@]}"; do
+		log "fanout: $SUBS subscribers, $TOPICS topic(s), $rate events/s for $DURATION"
+		once ours fanout "fanout-$SUBS-$rate" -n "$SUBS" --topics "$TOPICS" --rate "$rate" --duration "$DURATION"
+	done
+}
+
+scenario_search() {
+	local sizes=("$@")
+	[ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000)
+	for n in "${sizes[@]}"; do
+		check_files "$n"
+		local default=$((50000 / n))
+		[ "$default" -ge 1 ] || default=1
+		local start=${START:-$default} step=${STEP:-$default}
+		log "search: $n subscribers, from $start events/s by $step, $STEP_DURATION per step, p99 up to $MAX_P99"
+		once ours search "search-$n" -n "$n" --topics "$TOPICS" --rate "$start" --rate-step "$step" \
+			--rate-max "$MAX_RATE" --duration "$STEP_DURATION" --max-p99 "$MAX_P99"
+	done
+}
+
+scenario_publish() {
+	local targets=("$@")
+	[ ${#targets[@]} -gt 0 ] || targets=(floor ours)
+	for target in "${targets[@]}"; do
+		case $target in ours | floor) ;; *) die "publish: unknown target $target (ours or floor)" ;; esac
+		log "publish: $PUBLISHERS publishers on $target for $DURATION"
+		once "$target" publish "publish-$target" --publishers "$PUBLISHERS" --duration "$DURATION"
+	done
+}
+
+scenario=$1
+shift
+case $scenario in
+idle | fanout | search | publish)
+	build
+	"scenario_$scenario" "$@"
+	;;
+all)
+	[ $# -eq 0 ] || usage
+	build
+	scenario_idle
+	scenario_fanout
+	scenario_search
+	scenario_publish
+	;;
+*) usage ;;
+esac
