@@ -10,9 +10,11 @@ import (
 	"time"
 )
 
-// hijackWriteTimeout bounds one write to a connection taken over: a client
-// that takes longer to accept a batch is gone (as Caddy's default
-// write_idle timeout decides for other responses).
+// hijackWriteTimeout bounds a write to a connection taken over: a client
+// that accepts nothing for that long is gone (as Caddy's default
+// write_idle timeout decides for other responses). The deadline is moved
+// at most every half of it, not before each write, which would cost a
+// timer update per delivery; a write blocks for 30 s to a minute.
 const hijackWriteTimeout = time.Minute
 
 // chunkEnd ends a chunk, and lastChunk ends a chunked body.
@@ -31,10 +33,11 @@ type connOutput struct {
 	chunked bool         // HTTP/1.1: the body is chunked; HTTP/1.0: it ends with the connection
 	vector  bool         // the connection writes net.Buffers with one writev
 
-	mu      sync.Mutex // serialises the writer and close
-	closed  bool
-	hdr     [18]byte
-	buffers net.Buffers
+	mu       sync.Mutex // serialises the writer and close
+	closed   bool
+	deadline time.Time // the write deadline last set
+	hdr      [18]byte
+	buffers  net.Buffers
 }
 
 // takeOver hijacks the connection of an HTTP/1.x stream whose start has
@@ -76,7 +79,10 @@ func (o *connOutput) send(parts [][]byte) error {
 	if o.chunked {
 		o.buffers = append(o.buffers, chunkEnd)
 	}
-	_ = o.conn.SetWriteDeadline(time.Now().Add(hijackWriteTimeout))
+	if now := time.Now(); o.deadline.Sub(now) < hijackWriteTimeout/2 {
+		o.deadline = now.Add(hijackWriteTimeout)
+		_ = o.conn.SetWriteDeadline(o.deadline)
+	}
 	err := o.write()
 	clear(o.buffers[:cap(o.buffers)])
 	return err
@@ -121,6 +127,12 @@ func (o *connOutput) end(clean bool) {
 // blocked on a client that does not read returns.
 func (o *connOutput) abort() {
 	_ = o.conn.Close()
+}
+
+// hurry bounds the writes still to come (the stream is ending): a writer
+// blocked on a client that does not read gives up within a second.
+func (o *connOutput) hurry() {
+	_ = o.conn.SetWriteDeadline(time.Now().Add(time.Second))
 }
 
 // Interface guards

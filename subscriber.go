@@ -113,6 +113,9 @@ func (s *subscriber) recycle(q []*transport.Event) {
 // finish ends the stream for reason, unless it has already ended.
 func (s *subscriber) finish(reason endReason) {
 	if s.end.CompareAndSwap(int32(endNone), int32(reason)) {
+		if out := s.conn.Load(); out != nil && reason != endSlow {
+			out.hurry()
+		}
 		s.signal()
 	}
 }

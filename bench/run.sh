@@ -149,7 +149,7 @@ scenario_idle() {
 	[ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000 19500)
 	for n in "${sizes[@]}"; do
 		check_files "$n"
-		for target in floor ours; do
+		for target in ${IDLE_TARGETS:-floor ours hijack}; do
 			log "idle: $n streams on $target, held $HOLD"
 			once "$target" idle "idle-$target-$n" -n "$n" --duration "$HOLD"
 		done
@@ -161,8 +161,10 @@ scenario_fanout() {
 	[ ${#rates[@]} -gt 0 ] || rates=(50 300)
 	check_files "$SUBS"
 	for rate in "${rates[@]}"; do
-		log "fanout: $SUBS subscribers, $TOPICS topic(s), $rate events/s for $DURATION"
-		once ours fanout "fanout-$SUBS-$rate" -n "$SUBS" --topics "$TOPICS" --rate "$rate" --duration "$DURATION"
+		for target in ${TARGETS:-ours hijack}; do
+			log "fanout: $SUBS subscribers on $target, $TOPICS topic(s), $rate events/s for $DURATION"
+			once "$target" fanout "fanout-$target-$SUBS-$rate" -n "$SUBS" --topics "$TOPICS" --rate "$rate" --duration "$DURATION"
+		done
 	done
 }
 
@@ -174,9 +176,11 @@ scenario_search() {
 		local default=$((50000 / n))
 		[ "$default" -ge 1 ] || default=1
 		local start=${START:-$default} step=${STEP:-$default}
-		log "search: $n subscribers, from $start events/s by $step, $STEP_DURATION per step, p99 up to $MAX_P99"
-		once ours search "search-$n" -n "$n" --topics "$TOPICS" --rate "$start" --rate-step "$step" \
-			--rate-max "$MAX_RATE" --duration "$STEP_DURATION" --max-p99 "$MAX_P99"
+		for target in ${TARGETS:-ours hijack}; do
+			log "search: $n subscribers on $target, from $start events/s by $step, $STEP_DURATION per step, p99 up to $MAX_P99"
+			once "$target" search "search-$target-$n" -n "$n" --topics "$TOPICS" --rate "$start" --rate-step "$step" \
+				--rate-max "$MAX_RATE" --duration "$STEP_DURATION" --max-p99 "$MAX_P99"
+		done
 	done
 }
 
