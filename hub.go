@@ -31,6 +31,7 @@ type Hub struct {
 	mu          sync.RWMutex
 	topics      map[string]*topicSubs
 	subscribers int
+	gate        *wakeGate
 
 	counters     hubCounters
 	slowWarnedAt atomic.Int64 // unix nanoseconds of the last slow warning
@@ -59,6 +60,7 @@ func newHub(name string, t transport.Transport, limits transport.Limits, logger 
 		transportName: transportName(t),
 		logger:        logger,
 		topics:        make(map[string]*topicSubs),
+		gate:          newWakeGate(),
 	}
 	if err := t.Open(name, limits, h); err != nil {
 		return nil, fmt.Errorf("opening transport of hub %q: %w", name, err)
@@ -166,6 +168,7 @@ type subscribeRequest struct {
 // replay (Seq at or below its Head) are to be skipped by the caller.
 func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber, transport.Replay, error) {
 	s := newSubscriber(req.topics, req.buffer)
+	s.gated = h.gate
 	if !h.add(s, req.maxSubscribers) {
 		return nil, transport.Replay{}, errOverCapacity
 	}
@@ -183,9 +186,11 @@ func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber,
 	return s, rep, nil
 }
 
-// Unsubscribe removes s from the hub, if it is still there.
+// Unsubscribe removes s from the hub, if it is still there, once its
+// stream has ended.
 func (h *Hub) Unsubscribe(s *subscriber) {
 	h.remove(s)
+	h.gate.forget(s)
 }
 
 // add registers s unless the hub already has max subscribers (0: no limit).

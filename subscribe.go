@@ -279,7 +279,7 @@ func (h *Handler) checkStream(s *subscriber) {
 	}
 	if h.Heartbeat > 0 && !s.wrote.Swap(false) {
 		s.beat.Store(true)
-		s.signal()
+		s.wakeUp()
 	}
 }
 

@@ -34,6 +34,8 @@ const maxSpareQueue = 64
 type subscriber struct {
 	topics []string
 	wake   chan struct{} // capacity 1: "look at me"
+	gated  *wakeGate     // hands out wake-ups in turn; nil: wake at once
+	gate   uint8         // where it stands with gated; guarded by gated.mu
 
 	// guarded by the hub's lock
 	slots      []int // index in each topic's subscriber list
@@ -62,6 +64,15 @@ func newSubscriber(topics []string, limit int) *subscriber {
 	}
 }
 
+// wakeUp wakes the writer, in its turn: no one waits on it.
+func (s *subscriber) wakeUp() {
+	if s.gated != nil {
+		s.gated.wake(s)
+		return
+	}
+	s.signal()
+}
+
 // signal wakes the writer without blocking.
 func (s *subscriber) signal() {
 	select {
@@ -87,12 +98,15 @@ func (s *subscriber) enqueue(ev *transport.Event) bool {
 	}
 	s.queue = append(s.queue, ev)
 	s.mu.Unlock()
-	s.signal()
+	s.wakeUp()
 	return true
 }
 
 // take hands the writer everything queued so far.
 func (s *subscriber) take() []*transport.Event {
+	if s.gated != nil {
+		s.gated.taking(s)
+	}
 	s.mu.Lock()
 	q := s.queue
 	s.queue = s.spare
@@ -116,7 +130,7 @@ func (s *subscriber) finish(reason endReason) {
 		if out := s.conn.Load(); out != nil && reason != endSlow {
 			out.hurry()
 		}
-		s.signal()
+		s.wakeUp()
 	}
 }
 

@@ -1,0 +1,122 @@
+package caddysse
+
+import "sync"
+
+// Wake-up grants of a hub's stream writers.
+const (
+	// wakeGrants is how many writers may be woken and not yet have taken
+	// their queue at once: well under the 256 goroutines of the
+	// scheduler's local run queue.
+	wakeGrants = 128
+	// wakeBatch is how many returned grants are handed out at once.
+	wakeBatch = 32
+)
+
+// Where a subscriber stands with its hub's wake gate.
+const (
+	gateIdle    uint8 = iota // not woken
+	gateWaiting              // in line for a grant
+	gateGranted              // woken; its writer has not taken its queue yet
+	gateGone                 // its stream has ended
+)
+
+// wakeGate hands out the wake-ups of a hub's stream writers in the order
+// they were asked for, with at most wakeGrants outstanding.
+//
+// An event published to thousands of subscribers would otherwise make
+// thousands of goroutines runnable at once. Go's scheduler keeps 256 in a
+// processor's queue and moves the rest to its global queue, which it
+// serves only now and then while the writers that caught up keep being
+// woken again: under load, a few streams then fall seconds behind. In
+// line, a writer waits about one round of the others. Grants come back
+// when a writer takes its queue (so that a writer blocked on a slow client
+// holds none) and go out again in batches, which the scheduler runs in the
+// order given; handed on one by one, each would jump the queue.
+type wakeGate struct {
+	mu      sync.Mutex
+	free    int
+	waiting []*subscriber // FIFO from head
+	head    int
+}
+
+func newWakeGate() *wakeGate {
+	return &wakeGate{free: wakeGrants}
+}
+
+// wake wakes s's writer, now if a grant is free, else in its turn.
+func (g *wakeGate) wake(s *subscriber) {
+	g.mu.Lock()
+	if s.gate != gateIdle {
+		g.mu.Unlock()
+		return // already woken or in line, or gone
+	}
+	if g.free == 0 {
+		s.gate = gateWaiting
+		g.waiting = append(g.waiting, s)
+		g.mu.Unlock()
+		return
+	}
+	g.free--
+	s.gate = gateGranted
+	g.mu.Unlock()
+	s.signal()
+}
+
+// taking tells the gate that s's writer takes its queue: its grant comes
+// back.
+func (g *wakeGate) taking(s *subscriber) {
+	g.mu.Lock()
+	if s.gate != gateGranted {
+		g.mu.Unlock()
+		return
+	}
+	s.gate = gateIdle
+	g.release()
+}
+
+// forget takes an ended stream's subscriber out of the gate for good,
+// giving back its grant if it held one.
+func (g *wakeGate) forget(s *subscriber) {
+	g.mu.Lock()
+	granted := s.gate == gateGranted
+	s.gate = gateGone // if in line, it is skipped when its turn comes
+	if !granted {
+		g.mu.Unlock()
+		return
+	}
+	g.release()
+}
+
+// release returns one grant and hands out a batch to those in line once
+// enough have come back. It is called with g.mu held and releases it.
+func (g *wakeGate) release() {
+	g.free++
+	if g.free < wakeBatch && g.free < wakeGrants {
+		g.mu.Unlock()
+		return
+	}
+	var granted [wakeGrants]*subscriber // signalled once the lock is released
+	batch := granted[:0]
+	for g.free > 0 && g.head < len(g.waiting) {
+		next := g.waiting[g.head]
+		g.waiting[g.head] = nil
+		g.head++
+		if next.gate != gateWaiting {
+			continue
+		}
+		next.gate = gateGranted
+		g.free--
+		batch = append(batch, next)
+	}
+	if g.head == len(g.waiting) {
+		g.waiting, g.head = g.waiting[:0], 0
+	} else if g.head >= 1024 && g.head*2 >= len(g.waiting) {
+		n := copy(g.waiting, g.waiting[g.head:])
+		clear(g.waiting[n:])
+		g.waiting, g.head = g.waiting[:n], 0
+	}
+	g.mu.Unlock()
+	for _, s := range batch {
+		s.signal()
+	}
+}
