@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
@@ -158,22 +159,49 @@ func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, forced []str
 		writeError(w, status, err.Error())
 		return
 	}
-	results := make([]publishResult, len(receipts))
+	bp := batchPool.Get().(*[]byte)
+	defer batchPool.Put(bp)
+	b := (*bp)[:0]
+	if array {
+		b = append(b, '[')
+	}
 	for i, rc := range receipts {
-		results[i] = publishResult{ID: rc.Event.ID, Topics: rc.Event.Topics, Subscribers: rc.Subscribers}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendPublishResult(b, rc)
 	}
 	if array {
-		writeJSON(w, http.StatusOK, results)
-		return
+		b = append(b, ']')
 	}
-	writeJSON(w, http.StatusOK, results[0])
+	*bp = append(b, '\n')
+	writeJSONBytes(w, http.StatusOK, *bp)
 }
 
-// publishResult is the answer to a publish, per event.
+// publishResult is the answer to a publish, per event, as
+// appendPublishResult writes it (and clients such as caddy sse-publish
+// read it).
 type publishResult struct {
 	ID          string   `json:"id"`
 	Topics      []string `json:"topics"`
 	Subscribers int      `json:"subscribers"`
+}
+
+// appendPublishResult appends the JSON answer for one published event:
+// {"id": ..., "topics": [...], "subscribers": n}.
+func appendPublishResult(b []byte, rc transport.Receipt) []byte {
+	b = append(b, `{"id":`...)
+	b = appendJSONString(b, rc.Event.ID)
+	b = append(b, `,"topics":[`...)
+	for i, t := range rc.Event.Topics {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, t)
+	}
+	b = append(b, `],"subscribers":`...)
+	b = strconv.AppendInt(b, int64(rc.Subscribers), 10)
+	return append(b, '}')
 }
 
 // requestError refuses a request with a status and a message.
@@ -261,13 +289,10 @@ func validateEventType(t string) error {
 
 // readDrafts decodes the body according to its content type.
 func readDrafts(r *http.Request, maxSize int64) ([]draft, bool, error) {
-	mediaType, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	mediaType := mediaTypeOf(r.Header.Get("Content-Type"))
 	switch {
 	case mediaType == "application/x-www-form-urlencoded":
-		if err := r.ParseForm(); err != nil {
-			return nil, false, wrapBodyError("reading the form", err)
-		}
-		d, err := formDraft(r.Form)
+		d, err := urlencodedDraft(r)
 		return []draft{d}, false, err
 	case mediaType == "multipart/form-data":
 		if err := r.ParseMultipartForm(maxSize); err != nil {
@@ -276,20 +301,75 @@ func readDrafts(r *http.Request, maxSize int64) ([]draft, bool, error) {
 		d, err := multipartDraft(r)
 		return []draft{d}, false, err
 	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
-		body, err := io.ReadAll(r.Body)
+		buf, err := readBody(r)
+		defer putBody(buf)
 		if err != nil {
-			return nil, false, wrapBodyError("reading the body", err)
+			return nil, false, err
 		}
-		return jsonDrafts(body)
+		return jsonDrafts(buf.Bytes())
 	default:
-		body, err := io.ReadAll(r.Body)
+		buf, err := readBody(r)
+		defer putBody(buf)
 		if err != nil {
-			return nil, false, wrapBodyError("reading the body", err)
+			return nil, false, err
 		}
-		d, err := formDraft(r.URL.Query())
-		d.data = string(body)
+		var f formFields
+		if err := f.scan(r.URL.RawQuery); err != nil {
+			return nil, false, badRequest("reading the query: %v", err)
+		}
+		d, err := f.draft()
+		d.data = buf.String()
 		return []draft{d}, false, err
 	}
+}
+
+// mediaTypeOf returns the media type of a Content-Type header, without
+// parsing the usual ones.
+func mediaTypeOf(contentType string) string {
+	switch contentType {
+	case "application/x-www-form-urlencoded", "application/json", "":
+		return contentType
+	}
+	mediaType, _, _ := mime.ParseMediaType(contentType)
+	return mediaType
+}
+
+// bodyPool holds the buffers publish bodies are read into.
+var bodyPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readBody reads the whole (size-limited) body into a pooled buffer, to be
+// given back with putBody.
+func readBody(r *http.Request) (*bytes.Buffer, error) {
+	buf := bodyPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	if _, err := buf.ReadFrom(r.Body); err != nil {
+		return buf, wrapBodyError("reading the body", err)
+	}
+	return buf, nil
+}
+
+func putBody(buf *bytes.Buffer) {
+	if buf.Cap() <= 64<<10 {
+		bodyPool.Put(buf)
+	}
+}
+
+// urlencodedDraft reads a form body and the query string, as ParseForm
+// would merge them (the body's values first), without building a map.
+func urlencodedDraft(r *http.Request) (draft, error) {
+	buf, err := readBody(r)
+	defer putBody(buf)
+	if err != nil {
+		return draft{}, err
+	}
+	var f formFields
+	if err := f.scan(buf.String()); err != nil {
+		return draft{}, badRequest("reading the form: %v", err)
+	}
+	if err := f.scan(r.URL.RawQuery); err != nil {
+		return draft{}, badRequest("reading the form: %v", err)
+	}
+	return f.draft()
 }
 
 // wrapBodyError keeps a body size error recognisable and words the rest.
@@ -301,19 +381,97 @@ func wrapBodyError(what string, err error) error {
 	return badRequest("%s: %v", what, err)
 }
 
-// formDraft reads the fields topic, data, event (or type) and retry.
-func formDraft(v url.Values) (draft, error) {
-	d := draft{topics: v["topic"], data: v.Get("data"), typ: v.Get("event"), retry: -1}
-	if _, ok := v["id"]; ok {
+// formFields are the fields of a publish form: topic (repeatable), data,
+// event (or type), retry, and id, which is refused. Of the others, the
+// first value counts.
+type formFields struct {
+	topics                     []string
+	data, event, typ, retry    string
+	hasData, hasEvent, hasType bool
+	hasRetry, hasID            bool
+}
+
+// scan adds the fields of an urlencoded form or query string. Like
+// url.ParseQuery, it refuses a bad escape or a semicolon separator.
+func (f *formFields) scan(raw string) error {
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" {
+			continue
+		}
+		if strings.Contains(pair, ";") {
+			return errors.New("invalid semicolon separator in query")
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		key, err := queryUnescape(k)
+		if err != nil {
+			return err
+		}
+		value, err := queryUnescape(v)
+		if err != nil {
+			return err
+		}
+		f.add(key, value)
+	}
+	return nil
+}
+
+// queryUnescape decodes a form component, allocating only when there is
+// something to decode.
+func queryUnescape(s string) (string, error) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, nil
+	}
+	return url.QueryUnescape(s)
+}
+
+// add adds one field.
+func (f *formFields) add(key, value string) {
+	first := func(have *bool, into *string) {
+		if !*have {
+			*have, *into = true, value
+		}
+	}
+	switch key {
+	case "topic":
+		f.topics = append(f.topics, value)
+	case "data":
+		first(&f.hasData, &f.data)
+	case "event":
+		first(&f.hasEvent, &f.event)
+	case "type":
+		first(&f.hasType, &f.typ)
+	case "retry":
+		first(&f.hasRetry, &f.retry)
+	case "id":
+		f.hasID = true
+	}
+}
+
+// fromValues adds the fields of a parsed form.
+func (f *formFields) fromValues(v url.Values) {
+	for key, values := range v {
+		for _, value := range values {
+			f.add(key, value)
+		}
+	}
+}
+
+// draft checks the fields and makes the draft of a message out of them.
+// An empty event falls back to type, an empty retry counts as none.
+func (f *formFields) draft() (draft, error) {
+	d := draft{topics: f.topics, data: f.data, typ: f.event, retry: -1}
+	if f.hasID {
 		return d, errSuppliedID
 	}
 	if d.typ == "" {
-		d.typ = v.Get("type")
+		d.typ = f.typ
 	}
-	if s := v.Get("retry"); s != "" {
-		n, err := strconv.ParseInt(s, 10, 64)
+	if f.retry != "" {
+		n, err := strconv.ParseInt(f.retry, 10, 64)
 		if err != nil || n < 0 {
-			return d, badRequest("retry %q is not a non-negative integer number of milliseconds", s)
+			return d, badRequest("retry %q is not a non-negative integer number of milliseconds", f.retry)
 		}
 		d.retry = n
 	}
@@ -322,7 +480,11 @@ func formDraft(v url.Values) (draft, error) {
 
 // multipartDraft reads a multipart form; data may also be a file.
 func multipartDraft(r *http.Request) (draft, error) {
-	d, err := formDraft(r.Form)
+	var f formFields
+	for _, key := range []string{"topic", "data", "event", "type", "retry", "id"} {
+		f.fromValues(url.Values{key: r.Form[key]}) // in the form's own order
+	}
+	d, err := f.draft()
 	if err != nil {
 		return d, err
 	}

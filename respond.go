@@ -12,13 +12,57 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	if err != nil {
 		status, body = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
 	}
-	body = append(body, '\n')
+	writeJSONBytes(w, status, append(body, '\n'))
+}
+
+// The header values of JSON answers, shared (see setStreamHeaders).
+var (
+	jsonContentType  = []string{"application/json"}
+	jsonCacheControl = []string{"no-store"}
+)
+
+// writeJSONBytes answers with status and a JSON body.
+func writeJSONBytes(w http.ResponseWriter, status int, body []byte) {
 	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Cache-Control", "no-store")
+	h["Content-Type"] = jsonContentType
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	h["Cache-Control"] = jsonCacheControl
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// appendJSONString appends s as a JSON string. Only the quote, the
+// backslash and control characters need escaping; U+2028 and U+2029 are
+// escaped too, for JavaScript's sake.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		var esc string
+		switch {
+		case c == '"':
+			esc = `\"`
+		case c == '\\':
+			esc = `\\`
+		case c < 0x20:
+			esc = `\u00` + string("0123456789abcdef"[c>>4]) + string("0123456789abcdef"[c&0xf])
+		case c == 0xe2 && i+2 < len(s) && s[i+1] == 0x80 && (s[i+2] == 0xa8 || s[i+2] == 0xa9):
+			esc = `\u202` + string("89"[s[i+2]-0xa8])
+			b = append(b, s[start:i]...)
+			b = append(b, esc...)
+			i += 2
+			start = i + 1
+			continue
+		default:
+			continue
+		}
+		b = append(b, s[start:i]...)
+		b = append(b, esc...)
+		start = i + 1
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // errorBody is the JSON body of every refusal.
