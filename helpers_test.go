@@ -3,7 +3,6 @@ package caddysse
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -114,17 +113,9 @@ func post(t *testing.T, path, contentType, body string) publishResp {
 
 func do(t *testing.T, req *http.Request) publishResp {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr := publishResp{Status: resp.StatusCode, Header: resp.Header, Body: string(b)}
-	if resp.StatusCode == http.StatusOK && strings.HasPrefix(pr.Body, "{") {
+	status, header, b := ssetest.DoT(t, req)
+	pr := publishResp{Status: status, Header: header, Body: string(b)}
+	if status == http.StatusOK && strings.HasPrefix(pr.Body, "{") {
 		if err := json.Unmarshal(b, &pr.Result); err != nil {
 			t.Fatalf("decoding %q: %v", b, err)
 		}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -85,16 +84,8 @@ func opsDo(t *testing.T, method, url, contentType, body string) opsResponse {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return opsResponse{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	status, header, b := ssetest.DoT(t, req)
+	return opsResponse{status: status, header: header, body: string(b)}
 }
 
 // opsPublished is the answer to an accepted publish.

@@ -187,3 +187,19 @@ func (s *Stream) EventT(t testing.TB, timeout time.Duration) Frame {
 	}
 	return f
 }
+
+// DoT sends req with the default client and returns the status, headers
+// and whole body of the answer, failing the test if there is none.
+func DoT(t testing.TB, req *http.Request) (int, http.Header, []byte) {
+	t.Helper()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
