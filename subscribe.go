@@ -492,8 +492,11 @@ func (h *Handler) loop(st *stream, done <-chan struct{}) endReason {
 		case <-st.sub.wake:
 		}
 		n, err := st.pump()
-		if err != nil {
-			return endClient // not delivered: the client is gone
+		if err != nil { // not delivered
+			if reason := st.sub.endReason(); reason != endNone {
+				return reason // e.g. slow: its connection was closed under the write
+			}
+			return endClient
 		}
 		h.hub.counters.delivered.Add(uint64(n))
 		if reason := st.sub.endReason(); reason != endNone {
