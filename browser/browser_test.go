@@ -38,10 +38,16 @@ func TestOpenBeforeAnyEvent(t *testing.T) {
 // listener, with its id and its data exactly as published (CR LF and CR
 // in data arrive as LF, as the protocol has it).
 func TestEventTypesAndData(t *testing.T) {
-	p := testPorts(1)
+	t.Run("net/http", func(t *testing.T) { eventTypesAndData(t, 1, "sse /events") })
+	// the same through a connection taken over: our own chunk framing
+	t.Run("hijack", func(t *testing.T) { eventTypesAndData(t, 11, "sse /events {\n\t\thijack\n\t}") })
+}
+
+func eventTypesAndData(t *testing.T, portN int, sse string) {
+	p := testPorts(portN)
 	base := origin(p.http)
 	startCaddy(t, p, caddyfile(p, "", site(t, base, `
-	sse /events
+	`+sse+`
 	sse_publish /publish`)))
 	pg := startChromium(t).openHarness(base)
 

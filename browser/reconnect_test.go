@@ -39,6 +39,18 @@ func TestReconnectResumes(t *testing.T) {
 	sse_publish /publish`)))
 		resumeCycles(t, base, func() {})
 	})
+	t.Run("max_age with hijack", func(t *testing.T) {
+		p := testPorts(12)
+		base := origin(p.http)
+		startCaddy(t, p, caddyfile(p, "", site(t, base, `
+	sse /events {
+		retry 500ms
+		max_age 2s
+		hijack
+	}
+	sse_publish /publish`)))
+		resumeCycles(t, base, func() {})
+	})
 	t.Run("reload", func(t *testing.T) {
 		p := testPorts(3)
 		base := origin(p.http)
