@@ -1,3 +1,5 @@
+//go:build unix
+
 // Package browser holds the browser tests of caddy-sse: they start Caddy,
 // built from this module's cmd/caddy, as a separate process and drive
 // Debian's Chromium, headless, over the DevTools protocol, so that what a

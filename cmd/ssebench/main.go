@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command ssebench is a load generator for Server-Sent Events hubs. It
 // drives any hub whose subscribe and publish endpoints can be written as
 // URL templates, and prints one JSON summary line on stdout (progress

@@ -30,7 +30,7 @@ func NewSmallBufferClient(size int) *http.Client {
 	d := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, size)
+			serr = setReceiveBuffer(fd, size)
 		})
 		return errors.Join(err, serr)
 	}}
