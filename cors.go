@@ -30,6 +30,43 @@ func newCORSPolicy(origins []string, methods string) *corsPolicy {
 	return p
 }
 
+// admit answers what comes before a handler's own work: a CORS preflight,
+// a method other than method (405, with Allow), an origin the policy does
+// not allow (403). It reports whether the request goes on to the handler;
+// verb says what the handler does, for the refusal ("subscribe").
+// p may be nil: no cross-origin requests are configured.
+func admit(p *corsPolicy, w http.ResponseWriter, r *http.Request, method, verb string) bool {
+	allowed := p.apply(w, r)
+	if p != nil && r.Method == http.MethodOptions {
+		if !allowed {
+			refuseOrigin(w, r, verb)
+			return false
+		}
+		if isPreflight(r) {
+			p.preflight(w, r)
+			return false
+		}
+	}
+	if r.Method != method {
+		allow := method
+		if p != nil {
+			allow += ", OPTIONS"
+		}
+		methodNotAllowed(w, r, allow)
+		return false
+	}
+	if !allowed {
+		refuseOrigin(w, r, verb)
+		return false
+	}
+	return true
+}
+
+// refuseOrigin refuses a request from an origin that is not allowed.
+func refuseOrigin(w http.ResponseWriter, r *http.Request, verb string) {
+	writeError(w, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" may not "+verb+" here")
+}
+
 // isPreflight reports whether r is a CORS preflight request.
 func isPreflight(r *http.Request) bool {
 	return r.Method == http.MethodOptions && r.Header.Get("Origin") != "" &&

@@ -97,26 +97,7 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The sse_publish
 // handler always responds; it never calls next.
 func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if p.cors != nil && r.Method == http.MethodOptions {
-		if !p.cors.apply(w, r) {
-			writeError(w, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" may not publish here")
-			return nil
-		}
-		if isPreflight(r) {
-			p.cors.preflight(w, r)
-			return nil
-		}
-	}
-	if r.Method != http.MethodPost {
-		allow := "POST"
-		if p.cors != nil {
-			allow = "POST, OPTIONS"
-		}
-		methodNotAllowed(w, r, allow)
-		return nil
-	}
-	if !p.cors.apply(w, r) {
-		writeError(w, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" may not publish here")
+	if !admit(p.cors, w, r, http.MethodPost, "publish") {
 		return nil
 	}
 	var forced []string
@@ -449,15 +430,6 @@ func (f *formFields) add(key, value string) {
 	}
 }
 
-// fromValues adds the fields of a parsed form.
-func (f *formFields) fromValues(v url.Values) {
-	for key, values := range v {
-		for _, value := range values {
-			f.add(key, value)
-		}
-	}
-}
-
 // draft checks the fields and makes the draft of a message out of them.
 // An empty event falls back to type, an empty retry counts as none.
 func (f *formFields) draft() (draft, error) {
@@ -482,7 +454,9 @@ func (f *formFields) draft() (draft, error) {
 func multipartDraft(r *http.Request) (draft, error) {
 	var f formFields
 	for _, key := range []string{"topic", "data", "event", "type", "retry", "id"} {
-		f.fromValues(url.Values{key: r.Form[key]}) // in the form's own order
+		for _, value := range r.Form[key] { // in the form's own order
+			f.add(key, value)
+		}
 	}
 	d, err := f.draft()
 	if err != nil {

@@ -1,9 +1,6 @@
 package caddysse
 
-import (
-	"net/url"
-	"strings"
-)
+import "strings"
 
 // streamQuery is what a subscription request's query string says: its
 // topic parameters and the last event id it names, if any.
@@ -34,15 +31,11 @@ func parseStreamQuery(raw string) streamQuery {
 	return q
 }
 
-// unescape decodes a query component; it allocates only when there is
-// something to decode.
+// unescape decodes a query component, or keeps it as sent if its escapes
+// are malformed.
 func unescape(s string) string {
-	if !strings.ContainsAny(s, "%+") {
-		return s
+	if u, err := queryUnescape(s); err == nil {
+		return u
 	}
-	u, err := url.QueryUnescape(s)
-	if err != nil {
-		return s
-	}
-	return u
+	return s
 }

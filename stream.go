@@ -136,7 +136,7 @@ func (st *stream) start(w http.ResponseWriter, retryMS int64, rep transport.Repl
 	for _, ev := range rep.Events {
 		parts = append(parts, ev.Wire)
 	}
-	return st.out.send(parts)
+	return st.sendParts(parts)
 }
 
 // resetData is the payload of the reset event.
@@ -167,21 +167,26 @@ func (st *stream) pump() (int, error) {
 	for _, ev := range q {
 		parts = append(parts, ev.Wire)
 	}
-	err := st.out.send(parts)
+	err := st.sendParts(parts)
 	clear(parts)
 	*pp = parts[:0]
 	partsPool.Put(pp)
-	st.sub.wrote.Store(true)
 	return len(q), err
 }
 
 // send sends one piece of the stream.
 func (st *stream) send(p []byte) error {
 	st.single[0] = p
-	err := st.out.send(st.single[:])
+	err := st.sendParts(st.single[:])
 	st.single[0] = nil
-	st.sub.wrote.Store(true)
 	return err
+}
+
+// sendParts sends parts as one piece of the stream and notes that the
+// stream is not silent (see Handler.checkStream).
+func (st *stream) sendParts(parts [][]byte) error {
+	st.sub.wrote.Store(true)
+	return st.out.send(parts)
 }
 
 // finish writes a final retry hint before the stream ends.

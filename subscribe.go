@@ -286,26 +286,7 @@ func (h *Handler) checkStream(s *subscriber) {
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The sse handler
 // always responds; it never calls next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if h.cors != nil && r.Method == http.MethodOptions {
-		if !h.cors.apply(w, r) {
-			writeError(w, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" may not subscribe here")
-			return nil
-		}
-		if isPreflight(r) {
-			h.cors.preflight(w, r)
-			return nil
-		}
-	}
-	if r.Method != http.MethodGet {
-		allow := "GET"
-		if h.cors != nil {
-			allow = "GET, OPTIONS"
-		}
-		methodNotAllowed(w, r, allow)
-		return nil
-	}
-	if !h.cors.apply(w, r) {
-		writeError(w, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" may not subscribe here")
+	if !admit(h.cors, w, r, http.MethodGet, "subscribe") {
 		return nil
 	}
 	q := parseStreamQuery(r.URL.RawQuery)
