@@ -33,6 +33,9 @@ type Hub struct {
 	subscribers int
 	gate        *wakeGate
 
+	keysMu sync.Mutex
+	keys   map[string]struct{} // idempotency keys of requests in progress
+
 	counters     hubCounters
 	slowWarnedAt atomic.Int64 // unix nanoseconds of the last slow warning
 	slowUnwarned atomic.Int64 // slow drops not yet warned about
@@ -61,6 +64,7 @@ func newHub(name string, t transport.Transport, limits transport.Limits, logger 
 		logger:        logger,
 		topics:        make(map[string]*topicSubs),
 		gate:          newWakeGate(),
+		keys:          make(map[string]struct{}),
 	}
 	if err := t.Open(name, limits, h); err != nil {
 		return nil, fmt.Errorf("opening transport of hub %q: %w", name, err)
@@ -85,20 +89,49 @@ func (h *Hub) Destruct() error {
 func (h *Hub) Name() string { return h.name }
 
 // Publish publishes valid messages, in order, and returns once they are
-// stored in the history.
-func (h *Hub) Publish(ctx context.Context, msgs []transport.Message) ([]transport.Receipt, error) {
-	receipts, err := h.transport.Publish(ctx, msgs)
+// stored in the history. With an idempotency key, a request with the same
+// key still in progress on this node is refused (ErrKeyInFlight).
+func (h *Hub) Publish(ctx context.Context, req transport.PublishRequest) ([]transport.Receipt, error) {
+	if req.Key != "" {
+		if !h.claimKey(req.Key) {
+			return nil, fmt.Errorf("publishing to hub %q: %w", h.name, transport.ErrKeyInFlight)
+		}
+		defer h.releaseKey(req.Key)
+	}
+	receipts, err := h.transport.Publish(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("publishing to hub %q: %w", h.name, err)
 	}
-	h.counters.published.Add(uint64(len(receipts)))
+	for _, rc := range receipts {
+		if !rc.Repeated {
+			h.counters.published.Add(1)
+		}
+	}
 	return receipts, nil
+}
+
+// claimKey marks an idempotency key as in use by a request on this node,
+// unless it already is.
+func (h *Hub) claimKey(key string) bool {
+	h.keysMu.Lock()
+	defer h.keysMu.Unlock()
+	if _, busy := h.keys[key]; busy {
+		return false
+	}
+	h.keys[key] = struct{}{}
+	return true
+}
+
+func (h *Hub) releaseKey(key string) {
+	h.keysMu.Lock()
+	defer h.keysMu.Unlock()
+	delete(h.keys, key)
 }
 
 // Deliver implements transport.Sink: it queues ev for every local
 // subscriber of its topics, once each, without waiting for any of them.
 // A subscriber whose queue is full is dropped. The transport calls
-// Deliver for one event at a time.
+// Deliver for one event at a time; Deliver never calls the transport.
 func (h *Hub) Deliver(ev *transport.Event) int {
 	var slow []*subscriber
 	n := 0
@@ -134,15 +167,15 @@ func (h *Hub) Deliver(ev *transport.Event) int {
 // a hub; the drops in between are counted in the next one.
 const slowWarnInterval = time.Second
 
-// dropSlow removes a subscriber whose queue overflowed, counts it and
-// warns about it. Its stream ends once its pending write returns (at once
-// for a connection taken over, which is closed); its client then resumes
-// from history.
+// dropSlow removes a subscriber whose queue overflowed or whose writes
+// stalled, counts it and warns about it. Its stream ends once its pending
+// write returns, which its output is told to cut short; its client then
+// resumes from history. Its topics are unwatched when its stream ends
+// (Unsubscribe): dropSlow runs inside Deliver, which must not call the
+// transport.
 func (h *Hub) dropSlow(s *subscriber) {
-	if out := s.conn.Load(); out != nil {
-		out.abort() // its writer may be blocked on the socket
-	}
-	h.remove(s)
+	s.interrupt()
+	h.removeLocal(s)
 	h.counters.disconnects[endSlow].Add(1)
 	unwarned := h.slowUnwarned.Add(1)
 	now := time.Now().UnixNano()
@@ -151,8 +184,36 @@ func (h *Hub) dropSlow(s *subscriber) {
 		return
 	}
 	h.slowUnwarned.Add(-unwarned)
-	h.logger.Warn("disconnected slow subscribers: their queues were full",
+	h.logger.Warn("disconnected slow subscribers: their queues were full or their writes stalled",
 		zap.Int64("count", unwarned), zap.Strings("topics", s.topics), zap.Int("buffer", s.limit))
+}
+
+// Interrupt implements transport.Sink: it ends the streams that follow
+// any of topics (every stream for nil) with a retry hint; their clients
+// resume from history, or get a reset.
+func (h *Hub) Interrupt(topics []string, reason string) {
+	n := 0
+	h.mu.RLock()
+	if topics == nil {
+		for _, ts := range h.topics {
+			for _, s := range ts.subs {
+				s.finish(endResync)
+				n++
+			}
+		}
+	} else {
+		for _, name := range topics {
+			if ts := h.topics[name]; ts != nil {
+				for _, s := range ts.subs {
+					s.finish(endResync)
+					n++
+				}
+			}
+		}
+	}
+	h.mu.RUnlock()
+	h.logger.Info("interrupted streams: the transport could not deliver every event in order",
+		zap.String("reason", reason), zap.Int("topics", len(topics)), zap.Int("streams", n))
 }
 
 // subscribeRequest is what a stream asks of the hub.
@@ -176,20 +237,25 @@ func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber,
 		h.removeLocal(s)
 		return nil, transport.Replay{}, fmt.Errorf("watching topics of hub %q: %w", h.name, err)
 	}
+	s.watched = true
 	req.replay.Topics = s.topics
 	rep, err := h.transport.Replay(ctx, req.replay)
 	if err != nil {
-		h.remove(s)
+		h.Unsubscribe(s)
 		return nil, transport.Replay{}, fmt.Errorf("reading history of hub %q: %w", h.name, err)
 	}
 	h.counters.connections.Add(1)
 	return s, rep, nil
 }
 
-// Unsubscribe removes s from the hub, if it is still there, once its
-// stream has ended.
+// Unsubscribe removes s from the hub, if it is still there, and releases
+// its topics in the transport, once its stream has ended.
 func (h *Hub) Unsubscribe(s *subscriber) {
-	h.remove(s)
+	h.removeLocal(s)
+	if s.watched {
+		s.watched = false
+		h.transport.Unwatch(s.topics)
+	}
 	h.gate.forget(s)
 }
 
@@ -213,13 +279,6 @@ func (h *Hub) add(s *subscriber, max int) bool {
 	s.registered = true
 	h.subscribers++
 	return true
-}
-
-// remove unregisters s and releases its topics in the transport.
-func (h *Hub) remove(s *subscriber) {
-	if h.removeLocal(s) {
-		h.transport.Unwatch(s.topics)
-	}
 }
 
 // removeLocal unregisters s and reports whether it was registered.

@@ -67,7 +67,7 @@ func BenchmarkPublish(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := range b.N {
-				if _, err := h.Publish(ctx, msgs); err != nil {
+				if _, err := h.Publish(ctx, transport.PublishRequest{Messages: msgs}); err != nil {
 					b.Fatal(err)
 				}
 				if i%32 == 31 {
@@ -88,7 +88,7 @@ func BenchmarkPublishNoSubscribers(b *testing.B) {
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := h.Publish(ctx, msgs); err != nil {
+		if _, err := h.Publish(ctx, transport.PublishRequest{Messages: msgs}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -103,11 +103,11 @@ func BenchmarkReplay(b *testing.B) {
 			ctx := context.Background()
 			var ids []string
 			for i := range 1000 {
-				r, err := h.Publish(ctx, []transport.Message{{Topics: []string{topics[i%len(topics)]}, Data: payload64, Retry: -1}})
+				r, err := h.Publish(ctx, transport.PublishRequest{Messages: []transport.Message{{Topics: []string{topics[i%len(topics)]}, Data: payload64, Retry: -1}}})
 				if err != nil {
 					b.Fatal(err)
 				}
-				ids = append(ids, r[0].Event.ID)
+				ids = append(ids, r[0].ID)
 			}
 			q := transport.ReplayQuery{Topics: topics, Resume: true, LastEventID: ids[899]}
 			b.ReportAllocs()

@@ -131,7 +131,7 @@ func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, forced []str
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	receipts, err := hub.Publish(r.Context(), msgs)
+	receipts, err := hub.Publish(r.Context(), transport.PublishRequest{Messages: msgs})
 	if err != nil {
 		status := http.StatusServiceUnavailable
 		if errors.Is(err, context.Canceled) {
@@ -172,9 +172,9 @@ type publishResult struct {
 // {"id": ..., "topics": [...], "subscribers": n}.
 func appendPublishResult(b []byte, rc transport.Receipt) []byte {
 	b = append(b, `{"id":`...)
-	b = appendJSONString(b, rc.Event.ID)
+	b = appendJSONString(b, rc.ID)
 	b = append(b, `,"topics":[`...)
-	for i, t := range rc.Event.Topics {
+	for i, t := range rc.Topics {
 		if i > 0 {
 			b = append(b, ',')
 		}

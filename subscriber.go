@@ -17,10 +17,12 @@ const (
 	endMaxAge             // the stream reached its max_age
 	endShutdown           // the config was reloaded or Caddy is stopping
 	endCapacity           // refused: max_subscribers reached
+	endResync             // the transport could not deliver every event in order
+	endUnavailable        // refused: the transport is unavailable
 	numEndReasons
 )
 
-var endReasonNames = [numEndReasons]string{"", "client", "slow", "max_age", "shutdown", "capacity"}
+var endReasonNames = [numEndReasons]string{"", "client", "slow", "max_age", "shutdown", "capacity", "resync", "unavailable"}
 
 func (r endReason) String() string { return endReasonNames[r] }
 
@@ -41,6 +43,8 @@ type subscriber struct {
 	slots      []int // index in each topic's subscriber list
 	registered bool
 	lastSeq    uint64 // last event queued; set only by the hub's fan-out
+
+	watched bool // the transport watches its topics; owned by the stream's goroutine
 
 	mu     sync.Mutex
 	queue  []*transport.Event
@@ -144,4 +148,12 @@ func (s *subscriber) topicIndex(topic string) int {
 		}
 	}
 	return -1
+}
+
+// interrupt cuts short the stream's pending write, if it has taken its
+// connection over.
+func (s *subscriber) interrupt() {
+	if out := s.conn.Load(); out != nil {
+		out.abort()
+	}
 }

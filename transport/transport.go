@@ -8,45 +8,110 @@ package transport
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 )
 
 // Transport stores the events of one hub and delivers them, in id order,
 // to the hub on every node that shares it.
 //
+// # Life
+//
 // A transport module is provisioned with the Caddy context of the config
 // that declared its hub, but it may outlive that config: a hub survives
 // reloads that keep its name and transport. A transport therefore opens its
 // resources in Open, not in Provision, does not keep the provisioning
-// context, and releases everything in Close.
+// context, and releases everything in Close. Open is called once, before
+// any other method; Close once, last. Every other method may be called
+// from any goroutine, concurrently.
+//
+// # Order
+//
+// A hub has one sequence of events: Seq starts at 1 in each epoch (see
+// FormatID) and grows by one with every event published to the hub, by
+// any node. The transport hands the sink the events of the topics watched
+// on this node, each once, in increasing Seq order, on every node in the
+// same order. It may skip events of topics this node does not watch, and
+// may also deliver them: the sink ignores events no local subscriber
+// follows. An event it cannot deliver in order it never delivers out of
+// order nor skips silently: it interrupts the streams of its topics (see
+// Sink.Interrupt), whose clients resume from history.
+//
+// # The replay seam
+//
+// A new subscription is registered with the hub before the hub calls
+// Watch, and Watch is called before Replay. Live events of a topic reach
+// the sink from the moment Watch returns. Replay reads the history and
+// reports in Replay.Head the Seq up to which it covered it: the stream
+// sends Replay.Events and then the live events with Seq above Head. So
+// every retained event of the topics with Seq at or below Head must be in
+// Events (when newer than the resume point), and every event with Seq
+// above Head must reach the sink after Watch returned.
+//
+// # Batches
+//
+// Publish stores a batch of messages atomically: all of them or none, with
+// consecutive Seqs, delivered in order. It returns once they are stored
+// (for a shared transport: where every node can read them).
+//
+// # Calling the sink
+//
+// Deliver and Interrupt are never called concurrently for one hub, and
+// never after Close returns. A transport may hold its own locks while it
+// calls them: the sink never calls back into the transport from inside
+// either call (it does so later, from other goroutines). The sink does
+// not block on subscribers' sockets; it returns quickly.
+//
+// # Unavailability
+//
+// A transport that cannot reach what it depends on (a Redis server)
+// answers Publish, Watch and Replay with an error wrapping ErrUnavailable,
+// within the deadline of ctx. The hub answers a publish with 503 and a new
+// subscription with a retry hint (never an error status, which would make
+// browsers give up). Streams already open stay open: the transport
+// delivers what they missed, in order, once it is back, or interrupts
+// them.
+//
+// # Idempotency
+//
+// A publish with PublishRequest.Key is idempotent within IdempotencyTTL,
+// on every node that shares the hub. The transport records, atomically
+// with storing the events, the key, the request's fingerprint and the
+// receipts of the events published so far under it. A later request with
+// the same key and fingerprint gets the recorded receipts (Repeated set)
+// for the positions already published and publishes only the rest: this
+// lets a streaming publish that reconnects continue where it stopped. A
+// different fingerprint is refused with ErrKeyMismatch.
 type Transport interface {
-	// Open binds the transport to the hub called name. From then on, every
-	// event published to the hub, by this node or another one, is handed
-	// to sink once, in increasing Seq order, never concurrently.
+	// Open binds the transport to the hub called name and starts the
+	// delivery of its events to sink.
 	Open(name string, limits Limits, sink Sink) error
 
-	// Publish assigns ids to msgs, stores them in the history and delivers
-	// them, in order. It returns once they are stored, with one receipt per
-	// message. All messages must already be valid.
-	Publish(ctx context.Context, msgs []Message) ([]Receipt, error)
+	// Publish assigns ids to the messages of req, stores them in the
+	// history and delivers them, in order. It returns once they are
+	// stored, with one receipt per message. All messages must already be
+	// valid.
+	Publish(ctx context.Context, req PublishRequest) ([]Receipt, error)
 
 	// Watch tells the transport that a local subscriber follows topics.
 	// Live events of a watched topic reach the sink from the moment Watch
-	// returns. Calls are counted: each Watch is matched by one Unwatch.
+	// returns. Calls are counted: each Watch that returned nil is matched
+	// by one Unwatch of the same topics.
 	Watch(ctx context.Context, topics []string) error
 
-	// Unwatch undoes one Watch of the same topics.
+	// Unwatch undoes one Watch of the same topics. It does not wait for
+	// the network.
 	Unwatch(topics []string)
 
 	// Replay returns the retained events that a new subscription must be
-	// sent before live events (see ReplayQuery).
+	// sent before live events (see ReplayQuery and "The replay seam").
 	Replay(ctx context.Context, q ReplayQuery) (Replay, error)
 
 	// SetLimits changes the history limits in place; shrinking trims the
 	// oldest events at once.
 	SetLimits(limits Limits)
 
-	// Stats reports the size of the history.
+	// Stats reports the size of the history and the transport's state.
 	Stats() Stats
 
 	// Close releases the transport's resources. The sink is not called
@@ -54,12 +119,39 @@ type Transport interface {
 	Close() error
 }
 
-// Sink receives a hub's events from its transport.
+// Sink receives a hub's events from its transport. It never calls back
+// into the transport from inside its methods.
 type Sink interface {
 	// Deliver queues ev for the local subscribers of its topics and returns
 	// how many distinct subscribers it was queued for.
 	Deliver(ev *Event) int
+
+	// Interrupt ends the local streams that follow any of topics, or every
+	// stream of the hub when topics is nil, with a retry hint: their
+	// clients reconnect with their last event id and get, through Replay,
+	// what they missed or a reset. A transport calls it when it cannot
+	// deliver events in order (a gap) or has lost the history (a new
+	// epoch); reason labels the count in the metrics ("gap", "epoch").
+	Interrupt(topics []string, reason string)
 }
+
+// PublishRequest is what a publisher asks of Publish.
+type PublishRequest struct {
+	// Messages to publish, in order; at least one.
+	Messages []Message
+	// Key, when not empty, is the publisher's Idempotency-Key.
+	Key string
+	// Fingerprint identifies what was asked under Key: a request with the
+	// same key and another fingerprint is refused with ErrKeyMismatch.
+	Fingerprint string
+	// Offset is the position of Messages[0] among the events published
+	// under Key: 0 for a plain request, more for the later events of a
+	// streaming publish.
+	Offset int
+}
+
+// IdempotencyTTL is how long a transport remembers an idempotency key.
+const IdempotencyTTL = 24 * time.Hour
 
 // Message is an event as a publisher asks for it, before it has an id.
 type Message struct {
@@ -76,11 +168,16 @@ type Message struct {
 
 // Receipt tells a publisher what became of one published message.
 type Receipt struct {
-	// Event is the published event.
-	Event *Event
+	// ID is the event's id.
+	ID string
+	// Topics the event was published to.
+	Topics []string
 	// Subscribers is the number of distinct local subscribers the event
 	// was queued for.
 	Subscribers int
+	// Repeated is set when the event was published by an earlier request
+	// with the same idempotency key: nothing was published now.
+	Repeated bool
 }
 
 // Event is a published event, shared read-only by the history and every
@@ -99,16 +196,34 @@ type Event struct {
 	Wire []byte
 }
 
-// Size is what the event counts for in a hub's history_max_bytes.
-func (e *Event) Size() int64 { return int64(len(e.Wire)) }
+// eventOverhead approximates what an event keeps alive besides its wire
+// bytes, id and topic names: the Event and its topic list, and a history's
+// record of it.
+const eventOverhead = 160
 
-// NewEvent builds and serialises the event that msg becomes at seq.
+// Size is what the event counts for in a hub's history_max_bytes:
+// everything it keeps alive, its wire bytes and its topic names included.
+func (e *Event) Size() int64 {
+	n := len(e.Wire) + len(e.ID) + eventOverhead
+	for _, t := range e.Topics {
+		n += len(t) + 24 // the name and its slot in the lists that hold it
+	}
+	return int64(n)
+}
+
+// NewEvent builds and serialises the event that msg becomes at seq. It
+// copies the topic names, so that the event never keeps alive the request
+// they were read from.
 func NewEvent(epoch string, seq uint64, msg Message, now time.Time) *Event {
 	id := FormatID(epoch, seq)
+	topics := make([]string, len(msg.Topics))
+	for i, t := range msg.Topics {
+		topics[i] = strings.Clone(t)
+	}
 	return &Event{
 		Seq:    seq,
 		ID:     id,
-		Topics: msg.Topics,
+		Topics: topics,
 		Time:   now,
 		Wire:   AppendEvent(nil, id, msg.Type, msg.Retry, msg.Data),
 	}
@@ -125,6 +240,10 @@ type ReplayQuery struct {
 	// Latest, without Resume, asks for up to this many of the newest
 	// retained events of Topics.
 	Latest int
+	// ResetLatest, when positive, bounds the events of a reset (see
+	// Replay.Reset) to this many of the newest, so that a bogus id cannot
+	// make the server send a whole history.
+	ResetLatest int
 }
 
 // Replay is what a new subscription is sent before live events.
@@ -133,8 +252,8 @@ type Replay struct {
 	Events []*Event
 	// Reset is set when a resumption cannot be served completely (the id
 	// is malformed, unknown, from another incarnation of the hub, or events
-	// after it were evicted). Events then holds every retained event of
-	// the topics.
+	// after it were evicted). Events then holds the retained events of the
+	// topics, the newest ReplayQuery.ResetLatest of them if that is set.
 	Reset bool
 	// Head is the Seq of the hub's newest event when the history was read:
 	// live events at or below it are already covered by Events.
@@ -155,7 +274,7 @@ type Limits struct {
 	MaxBytes int64
 }
 
-// Stats describe a hub's history.
+// Stats describe a hub's history and its transport's state.
 type Stats struct {
 	// Topics is the number of topics with retained events.
 	Topics int `json:"topics"`
@@ -165,7 +284,41 @@ type Stats struct {
 	Bytes int64 `json:"bytes"`
 	// Head is the Seq of the newest event published.
 	Head uint64 `json:"head"`
+	// Epoch is the epoch of the hub's ids.
+	Epoch string `json:"epoch,omitempty"`
+	// State is the transport's own state: whether it can serve now and
+	// what it has been through.
+	State State `json:"-"`
 }
 
-// ErrClosed is returned by a transport that has been closed.
-var ErrClosed = errors.New("transport closed")
+// State is a transport's health, for the admin API and the metrics.
+type State struct {
+	// Up is whether the transport can publish and subscribe now.
+	Up bool `json:"up"`
+	// LastError is the last error that made the transport unavailable.
+	LastError string `json:"last_error,omitempty"`
+	// WatchedTopics is the number of topics the transport watches for
+	// this node.
+	WatchedTopics int `json:"watched_topics"`
+	// Resyncs counts, by reason, the times the transport had to interrupt
+	// streams or re-read the history (see Sink.Interrupt).
+	Resyncs map[string]uint64 `json:"resyncs,omitempty"`
+	// Detail holds transport-specific figures (e.g. the Redis address).
+	Detail map[string]any `json:"detail,omitempty"`
+}
+
+// Errors of a transport.
+var (
+	// ErrClosed is returned by a transport that has been closed.
+	ErrClosed = errors.New("transport closed")
+	// ErrUnavailable is wrapped by the errors of a transport that cannot
+	// reach what it depends on; the hub answers publishes with 503 and
+	// new subscriptions with a retry hint.
+	ErrUnavailable = errors.New("transport unavailable")
+	// ErrKeyMismatch refuses a publish whose idempotency key was used for
+	// another request.
+	ErrKeyMismatch = errors.New("idempotency key already used for another request")
+	// ErrKeyInFlight refuses a publish whose idempotency key is used by a
+	// request still in progress.
+	ErrKeyInFlight = errors.New("a request with this idempotency key is still in progress")
+)

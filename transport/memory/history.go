@@ -6,12 +6,16 @@ import (
 	"github.com/ssehub/caddy-sse/transport"
 )
 
-// maxIdleTopics is how many topics without retained events the history
-// remembers before it forgets them all at once. A topic's record says up
-// to which event its history was evicted; for a forgotten topic, the
-// highest such event of all forgotten topics stands in, which errs on the
-// side of a reset.
-const maxIdleTopics = 16384
+// How many topics without retained events the history remembers, and how
+// many bytes their names and records may take, before it forgets them all
+// at once. A topic's record says up to which event its history was
+// evicted; for a forgotten topic, the highest such event of all forgotten
+// topics stands in, which errs on the side of a reset.
+const (
+	maxIdleTopics    = 16384
+	maxIdleBytes     = 4 << 20
+	idleTopicRecSize = 96 // a topicLog and its map entry, besides the name
+)
 
 // record is one retained event and the number of topics still holding it.
 type record struct {
@@ -21,6 +25,7 @@ type record struct {
 
 // topicLog is the history of one topic, oldest first.
 type topicLog struct {
+	name    string
 	recs    []*record
 	head    int
 	evicted uint64 // Seq of the newest event evicted from this topic
@@ -78,6 +83,7 @@ type history struct {
 	retained  int
 	bytes     int64
 	idle      int    // topics without retained events
+	idleBytes int    // what the idle topics' records take
 	forgotten uint64 // highest topicLog.evicted of forgotten topics
 }
 
@@ -94,10 +100,10 @@ func (h *history) add(ev *transport.Event, perTopic int) {
 	for _, name := range ev.Topics {
 		tl := h.topics[name]
 		if tl == nil {
-			tl = new(topicLog)
+			tl = &topicLog{name: name}
 			h.topics[name] = tl
 		} else if tl.len() == 0 {
-			h.idle--
+			h.setIdle(tl, false)
 		}
 		tl.recs = append(tl.recs, rec)
 		h.trimTopic(tl, perTopic)
@@ -113,8 +119,20 @@ func (h *history) trimTopic(tl *topicLog, n int) {
 		h.release(tl.popFront())
 	}
 	if tl.len() == 0 {
-		h.idle++
+		h.setIdle(tl, true)
 	}
+}
+
+// setIdle counts tl in or out of the idle topics.
+func (h *history) setIdle(tl *topicLog, idle bool) {
+	size := len(tl.name) + idleTopicRecSize
+	if idle {
+		h.idle++
+		h.idleBytes += size
+		return
+	}
+	h.idle--
+	h.idleBytes -= size
 }
 
 // release drops one topic's hold on rec.
@@ -183,7 +201,7 @@ func (h *history) evictOldest() {
 		}
 		h.release(tl.popFront())
 		if tl.len() == 0 {
-			h.idle++
+			h.setIdle(tl, true)
 		}
 	}
 }
@@ -205,9 +223,9 @@ func (h *history) evictedAfter(topic string, seq uint64) bool {
 }
 
 // sweepIdleTopics forgets the topics without retained events once there
-// are too many of them.
+// are too many of them or they take too much memory.
 func (h *history) sweepIdleTopics() {
-	if h.idle <= maxIdleTopics {
+	if h.idle <= maxIdleTopics && h.idleBytes <= maxIdleBytes {
 		return
 	}
 	for name, tl := range h.topics {
@@ -216,5 +234,5 @@ func (h *history) sweepIdleTopics() {
 			delete(h.topics, name)
 		}
 	}
-	h.idle = 0
+	h.idle, h.idleBytes = 0, 0
 }

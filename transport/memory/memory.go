@@ -33,6 +33,7 @@ type Transport struct {
 	now    func() time.Time
 
 	history
+	keys keyRecords
 	stop chan struct{}
 	done chan struct{}
 }
@@ -73,6 +74,7 @@ func (t *Transport) Open(_ string, limits transport.Limits, sink transport.Sink)
 		t.now = time.Now
 	}
 	t.history.init()
+	t.keys.init()
 	t.stop = make(chan struct{})
 	t.done = make(chan struct{})
 	go t.janitor()
@@ -91,6 +93,7 @@ func (t *Transport) janitor() {
 			t.mu.Lock()
 			t.expire()
 			t.sweepIdleTopics()
+			t.keys.expire(t.now())
 			t.mu.Unlock()
 		}
 	}
@@ -99,20 +102,36 @@ func (t *Transport) janitor() {
 // Publish implements transport.Transport. Ids are assigned, events stored
 // and delivered under one lock, so that every subscriber sees the hub's
 // events in id order.
-func (t *Transport) Publish(_ context.Context, msgs []transport.Message) ([]transport.Receipt, error) {
-	receipts := make([]transport.Receipt, len(msgs))
+func (t *Transport) Publish(_ context.Context, req transport.PublishRequest) ([]transport.Receipt, error) {
+	receipts := make([]transport.Receipt, len(req.Messages))
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, transport.ErrClosed
 	}
 	now := t.now()
-	for i, msg := range msgs {
+	var key *keyRecord
+	if req.Key != "" {
+		var err error
+		if key, err = t.keys.claim(req.Key, req.Fingerprint, now); err != nil {
+			return nil, err
+		}
+	}
+	for i, msg := range req.Messages {
+		pos := req.Offset + i
+		if key != nil && pos < len(key.receipts) {
+			receipts[i] = key.receipts[pos]
+			receipts[i].Repeated = true
+			continue
+		}
 		t.seq++
 		ev := transport.NewEvent(t.epoch, t.seq, msg, now)
 		t.headID = ev.ID
 		t.add(ev, t.limits.Events)
-		receipts[i] = transport.Receipt{Event: ev, Subscribers: t.sink.Deliver(ev)}
+		receipts[i] = transport.Receipt{ID: ev.ID, Topics: ev.Topics, Subscribers: t.sink.Deliver(ev)}
+		if key != nil && pos == len(key.receipts) {
+			key.receipts = append(key.receipts, receipts[i])
+		}
 	}
 	t.expire()
 	t.trimBytes(t.limits.MaxBytes)
@@ -138,7 +157,11 @@ func (t *Transport) Replay(_ context.Context, q transport.ReplayQuery) (transpor
 	case q.Resume:
 		after, ok := t.resumable(q.LastEventID, q.Topics)
 		r.Reset = !ok
-		r.Events = t.since(q.Topics, after)
+		if r.Reset && q.ResetLatest > 0 {
+			r.Events = t.latest(q.Topics, q.ResetLatest)
+		} else {
+			r.Events = t.since(q.Topics, after)
+		}
 	case q.Latest > 0:
 		r.Events = t.latest(q.Topics, q.Latest)
 	}
@@ -182,6 +205,8 @@ func (t *Transport) Stats() transport.Stats {
 		Events: t.retained,
 		Bytes:  t.bytes,
 		Head:   t.seq,
+		Epoch:  t.epoch,
+		State:  transport.State{Up: !t.closed},
 	}
 }
 

@@ -24,6 +24,14 @@ func (r *recorder) Deliver(ev *transport.Event) int {
 	return 1
 }
 
+func (r *recorder) Interrupt([]string, string) {}
+
+func (r *recorder) last() *transport.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.events[len(r.events)-1]
+}
+
 // clock is a settable time source.
 type clock struct{ now time.Time }
 
@@ -43,11 +51,11 @@ func open(t *testing.T, limits transport.Limits) (*Transport, *recorder, *clock)
 
 func publish(t *testing.T, tr *Transport, data string, topics ...string) *transport.Event {
 	t.Helper()
-	rs, err := tr.Publish(context.Background(), []transport.Message{{Topics: topics, Data: data, Retry: -1}})
+	_, err := tr.Publish(context.Background(), transport.PublishRequest{Messages: []transport.Message{{Topics: topics, Data: data, Retry: -1}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rs[0].Event
+	return tr.sink.(*recorder).last()
 }
 
 func seqs(events []*transport.Event) []uint64 {
@@ -71,22 +79,22 @@ var big = transport.Limits{Events: 1000, MaxBytes: 1 << 30}
 
 func TestPublishAssignsIncreasingIDsAndDelivers(t *testing.T) {
 	tr, rec, _ := open(t, big)
-	rs, err := tr.Publish(context.Background(), []transport.Message{
+	rs, err := tr.Publish(context.Background(), transport.PublishRequest{Messages: []transport.Message{
 		{Topics: []string{"a"}, Data: "1", Retry: -1},
 		{Topics: []string{"a", "b"}, Data: "2", Retry: -1},
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rs[0].Event.Seq != 1 || rs[1].Event.Seq != 2 || rs[0].Subscribers != 1 {
+	if rs[0].ID != rec.events[0].ID || rs[1].ID != rec.events[1].ID || rs[0].Subscribers != 1 {
 		t.Fatalf("receipts %+v %+v", rs[0], rs[1])
 	}
 	if got := seqs(rec.events); !slices.Equal(got, []uint64{1, 2}) {
 		t.Fatalf("delivered %v", got)
 	}
-	epoch, seq, ok := transport.ParseID(rs[1].Event.ID)
+	epoch, seq, ok := transport.ParseID(rs[1].ID)
 	if !ok || epoch != tr.epoch || seq != 2 {
-		t.Fatalf("id %q", rs[1].Event.ID)
+		t.Fatalf("id %q", rs[1].ID)
 	}
 }
 
@@ -212,14 +220,17 @@ func TestTTL(t *testing.T) {
 func TestMaxBytesEvictsOldestAcrossTopics(t *testing.T) {
 	tr, _, _ := open(t, big)
 	e1 := publish(t, tr, "x", "a")
-	size := e1.Size() // every event below has the same size
-	tr.SetLimits(transport.Limits{Events: 1000, MaxBytes: 3 * size})
+	size := e1.Size() // every one-topic event below has the same size
+	tr.SetLimits(transport.Limits{Events: 1000, MaxBytes: 3*size + 25})
 	publish(t, tr, "x", "b")
-	publish(t, tr, "x", "a", "b")
+	two := publish(t, tr, "x", "a", "b")
+	if two.Size() != size+25 { // a one-letter topic more
+		t.Fatalf("sizes %d and %d", size, two.Size())
+	}
 	publish(t, tr, "x", "c")
 	st := tr.Stats()
-	if st.Events != 3 || st.Bytes != 3*size {
-		t.Fatalf("stats %+v, want 3 events of %d bytes", st, size)
+	if st.Events != 3 || st.Bytes != 3*size+25 {
+		t.Fatalf("stats %+v, want 3 events of %d bytes", st, 3*size+25)
 	}
 	r := replay(t, tr, transport.ReplayQuery{Topics: []string{"a", "b", "c"}, Latest: 10})
 	if got := seqs(r.Events); !slices.Equal(got, []uint64{2, 3, 4}) {
@@ -284,7 +295,7 @@ func TestBoundedWithTopicChurn(t *testing.T) {
 func TestClosed(t *testing.T) {
 	tr, _, _ := open(t, big)
 	_ = tr.Close()
-	if _, err := tr.Publish(context.Background(), []transport.Message{{Topics: []string{"a"}}}); err != transport.ErrClosed {
+	if _, err := tr.Publish(context.Background(), transport.PublishRequest{Messages: []transport.Message{{Topics: []string{"a"}}}}); err != transport.ErrClosed {
 		t.Fatalf("publish after close: %v", err)
 	}
 }
