@@ -11,14 +11,14 @@ import (
 type endReason int32
 
 const (
-	endNone     endReason = iota
-	endClient             // the client went away or a write failed
-	endSlow               // the subscriber's queue overflowed
-	endMaxAge             // the stream reached its max_age
-	endShutdown           // the config was reloaded or Caddy is stopping
-	endCapacity           // refused: max_subscribers reached
-	endResync             // the transport could not deliver every event in order
-	endUnavailable        // refused: the transport is unavailable
+	endNone        endReason = iota
+	endClient                // the client went away or a write failed
+	endSlow                  // the subscriber's queue overflowed
+	endMaxAge                // the stream reached its max_age
+	endShutdown              // the config was reloaded or Caddy is stopping
+	endCapacity              // refused: max_subscribers reached
+	endResync                // the transport could not deliver every event in order
+	endUnavailable           // refused: the transport is unavailable
 	numEndReasons
 )
 
