@@ -79,7 +79,7 @@ func unquoteKey(s string) (string, bool) {
 // whatever their content types or the spelling of their bodies; the
 // default type counts the same whether it is named ("message") or not.
 func fingerprint(msgs []transport.Message) string {
-	fp := fingerprinter{h: sha256.New(), buf: make([]byte, 0, 4096)}
+	fp := fingerprinter{h: sha256.New(), buf: make([]byte, 0, 512)}
 	fp.uint(uint64(len(msgs)))
 	for _, m := range msgs {
 		fp.uint(uint64(len(m.Topics)))
