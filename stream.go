@@ -145,8 +145,8 @@ func (st *stream) sendOne(p []byte) error {
 }
 
 // send writes parts in pieces of at most batchSize bytes, then flushes.
-// Before each piece it notes the time in the subscriber, so that the
-// sweeper can tell a write that makes no progress.
+// It counts the pieces in the subscriber, so that the sweeper can tell a
+// write that makes no progress from one that does.
 func (st *stream) send(parts [][]byte) error {
 	st.sub.wrote.Store(true)
 	piece, size := st.piece[:0], 0
@@ -172,12 +172,11 @@ func (st *stream) send(parts [][]byte) error {
 	if err != nil {
 		return err
 	}
-	st.sub.busy.Store(clock())
 	return st.out.flush()
 }
 
 func (st *stream) writePiece(piece [][]byte) error {
-	st.sub.busy.Store(clock())
+	st.sub.pieces.Add(1)
 	return st.out.write(piece)
 }
 

@@ -35,7 +35,7 @@ const probeInterval = 5 * time.Second
 
 // tick is the period of the sweeper: a third of the heartbeat interval, so
 // that no stream stays silent for much more than two thirds of it, and of
-// write_timeout.
+// write_timeout, so that a stalled stream ends after at most 4/3 of it.
 func (h *Subscribe) tick() time.Duration {
 	t := time.Duration(h.WriteTimeout) / 3
 	if h.Heartbeat > 0 {
@@ -74,13 +74,14 @@ func (h *Subscribe) sweep(interval time.Duration) {
 // has closed ends, and one that wrote nothing during a whole tick is sent
 // a heartbeat.
 func (h *Subscribe) checkStream(s *subscriber, now int64) {
+	stuck := s.stuckFor(now)
 	if s.endReason() != endNone {
-		if s.stalled(now, endWait) {
+		if stuck >= endWait {
 			s.interrupt() // Caddy's write timeouts may have moved the deadline again
 		}
 		return
 	}
-	if s.stalled(now, time.Duration(h.WriteTimeout)) {
+	if stuck >= time.Duration(h.WriteTimeout) {
 		if s.finish(endSlow) {
 			h.hub.dropSlow(s)
 		}

@@ -69,10 +69,16 @@ type subscriber struct {
 	beat  atomic.Bool  // a heartbeat is due
 	wrote atomic.Bool  // something was written since the last heartbeat tick
 
-	// busy is the clock when the writer began its current piece of
-	// writing, 0 while it waits for work. A busy writer needs no wake-up
-	// grant (see wakeGate), and one busy for too long has stalled.
-	busy atomic.Int64
+	// busy is set while the writer writes (or starts its stream), and
+	// pieces counts the pieces it began writing. A busy writer needs no
+	// wake-up grant (see wakeGate); one busy on the same piece for too
+	// long has stalled (see stuckFor).
+	busy   atomic.Bool
+	pieces atomic.Uint64
+
+	// owned by the handler's sweeper
+	seenPieces uint64 // pieces when the sweeper last looked
+	stuckSince int64  // clock when the sweeper first saw it busy on seenPieces; 0: not busy
 
 	out atomic.Pointer[outputRef] // where the stream writes
 }
@@ -89,7 +95,7 @@ func newSubscriber(topics []string, limit int, out output) *subscriber {
 		wake:   make(chan struct{}, 1),
 		limit:  limit,
 	}
-	s.busy.Store(clock())
+	s.busy.Store(true)
 	if out != nil {
 		s.out.Store(&outputRef{out})
 	}
@@ -123,11 +129,23 @@ func (s *subscriber) hurry() {
 	}
 }
 
-// stalled reports whether the writer has been busy with one piece of
-// writing for longer than limit, at clock now.
-func (s *subscriber) stalled(now int64, limit time.Duration) bool {
-	since := s.busy.Load()
-	return since != 0 && now-since > int64(limit)
+// stuckFor tells the sweeper, looking at clock now, for how long the
+// writer has been busy on one piece of writing (as far as the sweeper's
+// looks can tell): 0 when it is not busy or has moved on since the last
+// look.
+func (s *subscriber) stuckFor(now int64) time.Duration {
+	busy, pieces := s.busy.Load(), s.pieces.Load()
+	switch {
+	case !busy:
+		s.stuckSince = 0
+	case pieces != s.seenPieces || s.stuckSince == 0:
+		s.stuckSince = now
+	}
+	s.seenPieces = pieces
+	if s.stuckSince == 0 {
+		return 0
+	}
+	return time.Duration(now - s.stuckSince)
 }
 
 // wakeUp wakes the writer, in its turn: no one waits on it.
@@ -172,7 +190,7 @@ func (s *subscriber) enqueue(ev *transport.Event) bool {
 // take hands the writer everything queued so far. The writer is busy from
 // then on, until it calls idle.
 func (s *subscriber) take() []*transport.Event {
-	s.busy.Store(clock()) // before the grant goes back: wake-ups need none from now on
+	s.busy.Store(true) // before the grant goes back: wake-ups need none from now on
 	if s.gated != nil {
 		s.gated.taking(s)
 	}
@@ -185,7 +203,7 @@ func (s *subscriber) take() []*transport.Event {
 }
 
 // idle tells that the writer is about to wait for work.
-func (s *subscriber) idle() { s.busy.Store(0) }
+func (s *subscriber) idle() { s.busy.Store(false) }
 
 // recycle gives a queue returned by take back for reuse.
 func (s *subscriber) recycle(q []*transport.Event) {

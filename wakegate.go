@@ -55,7 +55,7 @@ func (g *wakeGate) wake(s *subscriber) {
 		g.mu.Unlock()
 		return // already woken or in line, or gone
 	}
-	if s.busy.Load() != 0 {
+	if s.busy.Load() {
 		g.mu.Unlock()
 		s.signal()
 		return
