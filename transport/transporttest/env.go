@@ -46,11 +46,11 @@ func open(t *testing.T, f Factory, limits transport.Limits, topics ...string) *e
 }
 
 // join opens another node of e's hub with a new recorder and watches
-// topics on it; it skips the test when the transport has no other nodes.
+// topics on it.
 func (e *env) join(topics ...string) *node {
 	e.t.Helper()
 	if e.hub.Join == nil {
-		e.t.Skip("the transport offers no second node of a hub")
+		e.t.Fatal("the factory's hub offers no Join")
 	}
 	rec := NewRecorder(e.t)
 	tr := e.hub.Join(e.t, rec)
@@ -184,7 +184,7 @@ func checkReplay(t *testing.T, tr transport.Transport, r transport.Replay) {
 	for i, ev := range r.Events {
 		checkEvent(t, ev)
 		if i > 0 && ev.Seq <= last {
-			t.Errorf("replayed Seqs %v: not increasing, or with duplicates", seqs(r.Events))
+			t.Errorf("replayed Seqs %s: not increasing, or with duplicates", fmtSeqs(seqs(r.Events)))
 			break
 		}
 		if ev.Seq > r.Head {
@@ -254,8 +254,31 @@ func span(from, to uint64) []uint64 {
 func wantSeqs(t *testing.T, what string, got, want []uint64) {
 	t.Helper()
 	if len(got) != len(want) || !slices.Equal(got, want) {
-		t.Errorf("%s: Seqs %v, want %v", what, got, want)
+		t.Errorf("%s: Seqs %s, want %s", what, fmtSeqs(got), fmtSeqs(want))
 	}
+}
+
+// fmtSeqs writes runs of consecutive Seqs as ranges: [1-5 5 7-9].
+func fmtSeqs(s []uint64) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := 0; i < len(s); {
+		j := i
+		for j+1 < len(s) && s[j+1] == s[j]+1 {
+			j++
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if j > i {
+			fmt.Fprintf(&b, "%d-%d", s[i], s[j])
+		} else {
+			fmt.Fprint(&b, s[i])
+		}
+		i = j + 1
+	}
+	b.WriteByte(']')
+	return b.String()
 }
 
 // wantReplay fails t unless r has the reset flag reset and the Seqs want.
@@ -297,12 +320,4 @@ func awaitDone(t *testing.T, done <-chan struct{}, what string) {
 	case <-time.After(Patience):
 		t.Fatalf("waited %v for %s: deadlocked?", Patience, what)
 	}
-}
-
-func describe(evs []*transport.Event) string {
-	parts := make([]string, len(evs))
-	for i, ev := range evs {
-		parts[i] = fmt.Sprintf("%d%q", ev.Seq, ev.Topics)
-	}
-	return strings.Join(parts, " ")
 }

@@ -72,8 +72,10 @@ func (n *sharedNode) isClosed() bool {
 	return n.closed
 }
 
+// Open implements transport.Transport; the hub is open already.
 func (n *sharedNode) Open(string, transport.Limits, transport.Sink) error { return nil }
 
+// Publish implements transport.Transport, one node at a time.
 func (n *sharedNode) Publish(ctx context.Context, req transport.PublishRequest) ([]transport.Receipt, error) {
 	if n.isClosed() {
 		return nil, transport.ErrClosed
@@ -84,6 +86,7 @@ func (n *sharedNode) Publish(ctx context.Context, req transport.PublishRequest) 
 	return n.hub.tr.Publish(ctx, req)
 }
 
+// Watch implements transport.Transport; every node gets every event.
 func (n *sharedNode) Watch(_ context.Context, topics []string) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -96,6 +99,7 @@ func (n *sharedNode) Watch(_ context.Context, topics []string) error {
 	return nil
 }
 
+// Unwatch implements transport.Transport.
 func (n *sharedNode) Unwatch(topics []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -106,6 +110,7 @@ func (n *sharedNode) Unwatch(topics []string) {
 	}
 }
 
+// Replay implements transport.Transport.
 func (n *sharedNode) Replay(ctx context.Context, q transport.ReplayQuery) (transport.Replay, error) {
 	if n.isClosed() {
 		return transport.Replay{}, transport.ErrClosed
@@ -113,8 +118,10 @@ func (n *sharedNode) Replay(ctx context.Context, q transport.ReplayQuery) (trans
 	return n.hub.tr.Replay(ctx, q)
 }
 
+// SetLimits implements transport.Transport.
 func (n *sharedNode) SetLimits(limits transport.Limits) { n.hub.tr.SetLimits(limits) }
 
+// Stats implements transport.Transport, with the node's own state.
 func (n *sharedNode) Stats() transport.Stats {
 	st := n.hub.tr.Stats()
 	n.mu.Lock()
