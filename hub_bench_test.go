@@ -196,7 +196,7 @@ func BenchmarkPublishRequest(b *testing.B) {
 // short of the network: what a connection costs before its first event.
 func BenchmarkStreamSetup(b *testing.B) {
 	hub := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
-	h := &Handler{hub: hub, logger: zap.NewNop()}
+	h := &Subscribe{hub: hub, logger: zap.NewNop()}
 	h.setDefaults()
 	h.streams.init()
 	ctx, cancel := context.WithCancel(context.Background())
