@@ -229,8 +229,7 @@ type subscribeRequest struct {
 // reads what must be replayed to it. Live events already covered by the
 // replay (Seq at or below its Head) are to be skipped by the caller.
 func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber, transport.Replay, error) {
-	s := newSubscriber(req.topics, req.buffer, req.out)
-	s.gated = h.gate
+	s := newSubscriber(req.topics, req.buffer, h.gate, req.out)
 	if !h.add(s, req.maxSubscribers) {
 		return nil, transport.Replay{}, errOverCapacity
 	}

@@ -33,6 +33,7 @@ func benchSubscribers(b *testing.B, h *Hub, n int, topic string) []*subscriber {
 		if err != nil {
 			b.Fatal(err)
 		}
+		s.idle() // its stream has started: its writer waits for work
 		subs[i] = s
 	}
 	return subs
@@ -47,6 +48,7 @@ func drain(subs []*subscriber) {
 		default:
 		}
 		s.recycle(s.take())
+		s.idle()
 	}
 }
 

@@ -48,7 +48,7 @@ func clock() int64 { return int64(time.Since(clockBase)) + 1 }
 type subscriber struct {
 	topics []string
 	wake   chan struct{} // capacity 1: "look at me"
-	gated  *wakeGate     // hands out wake-ups in turn; nil: wake at once
+	gated  *wakeGate     // the hub's: hands out wake-ups in turn
 	gate   uint8         // where it stands with gated; guarded by gated.mu
 
 	// guarded by the hub's lock
@@ -87,12 +87,13 @@ type subscriber struct {
 // stream takes its connection over.
 type outputRef struct{ output }
 
-// newSubscriber returns a subscriber whose stream writes to out and is
-// busy starting.
-func newSubscriber(topics []string, limit int, out output) *subscriber {
+// newSubscriber returns a subscriber, woken through gate, whose stream
+// writes to out and is busy starting.
+func newSubscriber(topics []string, limit int, gate *wakeGate, out output) *subscriber {
 	s := &subscriber{
 		topics: topics,
 		wake:   make(chan struct{}, 1),
+		gated:  gate,
 		limit:  limit,
 	}
 	s.busy.Store(true)
@@ -149,13 +150,7 @@ func (s *subscriber) stuckFor(now int64) time.Duration {
 }
 
 // wakeUp wakes the writer, in its turn: no one waits on it.
-func (s *subscriber) wakeUp() {
-	if s.gated != nil {
-		s.gated.wake(s)
-		return
-	}
-	s.signal()
-}
+func (s *subscriber) wakeUp() { s.gated.wake(s) }
 
 // signal wakes the writer without blocking.
 func (s *subscriber) signal() {
@@ -191,9 +186,7 @@ func (s *subscriber) enqueue(ev *transport.Event) bool {
 // then on, until it calls idle.
 func (s *subscriber) take() []*transport.Event {
 	s.busy.Store(true) // before the grant goes back: wake-ups need none from now on
-	if s.gated != nil {
-		s.gated.taking(s)
-	}
+	s.gated.taking(s)
 	s.mu.Lock()
 	q := s.queue
 	s.queue = s.spare

@@ -13,8 +13,7 @@ func gated(n int) (*wakeGate, []*subscriber) {
 	g := newWakeGate()
 	subs := make([]*subscriber, n)
 	for i := range subs {
-		subs[i] = idleSubscriber(16, nil)
-		subs[i].gated = g
+		subs[i] = idleSubscriber(16, g, nil)
 	}
 	return g, subs
 }
