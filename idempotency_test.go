@@ -79,10 +79,14 @@ func TestFingerprint(t *testing.T) {
 		t.Errorf("the default type named and unnamed differ")
 	}
 	others := map[string][]transport.Message{
-		"topic":            with(func(m []transport.Message) []transport.Message { m[0].Topics[1] = "x"; return m }),
-		"topic order":      with(func(m []transport.Message) []transport.Message { m[0].Topics[0], m[0].Topics[1] = "b", "a"; return m }),
-		"topics joined":    with(func(m []transport.Message) []transport.Message { m[0].Topics = []string{"ab"}; return m }),
-		"topic into type":  with(func(m []transport.Message) []transport.Message { m[0].Topics = []string{"a"}; m[0].Type = "be"; return m }),
+		"topic":         with(func(m []transport.Message) []transport.Message { m[0].Topics[1] = "x"; return m }),
+		"topic order":   with(func(m []transport.Message) []transport.Message { m[0].Topics[0], m[0].Topics[1] = "b", "a"; return m }),
+		"topics joined": with(func(m []transport.Message) []transport.Message { m[0].Topics = []string{"ab"}; return m }),
+		"topic into type": with(func(m []transport.Message) []transport.Message {
+			m[0].Topics = []string{"a"}
+			m[0].Type = "be"
+			return m
+		}),
 		"type":             with(func(m []transport.Message) []transport.Message { m[0].Type = "f"; return m }),
 		"data":             with(func(m []transport.Message) []transport.Message { m[1].Data += "!"; return m }),
 		"retry":            with(func(m []transport.Message) []transport.Message { m[0].Retry = 100; return m }),
