@@ -54,9 +54,10 @@ type draft struct {
 }
 
 // decodePublish reads the messages of a publish request and checks them
-// all; array reports whether the request was a JSON array. Nothing of the
-// request's body is shared with the messages' strings but their data and
-// topic names, which the event made of them copies (transport.NewEvent).
+// all; array reports whether the request was a JSON array. The messages'
+// strings may share the memory of the request's body: the event made of a
+// message copies what it keeps (transport.NewEvent), so that no body
+// outlives its request.
 func decodePublish(r *http.Request, forced []string) ([]transport.Message, bool, error) {
 	drafts, array, err := readDrafts(r)
 	if err != nil {

@@ -140,6 +140,7 @@ func TestDecodeRefusals(t *testing.T) {
 	topicFileMP := mp(part{name: "topic", value: "a", file: "t.txt"})
 	idMP := mp(part{name: "id", value: "5"})
 	retryMP := mp(part{name: "retry", value: "0"})
+	bigMP := mp(part{name: "data", value: strings.Repeat("x", 100), file: "big.txt"})
 	const accepted = "topic, data, event (or type) and retry"
 	const retryRange = "from 100 to 86400000"
 	json := "application/json"
@@ -204,6 +205,8 @@ func TestDecodeRefusals(t *testing.T) {
 		{"json id", "/", json, `{"id":"1"}`, 400, []string{"ids are assigned by the hub"}},
 		{"over the size limit", "/?topic=a", "text/plain", strings.Repeat("x", 101), 413, []string{"larger than the 100 bytes allowed"}},
 		{"form over the size limit", "/", formType, "data=" + strings.Repeat("x", 100), 413, []string{"larger than"}},
+		{"json over the size limit", "/", json, `{"data":"` + strings.Repeat("x", 100) + `"}`, 413, []string{"larger than"}},
+		{"multipart over the size limit", "/", bigMP[0], bigMP[1], 413, []string{"larger than"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
