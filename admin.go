@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
 )
 
 func init() {
@@ -112,15 +113,21 @@ func serveAdminPublish(w http.ResponseWriter, r *http.Request, name string) erro
 // adminPublish publishes a request to hub. It answers refusals itself and
 // returns a failure of the server as a caddy.APIError, for Caddy's admin
 // server to log and answer.
+//
+// A streaming publish is refused with its figures, which a caddy.APIError
+// cannot carry: its failures are logged here, and answered.
 func adminPublish(w http.ResponseWriter, r *http.Request, hub *Hub) error {
-	e := servePublish(w, r, hub, nil, adminMaxSize)
+	e := servePublish(w, r, hub, publishOptions{maxSize: adminMaxSize, streamTimeout: DefaultStreamTimeout})
 	switch {
 	case e == nil:
 		return nil
-	case e.status >= http.StatusInternalServerError:
+	case e.cause != nil && e.figures == nil:
 		return caddy.APIError{HTTPStatus: e.status, Err: e.cause, Message: e.msg}
+	case e.cause != nil:
+		caddy.Log().Named("admin.api.sse").Error("streaming publish failed", zap.String("hub", hub.Name()),
+			zap.Int("status", e.status), zap.Int("events_before", e.figures.count), zap.Error(e.cause))
 	}
-	writeError(w, e.status, e.msg)
+	writeRefusal(w, e)
 	return nil
 }
 

@@ -105,10 +105,11 @@ func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
 //
 //	sse_publish [<matcher>] {
-//		hub          <name>
-//		topic        <template>...
-//		max_size     <size>
-//		cors_origins <origin>...
+//		hub            <name>
+//		topic          <template>...
+//		max_size       <size>
+//		stream_timeout <duration>
+//		cors_origins   <origin>...
 //	}
 func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -124,6 +125,8 @@ func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			p.Topics, err = someArgs(d, p.Topics)
 		case "max_size":
 			p.MaxSize, err = sizeArg(d)
+		case "stream_timeout":
+			p.StreamTimeout, err = positiveDuration(d)
 		case "cors_origins":
 			p.CORSOrigins, err = originArgs(d, p.CORSOrigins)
 		default:

@@ -32,9 +32,11 @@ const acceptedFields = "topic, data, event (or type) and retry"
 // requestError refuses a request with a status and a message a user can
 // act on; cause, for a failure of the server (5xx), is what to log.
 type requestError struct {
-	status int
-	msg    string
-	cause  error
+	status     int
+	msg        string
+	cause      error
+	retryAfter int            // seconds, for a Retry-After header; 0: none
+	figures    *streamFigures // what a streaming publish published before
 }
 
 func (e *requestError) Error() string { return e.msg }

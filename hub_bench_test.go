@@ -188,7 +188,7 @@ func BenchmarkPublishRequest(b *testing.B) {
 				r, _ := http.NewRequest(http.MethodPost, "/publish", strings.NewReader(c.body))
 				r.Header.Set("Content-Type", c.ctype)
 				clear(w.h)
-				servePublish(w, r, h, nil, DefaultMaxSize)
+				servePublish(w, r, h, publishOptions{maxSize: DefaultMaxSize})
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -34,6 +35,10 @@ const DefaultMaxSize = 1 << 20
 // event's id, its topics and the number of local subscribers it was
 // queued for. A request with an Idempotency-Key header is published once:
 // its repetitions get the first one's answer (see idempotency.go).
+//
+// A body of text/event-stream or application/x-ndjson is a stream of
+// events, each published as soon as it is complete (see
+// publish_stream.go).
 type Publish struct {
 	// The hub to publish to. Default: "default".
 	Hub string `json:"hub,omitempty"`
@@ -44,16 +49,23 @@ type Publish struct {
 	// unknown or empty, is dropped.
 	Topics []string `json:"topics,omitempty"`
 
-	// The largest request body, in bytes. Default: 1 MiB.
+	// The largest request body, in bytes; for a streaming publish, the
+	// largest data of each of its events (and line). Default: 1 MiB.
 	MaxSize int64 `json:"max_size,omitempty"`
+
+	// How long a streaming publish may send nothing before it is ended
+	// with 408. While a stream is read, it replaces the server's
+	// read_body_idle timeout. Default: 1m.
+	StreamTimeout caddy.Duration `json:"stream_timeout,omitempty"`
 
 	// Origins allowed to publish from other sites, with credentials; "*"
 	// allows any origin, without credentials.
 	CORSOrigins []string `json:"cors_origins,omitempty"`
 
-	hub    *Hub
-	cors   *corsPolicy
-	logger *zap.Logger
+	hub     *Hub
+	cors    *corsPolicy
+	streams *publishStreams
+	logger  *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -75,6 +87,12 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	if p.MaxSize < 0 {
 		return fmt.Errorf("max_size must not be negative")
 	}
+	if p.StreamTimeout == 0 {
+		p.StreamTimeout = caddy.Duration(DefaultStreamTimeout)
+	}
+	if p.StreamTimeout < 0 {
+		return fmt.Errorf("stream_timeout must not be negative")
+	}
 	if err := validateOrigins(p.CORSOrigins); err != nil {
 		return err
 	}
@@ -85,7 +103,18 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	p.hub = hub
 	p.cors = newCORSPolicy(p.CORSOrigins, "POST")
 	p.logger = ctx.Logger()
-	return nil
+	p.streams = new(publishStreams)
+	return onEvent(ctx, "stopping", eventHandler{"sse_publish: end the streaming publishes of the old config", p.shutdown})
+}
+
+// shutdown ends the route's streaming publishes when its config stops (a
+// reload, or Caddy's exit): Caddy would wait for them for ever. Their
+// publishers get a 503 with the figures, and send the rest again to the
+// new config.
+func (p *Publish) shutdown() {
+	if n := p.streams.stop(); n > 0 {
+		p.logger.Info("ended the streaming publishes of the old config", zap.String("hub", p.Hub), zap.Int("streams", n))
+	}
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The sse_publish
@@ -107,27 +136,29 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		}
 		forced = topics
 	}
-	if e := servePublish(w, r, p.hub, forced, p.MaxSize); e != nil {
-		if e.status >= http.StatusInternalServerError {
+	opts := publishOptions{forced: forced, maxSize: p.MaxSize, streamTimeout: time.Duration(p.StreamTimeout),
+		streams: p.streams, logger: p.logger}
+	if e := servePublish(w, r, p.hub, opts); e != nil {
+		if e.cause != nil {
 			p.logger.Error("publish failed", zap.String("hub", p.Hub), zap.String("remote_addr", r.RemoteAddr),
 				zap.Int("status", e.status), zap.Error(e.cause))
 		}
-		writeError(w, e.status, e.msg)
+		writeRefusal(w, e)
 	}
 	return nil
 }
 
 // servePublish decodes a publish request, publishes it to hub and answers
-// it. forced, when set, replaces the topics the request names. A refusal
+// it; a streaming body is published as it arrives (serveStream). A refusal
 // or a failure is returned unanswered, for the caller to answer (and log,
-// for a failure of the server).
+// for a failure of the server, which has a cause).
 //
 // A request with an Idempotency-Key holds its key on this node from before
 // its body is read until it is answered: a request with the same key is
 // refused with 409 meanwhile. The transport answers a repetition with the
 // first request's receipts (and publishes nothing), or refuses another
 // request under the same key (422).
-func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, forced []string, maxSize int64) *requestError {
+func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, opts publishOptions) *requestError {
 	key, err := idempotencyKey(r.Header)
 	if err != nil {
 		return asRequestError(err)
@@ -138,8 +169,11 @@ func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, forced []str
 		}
 		defer hub.releaseKey(key)
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxSize)
-	msgs, array, err := decodePublish(r, forced)
+	if format := streamFormatOf(mediaTypeOf(r.Header.Get("Content-Type"))); format != notAStream {
+		return serveStream(w, r, hub, opts, format, key)
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, opts.maxSize)
+	msgs, array, err := decodePublish(r, opts.forced)
 	if err != nil {
 		return asRequestError(err)
 	}
