@@ -103,11 +103,12 @@ func serveAdminPublish(w http.ResponseWriter, r *http.Request, name string) erro
 		methodNotAllowed(w, r, http.MethodPost)
 		return nil
 	}
-	hub, ok := findRunningHub(w, name)
+	app := runningApp()
+	hub, ok := appHub(w, app, name)
 	if !ok {
 		return nil
 	}
-	return adminPublish(w, r, hub)
+	return adminPublish(w, r, hub, &app.adminStreams)
 }
 
 // adminPublish publishes a request to hub. It answers refusals itself and
@@ -116,8 +117,8 @@ func serveAdminPublish(w http.ResponseWriter, r *http.Request, name string) erro
 //
 // A streaming publish is refused with its figures, which a caddy.APIError
 // cannot carry: its failures are logged here, and answered.
-func adminPublish(w http.ResponseWriter, r *http.Request, hub *Hub) error {
-	e := servePublish(w, r, hub, publishOptions{maxSize: adminMaxSize, streamTimeout: DefaultStreamTimeout})
+func adminPublish(w http.ResponseWriter, r *http.Request, hub *Hub, streams *publishStreams) error {
+	e := servePublish(w, r, hub, publishOptions{maxSize: adminMaxSize, streamTimeout: DefaultStreamTimeout, streams: streams})
 	switch {
 	case e == nil:
 		return nil
@@ -134,7 +135,12 @@ func adminPublish(w http.ResponseWriter, r *http.Request, hub *Hub) error {
 // findRunningHub returns the hub called name in the running config, or
 // answers 404.
 func findRunningHub(w http.ResponseWriter, name string) (*Hub, bool) {
-	if app := runningApp(); app != nil {
+	return appHub(w, runningApp(), name)
+}
+
+// appHub returns the hub called name of app (nil: none), or answers 404.
+func appHub(w http.ResponseWriter, app *App, name string) (*Hub, bool) {
+	if app != nil {
 		if hub := app.Hub(name); hub != nil {
 			return hub, true
 		}

@@ -133,6 +133,11 @@ func TestCaddyfileErrors(t *testing.T) {
 		write_timeout soon
 	}
 }`, `write_timeout: "soon" is not a positive duration`},
+		{"a bad stream_timeout", `:80 {
+	sse_publish {
+		stream_timeout 0s
+	}
+}`, `stream_timeout: "0s" is not a positive duration`},
 		{"a bad size names the option", `{
 	sse {
 		hub a {
@@ -201,6 +206,7 @@ func TestProvisionErrors(t *testing.T) {
 		{"reset event with a newline", `{"handler":"sse","reset_event":"a\nb"}`, "CR, LF or NUL"},
 		{"negative buffer", `{"handler":"sse","buffer":-1}`, "buffer must not be negative"},
 		{"negative max_size", `{"handler":"sse_publish","max_size":-1}`, "max_size must not be negative"},
+		{"negative stream_timeout", `{"handler":"sse_publish","stream_timeout":-1}`, "stream_timeout must not be negative"},
 		{"unknown field", `{"handler":"sse","topic":"x"}`, "unknown field"},
 	}
 	for _, c := range jsonCases {

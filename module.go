@@ -42,10 +42,11 @@ type App struct {
 	// Hubs by name.
 	Hubs map[string]*HubConfig `json:"hubs,omitempty"`
 
-	hubs   map[string]*Hub
-	kept   map[string]bool // hubs taken over from the running config
-	keys   []string        // pool keys this app loaded
-	logger *zap.Logger
+	hubs         map[string]*Hub
+	kept         map[string]bool // hubs taken over from the running config
+	keys         []string        // pool keys this app loaded
+	adminStreams publishStreams  // streaming publishes through the admin API
+	logger       *zap.Logger
 }
 
 // HubConfig configures one hub: its history limits and its transport.
@@ -123,7 +124,20 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("hub %q: %w", name, err)
 		}
 	}
-	return onEvent(ctx, "started", eventHandler{"sse: apply the hubs' history limits", a.started})
+	if err := onEvent(ctx, "started", eventHandler{"sse: apply the hubs' history limits", a.started}); err != nil {
+		return err
+	}
+	return onEvent(ctx, "stopping", eventHandler{"sse: end the streaming publishes through the admin API", a.stopping})
+}
+
+// stopping ends the streaming publishes that came through the admin API
+// while this config ran: Caddy's exit waits for the admin server's
+// requests (10 seconds), and a reload leaves them on the old admin server.
+// Their publishers get a 503 with the figures.
+func (a *App) stopping() {
+	if n := a.adminStreams.stop(); n > 0 {
+		a.logger.Info("ended the streaming publishes through the admin API", zap.Int("streams", n))
+	}
 }
 
 func (a *App) provisionHub(ctx caddy.Context, name string, hc *HubConfig) error {

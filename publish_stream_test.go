@@ -343,26 +343,11 @@ func TestStreamRefusals(t *testing.T) {
 // is ended with 408, not sooner, with its figures; one that keeps sending
 // is not. stream_timeout replaces Caddy's own read_body_idle timeout.
 func TestStreamIdleTimeout(t *testing.T) {
-	t.Run("stream_timeout", func(t *testing.T) {
-		startCaddy(t, "", streamSite)
-		s := openStream(t, ssetest.NewClient(), "/events?topic=idle", nil)
-		op := startPublish(t, nil, testBase+"/idle?topic=idle", sseType, nil)
-		for i := range 6 { // 1.5s in all: more than stream_timeout
-			op.send(fmt.Sprintf("data: %d\n\n", i))
-			expectEvent(t, s, "message", fmt.Sprint(i))
-			time.Sleep(250 * time.Millisecond) // the publisher's pace: not a synchronisation
-		}
-		op.send(": still here\n")
-		quiet := time.Now()
-		a := op.answer()
-		silent := time.Since(quiet)
-		if a.Status != 408 || a.Count != 6 || !strings.Contains(a.Error, "nothing was received for 1s (stream_timeout)") {
-			t.Fatalf("%d %s", a.Status, a.Body)
-		}
-		if silent < time.Second || silent > 3*time.Second {
-			t.Fatalf("ended after %v of silence; want stream_timeout, 1s, and a little more", silent)
-		}
-		expectNothingElse(t, s, "idle")
+	// with Caddy's read_body_idle, which stream_timeout overrides, and
+	// without, where the handler sets read deadlines itself
+	t.Run("stream_timeout", func(t *testing.T) { idleTimeout(t, "") })
+	t.Run("stream_timeout without read_body_idle", func(t *testing.T) {
+		idleTimeout(t, "servers {\n\t\ttimeouts {\n\t\t\tread_body_idle -1s\n\t\t}\n\t}")
 	})
 	t.Run("longer than read_body_idle", func(t *testing.T) {
 		startCaddy(t, `servers {
@@ -393,6 +378,31 @@ func TestStreamIdleTimeout(t *testing.T) {
 			}
 		}
 	})
+}
+
+// idleTimeout: with the global options global, a stream that sends an
+// event every 250ms goes on for longer than its stream_timeout, 1s; once
+// silent, it is ended after 1s (and a little more), not sooner.
+func idleTimeout(t *testing.T, global string) {
+	startCaddy(t, global, streamSite)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=idle", nil)
+	op := startPublish(t, nil, testBase+"/idle?topic=idle", sseType, nil)
+	for i := range 6 { // 1.5s in all: more than stream_timeout
+		op.send(fmt.Sprintf("data: %d\n\n", i))
+		expectEvent(t, s, "message", fmt.Sprint(i))
+		time.Sleep(250 * time.Millisecond) // the publisher's pace: not a synchronisation
+	}
+	op.send(": still here\n")
+	quiet := time.Now()
+	a := op.answer()
+	silent := time.Since(quiet)
+	if a.Status != 408 || a.Count != 6 || !strings.Contains(a.Error, "nothing was received for 1s (stream_timeout)") {
+		t.Fatalf("%d %s", a.Status, a.Body)
+	}
+	if silent < time.Second || silent > 3*time.Second {
+		t.Fatalf("ended after %v of silence; want stream_timeout, 1s, and a little more", silent)
+	}
+	expectNothingElse(t, s, "idle")
 }
 
 // rawPublish opens a connection to the test site and sends the headers of

@@ -444,7 +444,7 @@ func TestPublishFailureIsLogged(t *testing.T) {
 	r = httptest.NewRequest("POST", "/sse/hubs/broken/publish", strings.NewReader("topic=t&data=secret-payload"))
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	w = httptest.NewRecorder()
-	err = adminPublish(w, r, hub)
+	err = adminPublish(w, r, hub, nil)
 	var apiErr caddy.APIError
 	if !errors.As(err, &apiErr) || apiErr.HTTPStatus != 503 || !errors.Is(apiErr.Err, transport.ErrClosed) ||
 		!strings.Contains(apiErr.Message, "transport closed") || w.Body.Len() != 0 {
