@@ -53,7 +53,7 @@ func runFanout(ctx context.Context, c *config, pr *progress) (*fanoutReport, err
 	defer pool.close()
 	sleep(ctx, c.warmup)
 	step := runStep(ctx, c, pool, pub, 1, c.rate, before, pr)
-	return &fanoutReport{Mode: "fanout", Label: c.label, connectReport: cr, Topics: c.topics,
+	return &fanoutReport{Mode: "fanout", Label: c.label, Stream: c.pubStream, connectReport: cr, Topics: c.topics,
 		Size: c.size, Publishers: c.publishers, stepReport: step}, ctx.Err()
 }
 
@@ -70,7 +70,7 @@ func runSearch(ctx context.Context, c *config, pr *progress) (*searchReport, err
 		return nil, err
 	}
 	defer pool.close()
-	r := &searchReport{Mode: "search", Label: c.label, connectReport: cr, Topics: c.topics,
+	r := &searchReport{Mode: "search", Label: c.label, Stream: c.pubStream, connectReport: cr, Topics: c.topics,
 		Size: c.size, Publishers: c.publishers, StoppedBy: "rate-max reached"}
 	sleep(ctx, c.warmup)
 	const maxSteps = 1000
@@ -116,7 +116,12 @@ func runStep(ctx context.Context, c *config, pool *subPool, pub *publisher, id i
 	stopProgress := pr.every(func() string {
 		return fmt.Sprintf("run %d: %d deliveries, %d publishes late", id, r.distinct.Load(), r.lateCount.Load())
 	})
-	workers := r.publishAll(ctx, pub, c.publishers, max(c.publishers, c.maxPublishers), start)
+	var workers int
+	if c.pubStream {
+		workers = r.publishStreamed(ctx, pub, c.publishers, start)
+	} else {
+		workers = r.publishAll(ctx, pub, c.publishers, max(c.publishers, c.maxPublishers), start)
+	}
 	pubEnd := since()
 	acked := r.ackedByTopic()
 	expected := pool.expected(acked)

@@ -67,6 +67,7 @@ type config struct {
 	pubHeaders stringList
 	pubTimeout time.Duration
 	pubClient  string
+	pubStream  bool
 
 	subscribers   int
 	topics        int
@@ -145,6 +146,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(&c.pubHeaders, "pub-header", "extra publish request header 'Name: value' (repeatable)")
 	fs.DurationVar(&c.pubTimeout, "pub-timeout", 10*time.Second, "timeout of one publish request")
 	fs.StringVar(&c.pubClient, "pub-client", "raw", "publishing client: raw (the tool's own keep-alive HTTP/1.1 client, http:// only) or http (net/http's)")
+	fs.BoolVar(&c.pubStream, "pub-stream", false, "publish through streaming requests: each publisher is one chunked POST carrying its events "+
+		"(--pub-type text/event-stream and --pub-body 'data: {data}' by default, the topic in the URL's query; or application/x-ndjson)")
 	fs.IntVar(&c.subscribers, "n", 1000, "subscribers")
 	fs.IntVar(&c.topics, "topics", 1, "topics K: subscriber i follows t(i mod K), event s goes to t(s mod K)")
 	fs.Float64Var(&c.rate, "rate", 50, "events published per second (search: the first rate)")
@@ -174,7 +177,17 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	return c, c.validate()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	if c.pubStream {
+		set := make(map[string]bool)
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if err := c.streamDefaults(set); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // validate checks the flags of the mode.

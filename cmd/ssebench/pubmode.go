@@ -18,6 +18,9 @@ func runPublish(ctx context.Context, c *config, pr *progress) (*publishReport, e
 		return nil, err
 	}
 	defer pub.close()
+	if c.pubStream {
+		return runPublishStreams(ctx, c, pub, pr)
+	}
 	// one publish per worker first, so that the connections are open
 	// before the measured phase
 	scratch := make([]pubScratch, c.publishers)

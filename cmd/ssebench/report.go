@@ -90,8 +90,9 @@ type stepReport struct {
 
 // fanoutReport is the summary of the fanout mode.
 type fanoutReport struct {
-	Mode  string `json:"mode"`
-	Label string `json:"label,omitempty"`
+	Mode   string `json:"mode"`
+	Label  string `json:"label,omitempty"`
+	Stream bool   `json:"stream,omitempty"`
 	connectReport
 	Topics     int `json:"topics"`
 	Size       int `json:"size"`
@@ -101,8 +102,9 @@ type fanoutReport struct {
 
 // searchReport is the summary of the search mode.
 type searchReport struct {
-	Mode  string `json:"mode"`
-	Label string `json:"label,omitempty"`
+	Mode   string `json:"mode"`
+	Label  string `json:"label,omitempty"`
+	Stream bool   `json:"stream,omitempty"`
 	connectReport
 	Topics     int          `json:"topics"`
 	Size       int          `json:"size"`
@@ -117,6 +119,7 @@ type searchReport struct {
 type publishReport struct {
 	Mode         string            `json:"mode"`
 	Label        string            `json:"label,omitempty"`
+	Stream       bool              `json:"stream,omitempty"`
 	Publishers   int               `json:"publishers"`
 	Topics       int               `json:"topics"`
 	Size         int               `json:"size"`

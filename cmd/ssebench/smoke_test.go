@@ -183,6 +183,31 @@ http://localhost:%d {
 			num(t, m, p)
 		}
 	})
+	t.Run("fanout through streams", func(t *testing.T) {
+		m := runTool(t, "fanout", subURL, pubURL, "--pub-stream", "--publishers", "2", "-n", "6", "--topics", "2",
+			"--rate", "50", "--duration", "1s", "--warmup", "100ms")
+		checkClean(t, m)
+		expectEqual(t, m, map[string]float64{"published": 50, "expected": 3*25 + 3*25, "publishers_used": 2})
+		if m["stream"] != true {
+			t.Errorf("stream = %v", m["stream"])
+		}
+	})
+	t.Run("fanout through ndjson streams", func(t *testing.T) {
+		m := runTool(t, "fanout", subURL, pubURL, "--pub-stream", "--pub-type", "application/x-ndjson", "--publishers", "1",
+			"-n", "6", "--topics", "3", "--rate", "30", "--duration", "1s", "--warmup", "100ms")
+		checkClean(t, m)
+		expectEqual(t, m, map[string]float64{"published": 30, "expected": 6 * 10})
+	})
+	t.Run("publish through streams", func(t *testing.T) {
+		m := runTool(t, "publish", pubURL, "--pub-stream", "--publishers", "2", "--duration", "500ms", "--pid", pid)
+		n := num(t, m, "published")
+		if n < 100 {
+			t.Fatalf("%v published", n)
+		}
+		expectEqual(t, m, map[string]float64{"errors": 0, "statuses.200": 2, "publishers": 2})
+		num(t, m, "publishes_per_s")
+		num(t, m, "server.cpu_us_per_publish")
+	})
 	t.Run("refused", func(t *testing.T) {
 		m := runTool(t, "idle", "--sub-url="+base+"/nowhere", "-n", "3", "--duration", "100ms")
 		expectEqual(t, m, map[string]float64{"connected": 0, "failed": 3})
