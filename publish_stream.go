@@ -285,12 +285,11 @@ func newPublishStream(w http.ResponseWriter, r *http.Request, hub *Hub, opts pub
 	return st
 }
 
-// release gives the read buffer back, if it is still the pooled one.
+// release gives the pooled read buffer back (a larger one that replaced
+// it for long lines is left to the garbage collector).
 func (st *publishStream) release() {
-	if len(st.reader.lines.buf) == streamBufferSize {
-		streamBufferPool.Put(st.bufp)
-	}
 	st.reader.lines.buf = nil
+	streamBufferPool.Put(st.bufp)
 }
 
 // run reads and publishes the stream until its body ends or it is

@@ -9,6 +9,7 @@
 #   bench/run.sh fanout [RATE...]     SUBS subscribers, default rates 50 300
 #   bench/run.sh search [N...]        highest rate without loss, default 1000 10000
 #   bench/run.sh publish [ours|floor...]   PUBLISHERS publishers, no subscribers
+#   bench/run.sh stream               streaming publishes against per-request ones
 #   bench/run.sh all                  all of the above with their defaults
 set -euo pipefail
 
@@ -71,7 +72,34 @@ stop_caddy() {
 	caddy_pid=""
 }
 
+# idle_subscribers N TOPIC opens N idle streams on TOPIC with a second
+# ssebench in the background and waits until the hub counts them; stop
+# them with stop_idle_subscribers.
+idle_pid=""
+idle_subscribers() {
+	local n=$1 topic=$2
+	check_files "$n"
+	taskset -c "$TOOL_CPU" "$work/ssebench" idle --quiet -n "$n" --duration 1h \
+		--sub-url "http://127.0.0.1:$HTTP_PORT/events?topic=$topic" >/dev/null 2>"$work/idle.log" &
+	idle_pid=$!
+	for _ in $(seq 300); do
+		if curl -sf "http://127.0.0.1:$ADMIN_PORT/sse/hubs/default" | grep -q "\"subscribers\":$n,"; then
+			log "$n idle subscribers on $topic"
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "the $n idle subscribers did not connect in 30s: $(cat "$work/idle.log")"
+}
+stop_idle_subscribers() {
+	[ -n "$idle_pid" ] || return 0
+	kill -INT "$idle_pid" 2>/dev/null || true
+	wait "$idle_pid" 2>/dev/null || true
+	idle_pid=""
+}
+
 cleanup() {
+	stop_idle_subscribers
 	stop_caddy
 	rm -rf "$work"
 }
@@ -194,10 +222,46 @@ scenario_publish() {
 	done
 }
 
+# scenario_stream measures streaming publishes (issue 13) against
+# per-request ones: events/s through 1 and PUBLISHERS of each, without
+# subscribers and with SUBS idle subscribers (of another topic); an ndjson
+# stream; then the publish-to-receipt latency at 1,000 events/s to 100
+# subscribers, and the highest rate without loss to SUBS subscribers of
+# the topic.
+scenario_stream() {
+	for n in 1 "$PUBLISHERS"; do
+		log "stream: $n per-request publishers, then $n streams, for $DURATION"
+		once ours publish "publish-requests-$n" --publishers "$n" --duration "$DURATION"
+		once ours publish "publish-streams-$n" --pub-stream --publishers "$n" --duration "$DURATION"
+	done
+	log "stream: one ndjson stream for $DURATION"
+	once ours publish "publish-streams-ndjson-1" --pub-stream --pub-type application/x-ndjson --publishers 1 --duration "$DURATION"
+	start_caddy ours
+	idle_subscribers "$SUBS" idle
+	for n in 1 "$PUBLISHERS"; do
+		log "stream: $n per-request publishers, then $n streams, with $SUBS idle subscribers"
+		bench publish "publish-requests-$n-idle-$SUBS" --publishers "$n" --duration "$DURATION"
+		bench publish "publish-streams-$n-idle-$SUBS" --pub-stream --publishers "$n" --duration "$DURATION"
+	done
+	stop_idle_subscribers
+	stop_caddy
+	log "stream: latency at 1000 events/s to 100 subscribers, through one stream, then per request"
+	once ours fanout "latency-stream-100-1000" -n 100 --rate 1000 --duration "$DURATION" --pub-stream --publishers 1
+	once ours fanout "latency-requests-100-1000" -n 100 --rate 1000 --duration "$DURATION"
+	check_files "$SUBS"
+	local step=$((50000 / SUBS))
+	[ "$step" -ge 1 ] || step=1
+	log "stream: highest rate without loss to $SUBS subscribers, through one stream, then per request"
+	once ours search "search-stream-$SUBS" -n "$SUBS" --pub-stream --publishers 1 --rate "$step" --rate-step "$step" \
+		--rate-max "$MAX_RATE" --duration "$STEP_DURATION" --max-p99 "$MAX_P99"
+	once ours search "search-requests-$SUBS" -n "$SUBS" --rate "$step" --rate-step "$step" \
+		--rate-max "$MAX_RATE" --duration "$STEP_DURATION" --max-p99 "$MAX_P99"
+}
+
 scenario=$1
 shift
 case $scenario in
-idle | fanout | search | publish)
+idle | fanout | search | publish | stream)
 	build
 	"scenario_$scenario" "$@"
 	;;
