@@ -37,9 +37,10 @@ func expectEvent(t *testing.T, s *ssetest.Stream, typ, data string) string {
 }
 
 // TestSSEPublishStreamCommand runs `caddy sse-publish --stream`: standard
-// input is published event by event as it is written, and the answer is
-// printed when it ends; --ndjson reads JSON lines; a refused event ends
-// the command with status 1, saying what was published before.
+// input is published event by event as it is written, even after a pause
+// longer than the admin server's read timeout, and the answer is printed
+// when it ends; --ndjson reads JSON lines; a refused event ends the
+// command with status 1, saying what was published before.
 func TestSSEPublishStreamCommand(t *testing.T) {
 	t.Parallel()
 	srv := opsStart(t, 2407, 8407, "", "sse /events")
@@ -47,7 +48,7 @@ func TestSSEPublishStreamCommand(t *testing.T) {
 	s := ssetest.OpenT(t, ssetest.NewClient(), srv.base+"/events?topic=cli", nil)
 
 	t.Run("event by event", func(t *testing.T) {
-		ctx, cancel := context.WithTimeout(context.Background(), opsWait)
+		ctx, cancel := context.WithTimeout(context.Background(), 3*opsWait)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, caddyproc.Binary(t), "sse-publish", "--address", address,
 			"--stream", "--topic", "cli", "--event", "token")
@@ -62,7 +63,12 @@ func TestSSEPublishStreamCommand(t *testing.T) {
 			t.Fatal(err)
 		}
 		var ids []string
-		for _, tok := range []string{"Hello", ", ", "world"} {
+		for i, tok := range []string{"Hello", ", ", "world"} {
+			if i == 2 {
+				// a pause longer than the admin server's read timeout (10s),
+				// which a stream's own idle timeout replaces
+				time.Sleep(11 * time.Second)
+			}
 			if _, err := fmt.Fprintf(stdin, "data: %s\n\n", tok); err != nil {
 				t.Fatal(err)
 			}
