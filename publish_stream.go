@@ -243,6 +243,14 @@ func serveStream(w http.ResponseWriter, r *http.Request, hub *Hub, opts publishO
 		writeStreamAnswer(w, &st.pub.figures)
 		return nil
 	}
+	if r.ProtoMajor == 1 {
+		// What is left of the body is not read (and its chunked framing
+		// may be cut short): the connection cannot serve another request.
+		// Go's server would also panic reading the next request after
+		// draining an unfinished full-duplex body itself
+		// (golang.org/issue/68560).
+		w.Header().Set("Connection", "close")
+	}
 	if st.readErr == nil {
 		// refused while the client still sends: let it get the answer
 		// before the connection closes, but do not wait long

@@ -424,6 +424,34 @@ func rawPublish(t *testing.T, path, ctype, more string) net.Conn {
 // chunk frames s as one chunk of a chunked body.
 func chunk(s string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(s), s) }
 
+// TestStreamRefusedMidwayClosesTheConnection: a stream refused before its
+// body ended is answered at once, while the client still sends, with
+// Connection: close (HTTP/1.1): the rest of the body cannot be told from
+// a next request.
+func TestStreamRefusedMidwayClosesTheConnection(t *testing.T) {
+	startCaddy(t, "", streamSite)
+	conn := rawPublish(t, "/publish?topic=midway", sseType, "Transfer-Encoding: chunked\r\n")
+	if _, err := io.WriteString(conn, chunk("data: ok\n\nretry: 1\ndata: no\n\n")); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !resp.Close || !strings.Contains(string(b), `"count":1`) {
+		t.Fatalf("%d, close %v: %s; want 400 with Connection: close", resp.StatusCode, resp.Close, b)
+	}
+	// the rest of the body, and what would be another request
+	_, _ = io.WriteString(conn, chunk("data: more\n\n")+"0\r\n\r\nGET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+	if next, err := http.ReadResponse(br, nil); err == nil {
+		next.Body.Close()
+		t.Fatalf("the connection served another request: %d", next.StatusCode)
+	}
+}
+
 // TestStreamClientAborts: a client that goes away mid-stream has every
 // complete event it sent published, even those that arrived with the end
 // of the connection, and nothing of an incomplete one.
