@@ -399,11 +399,11 @@ func (r *reader) resync(ctx context.Context) error {
 			head = h
 		}
 		switch {
-		case res[0] != epoch || res[2] == "E":
+		case res[0] == epoch && h < from:
+			return r.rolledBack(ctx, epoch, from)
+		case res[0] != epoch:
 			r.newEpoch(res[0], h)
 			return nil
-		case h < from:
-			return r.rolledBack(ctx, epoch, from)
 		}
 		for j, f := range []byte(res[2]) {
 			if f == '0' {
