@@ -21,6 +21,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 	"go.uber.org/zap"
 
 	"github.com/ssehub/caddy-sse/transport"
@@ -233,6 +234,9 @@ func (t *Transport) options() (*goredis.UniversalOptions, error) {
 	opts.MaxRetries = -1
 	opts.MaxRedirects = -1
 	opts.ClientName = "caddy-sse"
+	// No hand-offs of connections behind the reader's back: it must see
+	// every reconnection to re-read what it missed.
+	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
 	return opts, nil
 }
 
