@@ -14,15 +14,19 @@ import (
 
 // openPool connects c.subscribers subscribers and describes how it went.
 func openPool(ctx context.Context, c *config, pr *progress) (*subPool, connectReport, error) {
-	target, err := newSubTarget(c.subURL, c.subHeaders)
-	if err != nil {
-		return nil, connectReport{}, err
-	}
+	var targets []*subTarget
 	sources := c.sources
-	if !target.addr.IP.IsLoopback() {
-		sources = 0 // loopback source addresses reach loopback only
+	for _, u := range strings.Split(c.subURL, ",") {
+		target, err := newSubTarget(u, c.subHeaders)
+		if err != nil {
+			return nil, connectReport{}, err
+		}
+		if !target.addr.IP.IsLoopback() {
+			sources = 0 // loopback source addresses reach loopback only
+		}
+		targets = append(targets, target)
 	}
-	pool := newSubPool(target, sources, c.bufSize, c.dialTimeout)
+	pool := newSubPool(targets, sources, c.bufSize, c.dialTimeout)
 	if c.reader == "epoll" {
 		for range c.pollers {
 			pl, err := newPoller(pollerBufSize)

@@ -136,7 +136,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.label, "label", "", "a name for this run, copied into the JSON")
-	fs.StringVar(&c.subURL, "sub-url", "http://127.0.0.1:8719/events?topic={topic}", "subscribe URL template (http:// only)")
+	fs.StringVar(&c.subURL, "sub-url", "http://127.0.0.1:8719/events?topic={topic}", "subscribe URL template (http:// only); several, separated by commas, take the subscribers in turn (e.g. instances sharing a hub)")
 	fs.Var(&c.subHeaders, "sub-header", "extra subscribe request header 'Name: value' (repeatable)")
 	fs.StringVar(&c.pubURL, "pub-url", "http://127.0.0.1:8719/publish", "publish URL template")
 	fs.StringVar(&c.pubBody, "pub-body", "topic={topic}&data={data}", "publish body template")

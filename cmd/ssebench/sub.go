@@ -60,7 +60,7 @@ func (t *subTarget) requestFor(topic string) []byte {
 
 // subPool is a set of subscriber connections and what they received.
 type subPool struct {
-	target      *subTarget
+	targets     []*subTarget   // subscriber i connects to targets[i%len]
 	sources     []*net.TCPAddr // local addresses to dial from, in turn
 	bufSize     int
 	dialTimeout time.Duration
@@ -108,8 +108,8 @@ type subscriber struct {
 // newSubPool prepares n subscribers; sources is the number of loopback
 // addresses (127.0.0.1, 127.0.0.2, ...) to spread them over, 0 for the
 // kernel's choice.
-func newSubPool(target *subTarget, sources, bufSize int, dialTimeout time.Duration) *subPool {
-	p := &subPool{target: target, bufSize: bufSize, dialTimeout: dialTimeout, failures: make(map[string]int)}
+func newSubPool(targets []*subTarget, sources, bufSize int, dialTimeout time.Duration) *subPool {
+	p := &subPool{targets: targets, bufSize: bufSize, dialTimeout: dialTimeout, failures: make(map[string]int)}
 	for i := range sources {
 		p.sources = append(p.sources, &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i+1))})
 	}
@@ -187,7 +187,8 @@ func (s *subscriber) dial(ctx context.Context) error {
 	if len(p.sources) > 0 {
 		d.LocalAddr = p.sources[s.id%len(p.sources)]
 	}
-	conn, err := d.DialContext(ctx, "tcp4", p.target.addr.String())
+	target := p.targets[s.id%len(p.targets)]
+	conn, err := d.DialContext(ctx, "tcp4", target.addr.String())
 	if err != nil {
 		return err
 	}
@@ -196,7 +197,7 @@ func (s *subscriber) dial(ctx context.Context) error {
 	s.mu.Unlock()
 	s.buf = make([]byte, p.bufSize)
 	_ = conn.SetDeadline(time.Now().Add(p.dialTimeout))
-	if _, err := conn.Write(p.target.requestFor(topicName(s.topic))); err != nil {
+	if _, err := conn.Write(target.requestFor(topicName(s.topic))); err != nil {
 		conn.Close()
 		return fmt.Errorf("sending the request: %w", err)
 	}

@@ -21,7 +21,10 @@ import (
 //	B:c:<topic>       the Pub/Sub channel of a topic
 //	B:<E>:t:<topic>   list: the retained entries of a topic, oldest first
 //	B:<E>:last        zset: topic -> seq of its newest event (for prev)
-//	B:<E>:first       zset: topic -> seq of its oldest retained event
+//	B:<E>:first       zset: topic -> seq of its oldest retained event, or
+//	                  an older one (a score falls behind when an event
+//	                  leaves by the topic's count limit, and is put right
+//	                  when the hub's oldest event is looked for)
 //	B:<E>:idle        zset: topic -> seq of its newest event, for topics
 //	                  without retained events (forgotten oldest first)
 //	B:<E>:refs        hash: seq -> topics still holding it, for events
@@ -40,11 +43,14 @@ import (
 // where size is the event's transport.Event.Size, which history_max_bytes
 // counts.
 
-// luaLib is the part every script shares.
+// luaLib is the part every script shares. The hub's figures in the meta
+// key are read once (ensure) and written once (save) per script.
 const luaLib = `
 local B = ARGV[1]
 local meta = KEYS[1]
 local MAXIDLE = 16384
+local SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
+local IDLED = false -- a topic lost its last retained event
 
 local function fmt(n) return string.format('%d', n) end
 
@@ -56,19 +62,29 @@ end
 local function k(E, name) return B .. ':' .. E .. ':' .. name end
 local function tk(E, topic) return B .. ':' .. E .. ':t:' .. topic end
 
--- ensure returns the hub's epoch and seq, starting epoch cand when the
--- hub has none (first use, or its history was lost).
+-- ensure returns the hub's epoch, starting epoch cand when the hub has
+-- none (first use, or its history was lost), and loads its figures.
 local function ensure(cand)
-	local v = redis.call('HMGET', meta, 'epoch', 'seq')
-	if v[1] then return v[1], tonumber(v[2]) end
+	local v = redis.call('HMGET', meta, 'epoch', 'seq', 'bytes', 'events', 'forgotten')
+	if v[1] then
+		SEQ, BYTES, EVENTS, FORGOTTEN = tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
+		return v[1]
+	end
 	redis.call('HSET', meta, 'epoch', cand, 'seq', 0, 'bytes', 0, 'events', 0, 'forgotten', 0)
-	return cand, 0
+	return cand
+end
+
+-- save writes the figures back.
+local function save()
+	redis.call('HSET', meta, 'seq', SEQ, 'bytes', BYTES, 'events', EVENTS, 'forgotten', FORGOTTEN)
 end
 
 -- restart starts epoch cand in place of E, whose keys the janitor deletes.
 local function restart(E, cand)
 	redis.call('RPUSH', B .. ':old', E)
-	redis.call('HSET', meta, 'epoch', cand, 'seq', 0, 'bytes', 0, 'events', 0, 'forgotten', 0)
+	redis.call('HSET', meta, 'epoch', cand)
+	SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
+	save()
 	return cand
 end
 
@@ -94,61 +110,74 @@ local function prev_of(e, topic)
 end
 
 -- pop evicts the oldest entry of a topic; the event leaves the history
--- once no topic holds it.
+-- once no topic holds it. The first zset is not updated here: a topic's
+-- score there may fall behind its oldest entry, and evict_oldest puts it
+-- right when it matters.
 local function pop(E, topic)
 	local key = tk(E, topic)
 	local e = redis.call('LPOP', key)
 	if not e then return end
 	local seq, _, size, n = head(e)
-	local gone = true
 	if n > 1 then
 		local refs = k(E, 'refs')
-		if redis.call('HINCRBY', refs, seq, -1) > 0 then
-			gone = false
-		else
-			redis.call('HDEL', refs, seq)
-		end
+		if redis.call('HINCRBY', refs, seq, -1) > 0 then return end
+		redis.call('HDEL', refs, seq)
 	end
-	if gone then
-		redis.call('HINCRBY', meta, 'bytes', -size)
-		redis.call('HINCRBY', meta, 'events', -1)
+	BYTES = BYTES - size
+	EVENTS = EVENTS - 1
+end
+
+-- front returns the seq and time of a topic's oldest entry; a topic
+-- without entries leaves the first zset and becomes idle.
+local function front(E, topic)
+	local e = redis.call('LINDEX', tk(E, topic), 0)
+	if e then
+		local s, tm = head(e)
+		return s, tm
 	end
-	local front = redis.call('LINDEX', key, 0)
-	if front then
-		local fs = head(front)
-		redis.call('ZADD', k(E, 'first'), fs, topic)
-	else
-		redis.call('ZREM', k(E, 'first'), topic)
-		redis.call('ZADD', k(E, 'idle'), redis.call('ZSCORE', k(E, 'last'), topic), topic)
+	redis.call('ZREM', k(E, 'first'), topic)
+	redis.call('ZADD', k(E, 'idle'), redis.call('ZSCORE', k(E, 'last'), topic), topic)
+	IDLED = true
+	return nil
+end
+
+-- oldest returns the hub's oldest retained event: its seq and time, after
+-- putting right the scores of the first zset that fell behind.
+local function oldest(E)
+	local first = k(E, 'first')
+	while true do
+		local f = redis.call('ZRANGE', first, 0, 0, 'WITHSCORES')
+		if #f == 0 then return nil end
+		local s, tm = front(E, f[1])
+		if s == tonumber(f[2]) then return s, tm end
+		if s then redis.call('ZADD', first, s, f[1]) end
 	end
 end
 
--- evict_oldest evicts the hub's oldest retained event from every topic
--- that holds it (there it is the oldest too).
-local function evict_oldest(E)
-	local f = redis.call('ZRANGE', k(E, 'first'), 0, 0, 'WITHSCORES')
-	if #f == 0 then return false end
-	local ts = redis.call('ZRANGEBYSCORE', k(E, 'first'), f[2], f[2])
-	for _, t in ipairs(ts) do pop(E, t) end
-	return true
+-- evict_oldest evicts the event at seq s, the hub's oldest, from every
+-- topic that holds it (there it is the oldest too).
+local function evict_oldest(E, s)
+	local first = k(E, 'first')
+	local ts = redis.call('ZRANGEBYSCORE', first, s, s)
+	for _, t in ipairs(ts) do
+		local fs = front(E, t)
+		if fs == s then
+			pop(E, t)
+			fs = front(E, t)
+		end
+		if fs then redis.call('ZADD', first, fs, t) end
+	end
 end
 
 -- trim evicts expired events, then the oldest until the history fits in
 -- max_bytes; at most budget evictions (the janitor goes on later).
 local function trim(E, ttl, max_bytes, budget)
-	if ttl > 0 then
-		local cutoff = now_ms() - ttl
-		while budget > 0 do
-			local f = redis.call('ZRANGE', k(E, 'first'), 0, 0)
-			if #f == 0 then break end
-			local _, tm = head(redis.call('LINDEX', tk(E, f[1]), 0))
-			if tm >= cutoff then break end
-			evict_oldest(E)
-			budget = budget - 1
-		end
-	end
-	while budget > 0 and tonumber(redis.call('HGET', meta, 'bytes')) > max_bytes do
-		if not evict_oldest(E) then break end
+	local cutoff = -1
+	if ttl > 0 then cutoff = now_ms() - ttl end
+	while budget > 0 and EVENTS > 0 do
+		local s, tm = oldest(E)
+		if not s or (tm >= cutoff and BYTES <= max_bytes) then break end
+		evict_oldest(E, s)
 		budget = budget - 1
 	end
 	return budget
@@ -163,14 +192,12 @@ local function forget(E)
 	local max = tonumber(redis.call('HGET', meta, 'max_idle') or MAXIDLE)
 	if n <= max then return end
 	local gone = redis.call('ZPOPMIN', idle, n - math.floor(max * 3 / 4))
-	local hi = tonumber(redis.call('HGET', meta, 'forgotten'))
 	local last = k(E, 'last')
 	for i = 1, #gone, 2 do
 		redis.call('ZREM', last, gone[i])
 		local s = tonumber(gone[i + 1])
-		if s > hi then hi = s end
+		if s > FORGOTTEN then FORGOTTEN = s end
 	end
-	redis.call('HSET', meta, 'forgotten', hi)
 end
 `
 
@@ -184,15 +211,17 @@ end
 // body, the topics.
 //
 // Returns {"ok", epoch, ("n"|"r")..id per message} or {"mismatch"}.
-var publishScript = goredis.NewScript(luaLib + `
+var publishScript = goredis.NewScript(luaLib + publishBody)
+
+const publishBody = `
 local pubcmd = ARGV[2]
 local max_events = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local max_bytes = tonumber(ARGV[6])
 local key, fp, offset = ARGV[7], ARGV[8], tonumber(ARGV[9])
-local E, seq = ensure(ARGV[3])
-if E == ARGV[10] and seq < tonumber(ARGV[11]) then
-	E, seq = restart(E, ARGV[3]), 0
+local E = ensure(ARGV[3])
+if E == ARGV[10] and SEQ < tonumber(ARGV[11]) then
+	E = restart(E, ARGV[3])
 end
 
 local kk, recorded = nil, 0
@@ -209,11 +238,9 @@ if key ~= '' then
 end
 
 local now = fmt(now_ms())
-local forgotten = redis.call('HGET', meta, 'forgotten')
 local last, first, idle = k(E, 'last'), k(E, 'first'), k(E, 'idle')
 local out = {'ok', E}
 local i = 13
-local bytes, events = 0, 0
 for m = 0, tonumber(ARGV[12]) - 1 do
 	local nt, base, body = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
 	local t0 = i + 3
@@ -222,28 +249,37 @@ for m = 0, tonumber(ARGV[12]) - 1 do
 	if pos < recorded then
 		out[#out + 1] = 'r' .. redis.call('LINDEX', kk, pos + 1)
 	else
-		seq = seq + 1
-		local s = fmt(seq)
+		SEQ = SEQ + 1
+		local s = fmt(SEQ)
 		local id = E .. '-' .. s
 		local size = base + 2 * #id
 		local parts = {E .. ' ' .. s .. ' ' .. now .. ' ' .. fmt(size) .. ' ' .. nt .. '\n'}
 		for j = 0, nt - 1 do
 			local t = ARGV[t0 + j]
-			local p = redis.call('ZSCORE', last, t) or forgotten
+			local p = redis.call('ZSCORE', last, t) or fmt(FORGOTTEN)
 			parts[#parts + 1] = p .. ' ' .. t .. '\n'
-			redis.call('ZADD', last, seq, t)
+			redis.call('ZADD', last, s, t)
 		end
 		parts[#parts + 1] = body
 		local e = table.concat(parts)
 		if max_events > 0 then
-			bytes, events = bytes + size, events + 1
+			BYTES, EVENTS = BYTES + size, EVENTS + 1
 			if nt > 1 then redis.call('HSET', k(E, 'refs'), s, nt) end
 			for j = 0, nt - 1 do
 				local t = ARGV[t0 + j]
 				local len = redis.call('RPUSH', tk(E, t), e)
 				if len == 1 then
-					redis.call('ZADD', first, seq, t)
+					redis.call('ZADD', first, s, t)
 					redis.call('ZREM', idle, t)
+				end
+				for _ = max_events + 1, len do pop(E, t) end
+			end
+		else
+			for j = 0, nt - 1 do
+				local t = ARGV[t0 + j]
+				if not redis.call('ZSCORE', first, t) then
+					redis.call('ZADD', idle, s, t)
+					IDLED = true
 				end
 			end
 		end
@@ -257,29 +293,11 @@ for m = 0, tonumber(ARGV[12]) - 1 do
 		out[#out + 1] = 'n' .. id
 	end
 end
-redis.call('HSET', meta, 'seq', seq)
-if bytes > 0 then
-	redis.call('HINCRBY', meta, 'bytes', bytes)
-	redis.call('HINCRBY', meta, 'events', events)
-end
--- count limits of the topics just published to, then age and bytes
-i = 13
-for m = 0, tonumber(ARGV[12]) - 1 do
-	local nt = tonumber(ARGV[i])
-	for j = 0, nt - 1 do
-		local t = ARGV[i + 3 + j]
-		local key = tk(E, t)
-		for _ = max_events + 1, redis.call('LLEN', key) do pop(E, t) end
-		if max_events == 0 and not redis.call('ZSCORE', first, t) then
-			redis.call('ZADD', idle, seq, t)
-		end
-	end
-	i = i + 3 + nt
-end
-trim(E, ttl, max_bytes, 100000)
-forget(E)
+if ttl > 0 or BYTES > max_bytes then trim(E, ttl, max_bytes, 100000) end
+if IDLED then forget(E) end
+save()
 return out
-`)
+`
 
 // readScript reads the history for a subscription's replay or a node's
 // resynchronisation.
@@ -298,12 +316,12 @@ local mode = ARGV[4]
 local after = tonumber(ARGV[6])
 local bound = tonumber(ARGV[7])
 local reset_latest = tonumber(ARGV[8])
-local E, seq = ensure(ARGV[2])
+local E = ensure(ARGV[2])
+local seq, forgotten = SEQ, FORGOTTEN
 local cutoff = -1
 if ttl > 0 then cutoff = now_ms() - ttl end
 if bound == 0 then bound = seq end
 local last = k(E, 'last')
-local forgotten = tonumber(redis.call('HGET', meta, 'forgotten'))
 
 local out = {E, fmt(seq), ''}
 local seen = {}
@@ -399,12 +417,11 @@ return out
 // ARGV: base, candidate epoch, epoch seen, seq seen.
 // Returns {epoch, seq, bytes, events, topics}.
 var stateScript = goredis.NewScript(luaLib + `
-local E, seq = ensure(ARGV[2])
-if E == ARGV[3] and seq < tonumber(ARGV[4]) then
-	E, seq = restart(E, ARGV[2]), 0
+local E = ensure(ARGV[2])
+if E == ARGV[3] and SEQ < tonumber(ARGV[4]) then
+	E = restart(E, ARGV[2])
 end
-local v = redis.call('HMGET', meta, 'bytes', 'events')
-return {E, fmt(seq), v[1], v[2], tostring(redis.call('ZCARD', k(E, 'first')))}
+return {E, fmt(SEQ), fmt(BYTES), fmt(EVENTS), tostring(redis.call('ZCARD', k(E, 'first')))}
 `)
 
 // trimScript applies the history limits (all of them when ARGV[5] is
@@ -419,14 +436,18 @@ local budget = 20000
 if ARGV[6] == 'all' then
 	local ts = redis.call('ZRANGE', k(E, 'first'), 0, -1)
 	for _, t in ipairs(ts) do
-		for _ = max_events + 1, redis.call('LLEN', tk(E, t)) do
-			pop(E, t)
-			budget = budget - 1
+		local n = redis.call('LLEN', tk(E, t))
+		if n > max_events then
+			for _ = max_events + 1, n do pop(E, t) end
+			local fs = front(E, t)
+			if fs then redis.call('ZADD', k(E, 'first'), fs, t) end
+			budget = budget - (n - max_events)
 		end
 	end
 end
 trim(E, tonumber(ARGV[4]), tonumber(ARGV[5]), math.max(budget, 1000))
 forget(E)
+save()
 -- a former epoch's keys, a hundred topics at a time
 local old = redis.call('LINDEX', B .. ':old', 0)
 if old then
