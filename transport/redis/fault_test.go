@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -396,4 +397,30 @@ func TestReplyLostWithConnection(t *testing.T) {
 	if st := a.Stats(); st.Head != 1 || st.Events != 1 {
 		t.Fatalf("stored %d events, head %d", st.Events, st.Head)
 	}
+}
+
+// TestOpen: a hub whose Redis is not there yet opens, unavailable, and
+// serves once Redis answers; wrong credentials are an error at once.
+func TestOpen(t *testing.T) {
+	srv := startPrivateRedis(t, "--requirepass", "right")
+	tr := &Transport{Addresses: []string{srv.Addr}, Password: "wrong", Timeout: caddy.Duration(faultTimeout)}
+	err := tr.Open("h", defaultLimits, newSink())
+	if err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+		_ = tr.Close()
+		t.Fatalf("open with a wrong password: %v", err)
+	}
+
+	srv.kill()
+	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout), func(tr *Transport) { tr.Password = "right" })
+	if st := a.Stats().State; st.Up || st.LastError == "" {
+		t.Fatalf("state without redis: %+v", st)
+	}
+	if err := a.Watch(context.Background(), []string{"t"}); !errors.Is(err, transport.ErrUnavailable) {
+		t.Fatalf("watch without redis: %v", err)
+	}
+	srv.start()
+	eventually(t, "the transport is up", func() bool { return a.Stats().State.Up })
+	a.watch(t, "t")
+	a.publish(t, "x", "t")
+	a.sink.awaitSeq(t, 1)
 }

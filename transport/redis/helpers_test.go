@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -247,7 +248,11 @@ func (r *privateRedis) start() {
 	c := goredis.NewClient(&goredis.Options{Addr: r.Addr, MaxRetries: -1})
 	defer c.Close()
 	deadline := time.Now().Add(10 * time.Second)
-	for c.Ping(context.Background()).Err() != nil {
+	answers := func() bool {
+		err := c.Ping(context.Background()).Err()
+		return err == nil || strings.Contains(err.Error(), "NOAUTH")
+	}
+	for !answers() {
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(r.dir, "log"))
 			r.t.Fatalf("redis-server did not answer on %s\n%s", r.Addr, log)
