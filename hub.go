@@ -222,14 +222,14 @@ type subscribeRequest struct {
 	buffer         int
 	maxSubscribers int
 	replay         transport.ReplayQuery
+	out            output // where the stream writes
 }
 
 // Subscribe registers a subscriber for live events of req.topics, then
 // reads what must be replayed to it. Live events already covered by the
 // replay (Seq at or below its Head) are to be skipped by the caller.
 func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber, transport.Replay, error) {
-	s := newSubscriber(req.topics, req.buffer)
-	s.gated = h.gate
+	s := newSubscriber(req.topics, req.buffer, h.gate, req.out)
 	if !h.add(s, req.maxSubscribers) {
 		return nil, transport.Replay{}, errOverCapacity
 	}
