@@ -373,6 +373,16 @@ func TestRedisOutage(t *testing.T) {
 	if v := series[`caddy_sse_transport_up{hub="default"}`]; v != 0 {
 		t.Fatalf("transport_up during the outage: %v", v)
 	}
+	// a new subscription is told to come back later, not refused for good
+	refused := ssetest.OpenT(t, client, srv.base+"/events?topic=o", nil)
+	frames, err := refused.ReadAll(opsWait)
+	if err != nil || len(frames) != 2 || frames[0].Kind != ssetest.KindRetry || frames[0].Retry < 5000 ||
+		!strings.Contains(frames[1].Comment, "unavailable") {
+		t.Fatalf("a subscription during the outage: %+v, %v", frames, err)
+	}
+	if v := opsScrapeOne(t, srv, `caddy_sse_disconnects_total{hub="default",reason="unavailable"}`); v != 1 {
+		t.Fatalf("subscriptions refused as unavailable: %v", v)
+	}
 	// the open stream keeps its heartbeats
 	heartbeats := 0
 	for heartbeats < 3 {
@@ -405,5 +415,59 @@ func TestRedisOutage(t *testing.T) {
 	e2, s2, _ := transport.ParseID(p2.ID)
 	if e1 != e2 || s2 != s1+1 {
 		t.Fatalf("ids %s then %s: the history was not kept", p1.ID, p2.ID)
+	}
+}
+
+// opsScrapeOne returns one series of a Caddy's metrics (0 when absent).
+func opsScrapeOne(t *testing.T, srv *opsServer, series string) float64 {
+	t.Helper()
+	all, _ := opsScrape(t, srv.AdminURL("/metrics"))
+	return all[series]
+}
+
+// TestRedisHistoryLost: when Redis loses the hub's history (FLUSHALL), the
+// streams end with a retry hint, and clients that come back with an id of
+// the lost history get a reset, then the new events.
+func TestRedisHistoryLost(t *testing.T) {
+	t.Parallel()
+	addr, _, _ := privateRedis(t)
+	global := fmt.Sprintf(`sse {
+		hub default {
+			transport redis {
+				address %s
+			}
+		}
+	}`, addr)
+	srv := opsStart(t, 2425, 8425, global, redisSite)
+	client := ssetest.NewClient()
+	s := ssetest.OpenT(t, client, srv.base+"/events?topic=h", nil)
+	p := opsPublish(t, srv.base+"/publish", "topic=h&data=before")
+	if ev := s.EventT(t, opsWait); ev.LastID != p.ID {
+		t.Fatalf("got %+v", ev)
+	}
+	rc := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer rc.Close()
+	if err := rc.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// the stream ends (the instance notices within its probe interval)
+	rest := opsReadToEnd(t, s)
+	if len(rest) != 0 {
+		t.Fatalf("events before the end: %+v", rest)
+	}
+	again := ssetest.OpenT(t, client, srv.base+"/events?topic=h", http.Header{"Last-Event-ID": {p.ID}})
+	next := opsPublish(t, srv.base+"/publish", "topic=h&data=after")
+	ev := again.EventT(t, opsWait)
+	if ev.Type != "reset" || !strings.Contains(ev.Data, p.ID) {
+		t.Fatalf("after the history was lost: %+v, want a reset", ev)
+	}
+	if ev := again.EventT(t, opsWait); ev.Data != "after" || ev.LastID != next.ID {
+		t.Fatalf("then: %+v", ev)
+	}
+	if v := opsScrapeOne(t, srv, `caddy_sse_transport_resyncs_total{hub="default",reason="epoch"}`); v != 1 {
+		t.Fatalf("epoch resyncs: %v", v)
+	}
+	if v := opsScrapeOne(t, srv, `caddy_sse_disconnects_total{hub="default",reason="resync"}`); v != 1 {
+		t.Fatalf("streams ended for a resync: %v", v)
 	}
 }

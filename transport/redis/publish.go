@@ -3,8 +3,12 @@ package redis
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+
+	"go.uber.org/zap"
 
 	"github.com/ssehub/caddy-sse/transport"
 )
@@ -58,19 +62,64 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 	t.used(cand, epoch)
 	receipts := make([]transport.Receipt, len(req.Messages))
 	var newest uint64
+	recorded := false
 	for i, r := range res[2:] {
-		receipts[i] = transport.Receipt{ID: r[1:], Topics: req.Messages[i].Topics, Repeated: r[0] == 'r'}
-		if !receipts[i].Repeated {
-			if _, seq, ok := transport.ParseID(receipts[i].ID); ok {
-				newest = max(newest, seq)
-			}
+		rc := &receipts[i]
+		rc.Topics = cloneTopics(req.Messages[i].Topics)
+		switch r[0] {
+		case 'r':
+			id, subs, _ := strings.Cut(r[1:], " ")
+			rc.ID, rc.Repeated = id, true
+			rc.Subscribers, _ = strconv.Atoi(subs)
+			continue
+		case 'k':
+			recorded = true
+		}
+		rc.ID = r[1:]
+		if _, seq, ok := transport.ParseID(rc.ID); ok {
+			newest = max(newest, seq)
 		}
 	}
 	if newest > 0 {
 		t.rd.notePublished(epoch, newest)
 		t.countLocal(ctx, epoch, receipts, req.Messages)
 	}
+	if recorded {
+		t.recordSubscribers(ctx, req, res[2:], receipts)
+	}
 	return receipts, nil
+}
+
+// recordSubscribers adds the local subscriber counts to the receipts
+// recorded under an idempotency key, so that a repeat is answered as the
+// first publish was. A count that cannot be recorded is answered as 0.
+func (t *Transport) recordSubscribers(ctx context.Context, req transport.PublishRequest, answers []string, receipts []transport.Receipt) {
+	pipe := t.client.Pipeline()
+	n := 0
+	for i, a := range answers {
+		if a[0] != 'k' || receipts[i].Subscribers == 0 {
+			continue
+		}
+		pos := req.Offset + i
+		pipe.LSet(ctx, t.base+":k:"+req.Key, int64(pos+1), receipts[i].ID+" "+strconv.Itoa(receipts[i].Subscribers))
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.logger.Debug("recording subscriber counts under an idempotency key", zap.Error(err))
+	}
+}
+
+// cloneTopics copies topic names, so that a receipt does not share the
+// request's memory.
+func cloneTopics(topics []string) []string {
+	out := make([]string, len(topics))
+	for i, name := range topics {
+		out[i] = strings.Clone(name)
+	}
+	return out
 }
 
 // countLocal fills in the receipts' local subscriber counts, waiting for

@@ -263,14 +263,10 @@ func (r *reader) probe(ps *goredis.PubSub) error {
 		r.ponged, r.pingSent = false, time.Now()
 	}
 	epoch, delivered, _ := r.progress()
-	res, err := stateScript.Run(ctx, t.client, t.keys, t.base, t.candidate(), epoch, delivered).StringSlice()
+	res, err := t.state(ctx, epoch, delivered)
 	if err != nil {
 		return err
 	}
-	if len(res) < 2 {
-		return fmt.Errorf("unexpected answer from redis: %q", res)
-	}
-	t.used(t.candidate(), res[0])
 	if res[0] != epoch {
 		seq, _ := strconv.ParseUint(res[1], 10, 64)
 		r.newEpoch(res[0], seq)
@@ -456,11 +452,10 @@ func (r *reader) resync(ctx context.Context) error {
 // would be given again to other events.
 func (r *reader) rolledBack(ctx context.Context, epoch string, seen uint64) error {
 	t := r.t
-	res, err := stateScript.Run(ctx, t.client, t.keys, t.base, t.candidate(), epoch, seen).StringSlice()
+	res, err := t.state(ctx, epoch, seen)
 	if err != nil {
 		return fmt.Errorf("starting a new epoch: %w", err)
 	}
-	t.used(t.candidate(), res[0])
 	seq, _ := strconv.ParseUint(res[1], 10, 64)
 	r.newEpoch(res[0], seq)
 	return nil

@@ -210,7 +210,10 @@ end
 // number of messages, then per message: topics, size without the id,
 // body, the topics.
 //
-// Returns {"ok", epoch, ("n"|"r")..id per message} or {"mismatch"}.
+// Returns {"ok", epoch, receipt per message} or {"mismatch"}, where a
+// receipt is "n<id>" for a new event, "k<id>" for a new event recorded
+// under the idempotency key, "r<id>[ <subscribers>]" for one published
+// before under the key (the publisher adds the subscribers once known).
 var publishScript = goredis.NewScript(luaLib + publishBody)
 
 const publishBody = `
@@ -289,8 +292,10 @@ for m = 0, tonumber(ARGV[12]) - 1 do
 		if kk and pos == recorded then
 			redis.call('RPUSH', kk, id)
 			recorded = recorded + 1
+			out[#out + 1] = 'k' .. id
+		else
+			out[#out + 1] = 'n' .. id
 		end
-		out[#out + 1] = 'n' .. id
 	end
 end
 if ttl > 0 or BYTES > max_bytes then trim(E, ttl, max_bytes, 100000) end
@@ -410,16 +415,22 @@ for _, t in ipairs(topics) do newest(t, n) end
 return out
 `)
 
-// stateScript reports a hub's figures and starts an epoch when it has
-// none, or, when the hub's seq in epoch ARGV[3] is below ARGV[4], a new
-// one: a failover rolled its history back.
+// stateScript reports a hub's figures, expired events dropped first, and
+// starts an epoch when it has none, or, when the hub's seq in epoch
+// ARGV[3] is below ARGV[4], a new one: a failover rolled its history back.
 //
-// ARGV: base, candidate epoch, epoch seen, seq seen.
+// ARGV: base, candidate epoch, epoch seen, seq seen, ttl ms, max bytes.
 // Returns {epoch, seq, bytes, events, topics}.
 var stateScript = goredis.NewScript(luaLib + `
 local E = ensure(ARGV[2])
 if E == ARGV[3] and SEQ < tonumber(ARGV[4]) then
 	E = restart(E, ARGV[2])
+end
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+	trim(E, ttl, tonumber(ARGV[6]), 1000)
+	if IDLED then forget(E) end
+	save()
 end
 return {E, fmt(SEQ), fmt(BYTES), fmt(EVENTS), tostring(redis.call('ZCARD', k(E, 'first')))}
 `)

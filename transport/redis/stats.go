@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -46,6 +47,23 @@ func (t *Transport) trim(ctx context.Context, all bool) error {
 	return redisError(trimScript.Run(ctx, t.client, t.keys, t.base, cand, lim.Events, lim.TTL.Milliseconds(), lim.MaxBytes, scope).Err())
 }
 
+// state runs the state script (see stateScript): the hub's epoch, seq,
+// bytes, events and topics, expired events dropped first. A hub whose seq
+// in epoch is below seen starts a new epoch.
+func (t *Transport) state(ctx context.Context, epoch string, seen uint64) ([]string, error) {
+	lim := t.limits.Load()
+	cand := t.candidate()
+	res, err := stateScript.Run(ctx, t.client, t.keys, t.base, cand, epoch, seen, lim.TTL.Milliseconds(), lim.MaxBytes).StringSlice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != 5 {
+		return nil, fmt.Errorf("unexpected answer from redis: %q", res)
+	}
+	t.used(cand, res[0])
+	return res, nil
+}
+
 // Stats implements transport.Transport: the history's figures as Redis
 // has them (the last ones read when Redis does not answer), and the
 // state of this node's connection.
@@ -56,11 +74,9 @@ func (t *Transport) Stats() transport.Stats {
 	}
 	if !t.closed.Load() {
 		ctx, cancel := context.WithTimeout(t.ctx, min(t.timeout, time.Second))
-		cand := t.candidate()
-		res, err := stateScript.Run(ctx, t.client, t.keys, t.base, cand, "", 0).StringSlice()
+		res, err := t.state(ctx, "", 0)
 		cancel()
-		if err == nil && len(res) == 5 {
-			t.used(cand, res[0])
+		if err == nil {
 			st.Epoch = res[0]
 			st.Head, _ = strconv.ParseUint(res[1], 10, 64)
 			st.Bytes, _ = strconv.ParseInt(res[2], 10, 64)
