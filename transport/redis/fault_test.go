@@ -16,6 +16,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ssehub/caddy-sse/transport"
 )
@@ -423,4 +425,18 @@ func TestOpen(t *testing.T) {
 	a.watch(t, "t")
 	a.publish(t, "x", "t")
 	a.sink.awaitSeq(t, 1)
+}
+
+// TestEvictionWarning: a Redis that may evict keys is warned about when
+// the hub opens; one that may not is not.
+func TestEvictionWarning(t *testing.T) {
+	for _, policy := range []string{"allkeys-lru", "noeviction"} {
+		srv := startPrivateRedis(t, "--maxmemory-policy", policy)
+		core, logs := observer.New(zap.WarnLevel)
+		openNode(t, srv.Addr, "p", "h", defaultLimits, func(tr *Transport) { tr.logger = zap.New(core) })
+		warned := logs.FilterMessageSnippet("maxmemory-policy").Len() == 1
+		if warned != (policy != "noeviction") {
+			t.Errorf("policy %s: warned %v: %v", policy, warned, logs.All())
+		}
+	}
 }
