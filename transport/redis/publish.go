@@ -15,7 +15,8 @@ import (
 
 // Publish implements transport.Transport: one script stores the batch,
 // publishes it on its topics' channels and records the idempotency key.
-// It is sent once (no automatic retries). A receipt's Subscribers are the
+// It is sent once (no automatic retries), in a pipeline with the
+// concurrent publishes of this node (see batcher). A receipt's Subscribers are the
 // local subscribers the event was queued for on this node: Publish waits,
 // within the timeout, for this node's reader to deliver the events whose
 // topics are watched here.
@@ -48,7 +49,7 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 	}
 	t.waits.begin()
 	defer t.waits.end()
-	res, err := publishScript.Run(ctx, t.client, t.keys, args...).StringSlice()
+	res, err := t.publish(ctx, args)
 	if err != nil {
 		return nil, redisError(fmt.Errorf("publishing: %w", err))
 	}

@@ -83,6 +83,7 @@ type Transport struct {
 
 	rd     reader
 	waits  deliveryWaits
+	batch  batcher
 	cached atomic.Pointer[transport.Stats] // the last figures read
 	cand   atomic.Pointer[string]          // the epoch a script starts if the hub has none
 
