@@ -53,7 +53,8 @@ type reader struct {
 	ps      *goredis.PubSub // nil while disconnected
 	up      bool
 	firstUp chan struct{} // closed once the reader is first up
-	lastErr string
+	lastErr string        // the last error that made the reader go down
+	failed  bool          // down since that error
 	topics  map[string]*watch
 	expect  map[string][]*confirm // per channel, the confirmations awaited, in order
 	resyncs map[string]uint64
@@ -192,7 +193,10 @@ func (r *reader) connect() error {
 	r.ponged, r.pingSent, r.probed = true, time.Time{}, time.Now()
 	r.mu.Lock()
 	r.up = true
-	r.lastErr = ""
+	if r.failed {
+		r.t.logger.Info("the redis connection is back", zap.String("hub", r.t.hub), zap.String("address", t.address()))
+	}
+	r.failed = false
 	r.mu.Unlock()
 	select {
 	case <-r.firstUp:
@@ -495,13 +499,15 @@ func (r *reader) confirmed(m *goredis.Subscription) error {
 func (r *reader) setDown(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.up || r.lastErr == "" {
-		r.t.logger.Warn("lost the redis connection; reconnecting",
-			zap.String("hub", r.t.hub), zap.Error(err))
+	closing := errors.Is(err, transport.ErrClosed)
+	if !closing && !r.failed {
+		r.t.logger.Warn("lost the redis connection; the hub is unavailable until it is back",
+			zap.String("hub", r.t.hub), zap.String("address", r.t.address()), zap.Error(err))
 	}
 	r.up = false
-	if err != nil {
+	if err != nil && !closing {
 		r.lastErr = err.Error()
+		r.failed = true
 	}
 	for ch, q := range r.expect {
 		for _, c := range q {
