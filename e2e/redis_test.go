@@ -471,3 +471,52 @@ func TestRedisHistoryLost(t *testing.T) {
 		t.Fatalf("streams ended for a resync: %v", v)
 	}
 }
+
+// TestRedisIdempotencyAcrossInstances: a publish repeated with its
+// Idempotency-Key on the other instance is answered as the first was and
+// publishes nothing; another request under the key is a 422 there too.
+func TestRedisIdempotencyAcrossInstances(t *testing.T) {
+	t.Parallel()
+	prefix := redisPrefix(t)
+	global := redisGlobal(prefix, "")
+	a := opsStart(t, 2426, 8426, global, redisSite)
+	b := opsStart(t, 2427, 8427, global, redisSite)
+	client := ssetest.NewClient()
+	s := ssetest.OpenT(t, client, b.base+"/events?topic=i", nil)
+	post := func(srv *opsServer, body string) opsResponse {
+		req, err := http.NewRequest(http.MethodPost, srv.base+"/publish", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Idempotency-Key", "order-42")
+		status, header, rb := ssetest.DoT(t, req)
+		return opsResponse{status: status, header: header, body: string(rb)}
+	}
+	first := post(a, "topic=i&data=once")
+	again := post(b, "topic=i&data=once")
+	if first.status != http.StatusOK || again.status != http.StatusOK {
+		t.Fatalf("first %d %s, again %d %s", first.status, first.body, again.status, again.body)
+	}
+	var p1, p2 opsPublished
+	opsDecode(t, first.body, &p1)
+	opsDecode(t, again.body, &p2)
+	if p1.ID != p2.ID {
+		t.Fatalf("the repeat on b got id %s, the first on a %s", p2.ID, p1.ID)
+	}
+	if r := post(b, "topic=i&data=other"); r.status != http.StatusUnprocessableEntity {
+		t.Fatalf("another request under the key on b: %d %s", r.status, r.body)
+	}
+	if ev := s.EventT(t, opsWait); ev.LastID != p1.ID {
+		t.Fatalf("got %+v", ev)
+	}
+	next := opsPublish(t, a.base+"/publish", "topic=i&data=next")
+	if ev := s.EventT(t, opsWait); ev.LastID != next.ID || ev.Data != "next" {
+		t.Fatalf("after the repeats the subscriber got %+v, want only the next event", ev)
+	}
+	_, s1, _ := transport.ParseID(p1.ID)
+	_, s2, _ := transport.ParseID(next.ID)
+	if s2 != s1+1 {
+		t.Fatalf("ids %s then %s: a repeat was published", p1.ID, next.ID)
+	}
+}
