@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/ssehub/caddy-sse/transport"
 )
@@ -227,5 +226,3 @@ func TestGapInterrupts(t *testing.T) {
 		t.Fatalf("gap count %d", rs)
 	}
 }
-
-var _ = time.Second
