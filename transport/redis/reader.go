@@ -633,15 +633,15 @@ func (r *reader) unsubscribeIdle(ctx context.Context, linger time.Duration) {
 	cutoff := time.Now().Add(-linger)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if !r.up {
+		return // a connection being set up subscribes what it finds
+	}
 	var channels []string
 	for topic, w := range r.topics {
 		if w.refs > 0 || w.idleSince.After(cutoff) {
 			continue
 		}
 		delete(r.topics, topic)
-		if w.sub == nil || r.ps == nil {
-			continue
-		}
 		ch := t.channel(topic)
 		r.expect[ch] = append(r.expect[ch], newConfirm(true))
 		channels = append(channels, ch)
