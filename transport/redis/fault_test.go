@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"strings"
@@ -309,6 +308,7 @@ type dropProxy struct {
 	marker  []byte
 	armed   atomic.Bool
 	dropped atomic.Int32
+	delay   atomic.Int64 // holds what clients send this long (ns) before passing it on
 	l       net.Listener
 }
 
@@ -346,8 +346,22 @@ func (p *dropProxy) serve(c net.Conn) {
 	}
 	defer s.Close()
 	go func() {
-		_, _ = io.Copy(s, c)
-		s.Close()
+		defer s.Close()
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := c.Read(buf)
+			if n > 0 {
+				if d := time.Duration(p.delay.Load()); d > 0 {
+					time.Sleep(d) // the behaviour under test: a slow way to Redis
+				}
+				if _, werr := s.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
 	}()
 	buf := make([]byte, 64<<10)
 	for {
@@ -439,4 +453,24 @@ func TestEvictionWarning(t *testing.T) {
 			t.Errorf("policy %s: warned %v: %v", policy, warned, logs.All())
 		}
 	}
+}
+
+// TestWatchAwaitsConfirmation: Watch returns only once Redis has the
+// subscription, so that an event published right after it (by a node
+// that reaches Redis faster) is delivered.
+func TestWatchAwaitsConfirmation(t *testing.T) {
+	srv := startPrivateRedis(t)
+	proxy := startDropProxy(t, srv.Addr, "\x00never")
+	a := openNode(t, proxy.Addr, "p", "h", defaultLimits, withTimeout(2*time.Second))
+	b := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(2*time.Second))
+	const delay = 300 * time.Millisecond
+	proxy.delay.Store(int64(delay))
+	start := time.Now()
+	a.watch(t, "x")
+	if d := time.Since(start); d < delay {
+		t.Fatalf("Watch returned after %v, before its subscription reached Redis (%v on the way)", d, delay)
+	}
+	proxy.delay.Store(0)
+	r := b.publish(t, "right after", "x")
+	a.sink.awaitSeq(t, seqOf(t, r.ID))
 }
