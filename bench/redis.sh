@@ -6,8 +6,9 @@
 #
 #   bench/redis.sh publish        PUBLISHERS publishers, no subscribers: memory, then redis
 #   bench/redis.sh fanout [RATE]  SUBS subscribers on one topic at RATE events/s (default
-#                                 100): memory on one instance, then redis with the
-#                                 subscribers split over two instances, publishing to one
+#                                 100): memory on one instance, redis on one instance,
+#                                 then redis with the subscribers split over two
+#                                 instances, publishing to one
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +29,7 @@ die() {
 	exit 1
 }
 [ $# -ge 1 ] || {
-	sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -122,6 +123,11 @@ fanout() {
 	log "fanout: $SUBS subscribers, $rate events/s, memory on one instance"
 	start ours "$ADMIN_PORT" "$HTTP_PORT"
 	tool fanout --label "fanout-memory-$SUBS-$rate" --pid "${pids[0]}" -n "$SUBS" --rate "$rate" --duration "$DURATION" \
+		--sub-url "http://127.0.0.1:$HTTP_PORT/events?topic={topic}" --pub-url "http://127.0.0.1:$HTTP_PORT/publish"
+	stop_all
+	log "fanout: $SUBS subscribers, $rate events/s, redis, one instance"
+	start redis "$ADMIN_PORT" "$HTTP_PORT"
+	tool fanout --label "fanout-redis-1x$SUBS-$rate" --pid "${pids[0]}" -n "$SUBS" --rate "$rate" --duration "$DURATION" \
 		--sub-url "http://127.0.0.1:$HTTP_PORT/events?topic={topic}" --pub-url "http://127.0.0.1:$HTTP_PORT/publish"
 	stop_all
 	log "fanout: $SUBS subscribers, $rate events/s, redis, two instances"
