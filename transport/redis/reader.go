@@ -578,11 +578,13 @@ func (r *reader) watch(ctx context.Context, topics []string) error {
 		} else {
 			err = r.ps.Subscribe(ctx, subscribe...)
 		}
+		if err != nil {
+			r.breakConnection()
+		}
 	}
 	r.mu.Unlock()
 	if err != nil {
 		r.unwatch(topics)
-		r.kickProbe()
 		return unavailable(fmt.Errorf("subscribing: %w", err))
 	}
 	for _, c := range waits {
@@ -657,6 +659,17 @@ func (r *reader) unsubscribeIdle(ctx context.Context, linger time.Duration) {
 	}
 	if err != nil {
 		r.t.logger.Debug("unsubscribing idle topics", zap.Error(err))
+		r.breakConnection()
+	}
+}
+
+// breakConnection closes the Pub/Sub connection after a failed write on
+// it, so that the reader reconnects and re-reads what it missed: go-redis
+// would otherwise reconnect behind its back and lose the messages of the
+// meantime. The caller holds r.mu.
+func (r *reader) breakConnection() {
+	if r.ps != nil {
+		_ = r.ps.Close()
 	}
 }
 
