@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -473,4 +474,53 @@ func TestWatchAwaitsConfirmation(t *testing.T) {
 	proxy.delay.Store(0)
 	r := b.publish(t, "right after", "x")
 	a.sink.awaitSeq(t, seqOf(t, r.ID))
+}
+
+// TestCluster: a hub on a three-shard Redis Cluster: its keys and channels
+// share one slot, two nodes deliver each event once, in order, and a
+// resumption works.
+func TestCluster(t *testing.T) {
+	var srvs []*privateRedis
+	var addrs []string
+	for range 3 {
+		srv := startPrivateRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+		srvs = append(srvs, srv)
+		addrs = append(addrs, srv.Addr)
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	for _, srv := range srvs {
+		eventually(t, "the cluster is ok on "+srv.Addr, func() bool {
+			info, err := srv.client().ClusterInfo(context.Background()).Result()
+			return err == nil && strings.Contains(info, "cluster_state:ok")
+		})
+	}
+	cluster := func(tr *Transport) { tr.Addresses = addrs }
+	a := openNode(t, "", "p", "h", defaultLimits, cluster)
+	b := openNode(t, "", "p", "h", defaultLimits, cluster)
+	a.watch(t, "x", "y")
+	var ids []string
+	for i := range 20 {
+		n := []*node{a, b}[i%2]
+		ids = append(ids, n.publish(t, fmt.Sprint(i), []string{"x", "y"}[i%2]).ID)
+	}
+	a.sink.awaitSeq(t, 20)
+	a.sink.checkSeqs(t, seqRange(1, 20))
+	r := b.replay(t, transport.ReplayQuery{Topics: []string{"x"}, Resume: true, LastEventID: ids[9]})
+	if r.Reset || !slices.Equal(eventSeqs(r.Events), []uint64{11, 13, 15, 17, 19}) {
+		t.Fatalf("resume on the cluster: reset %v, %v", r.Reset, eventSeqs(r.Events))
+	}
+	// every key of the hub is on one shard
+	holders := 0
+	for _, srv := range srvs {
+		if n, _ := srv.client().DBSize(context.Background()).Result(); n > 0 {
+			holders++
+		}
+	}
+	if holders != 1 {
+		t.Fatalf("the hub's keys are on %d shards", holders)
+	}
 }
