@@ -223,16 +223,26 @@ func startPrivateRedis(t testing.TB, args ...string) *privateRedis {
 		}
 		t.Skip("redis-server is not installed")
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	port := freePort(t)
+	if slices.Contains(args, "--cluster-enabled") {
+		// the cluster bus port, by default port+10000, which may be taken
+		args = append(args, "--cluster-port", strconv.Itoa(freePort(t)))
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	r := &privateRedis{t: t, port: port, Addr: "127.0.0.1:" + strconv.Itoa(port), dir: t.TempDir(), args: args}
 	r.start()
 	t.Cleanup(func() { r.kill() })
 	return r
+}
+
+// freePort returns a TCP port that was free on loopback a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }
 
 // start runs the server and waits until it answers.
