@@ -79,7 +79,10 @@ const redisSite = `sse /events {
 	}
 	sse_publish /publish`
 
-// publishBatch publishes data items to topic in one JSON array request.
+// publishBatch publishes data items to topic in one JSON array request,
+// as a careful publisher does: with an Idempotency-Key, retried when the
+// connection fails without an answer (a reload closes idle keep-alive
+// connections), so that each event is published once.
 func publishBatch(t *testing.T, base, topic string, items []int) {
 	var b strings.Builder
 	b.WriteByte('[')
@@ -90,9 +93,33 @@ func publishBatch(t *testing.T, base, topic string, items []int) {
 		fmt.Fprintf(&b, `{"topic":%q,"data":"%d"}`, topic, v)
 	}
 	b.WriteByte(']')
-	r := opsDo(t, http.MethodPost, base+"/publish", "application/json", b.String())
-	if r.status != http.StatusOK {
-		t.Errorf("publish to %s: %d %s", base, r.status, r.body)
+	key := fmt.Sprintf("batch-%d", items[0])
+	for attempt := 1; ; attempt++ {
+		req, err := http.NewRequest(http.MethodPost, base+"/publish", strings.NewReader(b.String()))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			if attempt < 5 {
+				continue
+			}
+			t.Errorf("publish to %s, attempt %d: %v", base, attempt, err)
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusConflict && attempt < 5 {
+			time.Sleep(50 * time.Millisecond) // the first attempt is still in flight: back off
+			continue
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("publish to %s: %d %s", base, resp.StatusCode, body)
+		}
+		return
 	}
 }
 
