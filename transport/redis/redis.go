@@ -29,6 +29,20 @@ import (
 
 func init() {
 	caddy.RegisterModule(new(Transport))
+	goredis.SetLogger(redisLog{})
+}
+
+// redisLog sends go-redis's own messages (reconnections, pool
+// housekeeping) to Caddy's log at debug level, instead of plain lines on
+// stderr: the transport logs what matters to operators itself.
+type redisLog struct{}
+
+// Printf implements go-redis's logger.
+func (redisLog) Printf(_ context.Context, format string, v ...any) {
+	l := caddy.Log().Named("sse.redis")
+	if ce := l.Check(zap.DebugLevel, "go-redis"); ce != nil {
+		ce.Write(zap.String("message", fmt.Sprintf(format, v...)))
+	}
 }
 
 // Defaults of the options.
