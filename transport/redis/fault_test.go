@@ -27,6 +27,10 @@ import (
 
 const faultTimeout = 300 * time.Millisecond
 
+// slowReconnect makes a node wait half a second before it reconnects, so
+// that what a test publishes meanwhile is surely missed live.
+func slowReconnect(t *Transport) { t.retryAfter = 500 * time.Millisecond }
+
 func withTimeout(d time.Duration) func(*Transport) {
 	return func(t *Transport) { t.Timeout = caddy.Duration(d) }
 }
@@ -70,7 +74,7 @@ func seqRange(from, to uint64) []uint64 {
 // back, and delivered in order, once.
 func TestPubSubConnectionKilled(t *testing.T) {
 	srv := startPrivateRedis(t)
-	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
+	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout), slowReconnect)
 	b := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
 	a.watch(t, "t")
 	b.publishN(t, 5, "t")
@@ -79,7 +83,7 @@ func TestPubSubConnectionKilled(t *testing.T) {
 		if err := srv.client().Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 			t.Fatal(err)
 		}
-		// published while a reconnects (it waits 50 ms first)
+		// published while a reconnects (it waits a while first)
 		last := b.publishN(t, 20, "t")
 		a.sink.awaitSeq(t, last[len(last)-1])
 		a.sink.checkSeqs(t, seqRange(1, last[len(last)-1]))
@@ -98,7 +102,7 @@ func TestPubSubConnectionKilled(t *testing.T) {
 func TestMissedEventsEvicted(t *testing.T) {
 	srv := startPrivateRedis(t)
 	limits := transport.Limits{Events: 3, MaxBytes: 1 << 30}
-	a := openNode(t, srv.Addr, "p", "h", limits, withTimeout(faultTimeout))
+	a := openNode(t, srv.Addr, "p", "h", limits, withTimeout(faultTimeout), slowReconnect)
 	b := openNode(t, srv.Addr, "p", "h", limits, withTimeout(faultTimeout))
 	a.watch(t, "lossy", "fine")
 	b.publish(t, "0", "lossy")

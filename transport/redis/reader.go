@@ -105,11 +105,15 @@ func (r *reader) init(t *Transport) {
 // run connects, reads, and reconnects until the transport closes.
 func (r *reader) run() {
 	defer r.t.wg.Done()
-	backoff := 50 * time.Millisecond
+	first := r.t.retryAfter
+	if first == 0 {
+		first = 50 * time.Millisecond
+	}
+	backoff := first
 	for r.t.ctx.Err() == nil {
 		err := r.connect()
 		if err == nil {
-			backoff = 50 * time.Millisecond
+			backoff = first
 			err = r.loop()
 		}
 		if r.t.ctx.Err() != nil {
@@ -122,7 +126,7 @@ func (r *reader) run() {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, time.Second)
+		backoff = min(2*backoff, max(first, time.Second))
 	}
 }
 

@@ -101,6 +101,8 @@ type Transport struct {
 	cached atomic.Pointer[transport.Stats] // the last figures read
 	cand   atomic.Pointer[string]          // the epoch a script starts if the hub has none
 
+	retryAfter time.Duration // first wait before reconnecting; 0: 50 ms (tests set more)
+
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
