@@ -17,7 +17,8 @@ import (
 // at once (they used to wait for the wake gate's grants, held by the
 // stuck writers, until Caddy's write timeout cut them a minute later).
 // Then the stuck streams, which make no progress, end as slow after
-// write_timeout.
+// write_timeout. (Not run again with hijack: a stream stuck in its start
+// has not taken its connection over yet.)
 func TestClientsThatNeverReadDelayNoOne(t *testing.T) {
 	const attackers = wakeGrants + 2
 	startCaddy(t, `sse {
