@@ -96,9 +96,14 @@ func runSearch(ctx context.Context, c *config, pr *progress) (*searchReport, err
 
 // newPublisherFor returns the publisher the flags describe.
 func newPublisherFor(c *config) (*publisher, error) {
+	tlsConf, err := tlsConfig(c.caFile, c.insecure)
+	if err != nil {
+		return nil, err
+	}
 	return newPublisher(pubOptions{
 		url: c.pubURL, body: c.pubBody, contentType: c.pubType, escape: c.pubEscape, client: c.pubClient,
 		headers: c.pubHeaders, size: c.size, conns: max(c.publishers, c.maxPublishers), timeout: c.pubTimeout,
+		tls: tlsConf,
 	})
 }
 
