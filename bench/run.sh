@@ -40,6 +40,9 @@ MAX_P99=${MAX_P99:-100ms}        # search: highest acceptable p99
 PUBLISHERS=${PUBLISHERS:-8}      # publish: concurrent publishers
 SSEBENCH_FLAGS=${SSEBENCH_FLAGS:-} # more ssebench flags, for every run
 OUT=${OUT:-}                     # also append the JSON lines to this file
+PROFILE=${PROFILE:-}             # a directory: Caddy's CPU profile of each fanout (and of a
+                                 # search's first step), its heap at the end of each idle hold
+                                 # (<label>.cpu.pb.gz, <label>.heap.pb.gz)
 
 log() { echo "run.sh: $*" >&2; }
 die() {
@@ -99,6 +102,21 @@ build() {
 	log "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo '+changes'), $(go version | cut -d' ' -f3), $(nproc) CPUs, kernel $(uname -r)"
 }
 
+# check_ports fails if a port of Caddy is in use: Caddy listens with
+# SO_REUSEPORT, so it would start anyway and share the connections with
+# whatever else listens there (another Caddy), which spoils every count.
+check_ports() {
+	local port
+	for port in "$ADMIN_PORT" "$HTTP_PORT" "$HTTPS_PORT"; do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			die "port $port is in use (BENCH_ADMIN_PORT, BENCH_HTTP_PORT, BENCH_HTTPS_PORT move them)"
+		fi
+	done
+	if command -v ss >/dev/null && ss -Hlun "sport = :$HTTPS_PORT" | grep -q .; then
+		die "UDP port $HTTPS_PORT is in use (BENCH_HTTPS_PORT moves it)"
+	fi
+}
+
 # secure says whether the subscribers use HTTPS.
 secure() { [ "$PROTO" != h1 ]; }
 
@@ -113,6 +131,7 @@ start_caddy() {
 	local cfg="$here/Caddyfile.$1"
 	if secure; then cfg="$here/Caddyfile.$1-tls"; fi
 	[ -f "$cfg" ] || die "no config $cfg"
+	check_ports
 	mkdir -p "$work/home"
 	BENCH_ADMIN_PORT=$ADMIN_PORT BENCH_HTTP_PORT=$HTTP_PORT BENCH_HTTPS_PORT=$HTTPS_PORT HOME="$work/home" \
 		XDG_CONFIG_HOME="$work/home" XDG_DATA_HOME="$work/home" \
@@ -154,9 +173,14 @@ bench() {
 	shift 2
 	local line sub
 	sub_flags
+	local prof=()
+	if [ -n "$PROFILE" ]; then
+		mkdir -p "$PROFILE"
+		prof=(--pprof "http://127.0.0.1:$ADMIN_PORT/debug/pprof" --profile-out "$PROFILE/$label")
+	fi
 	# shellcheck disable=SC2086 # SSEBENCH_FLAGS is a list of flags
 	line=$(taskset -c "$TOOL_CPU" "$work/ssebench" "$mode" --label "$label" --pid "$caddy_pid" \
-		"${sub[@]}" --pub-url "http://127.0.0.1:$HTTP_PORT/publish" "$@" $SSEBENCH_FLAGS) ||
+		"${sub[@]}" --pub-url "http://127.0.0.1:$HTTP_PORT/publish" "${prof[@]}" "$@" $SSEBENCH_FLAGS) ||
 		die "ssebench $mode ($label) failed"
 	echo "$line"
 	if [ -n "$OUT" ]; then echo "$line" >>"$OUT"; fi

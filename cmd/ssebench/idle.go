@@ -81,6 +81,13 @@ func runIdle(ctx context.Context, c *config, pr *progress) (*idleReport, error) 
 	// what the tool holds per stream, without the garbage of connecting
 	debug.FreeOSMemory()
 	ph := connected.stop()
+	// the server's heap once its memory was read: the profile's GC would
+	// change it
+	if c.profileOut != "" {
+		if err := fetchProfile(ctx, c.pprofURL, "heap?gc=1", c.profileOut+".heap.pb.gz", time.Minute).wait(); err != nil {
+			pr.printf("the server's heap profile: %v", err)
+		}
+	}
 	r := &idleReport{
 		Mode:          "idle",
 		Label:         c.label,

@@ -98,6 +98,8 @@ type config struct {
 	pid        int
 	quiet      bool
 	cpuProfile string
+	pprofURL   string
+	profileOut string
 }
 
 // stringList is a repeatable string flag.
@@ -175,6 +177,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.pid, "pid", 0, "the server's process id: report its memory and CPU time")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress on stderr")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the tool's own CPU profile to this file")
+	fs.StringVar(&c.pprofURL, "pprof", "", "the server's net/http/pprof base URL (Caddy's admin API: http://127.0.0.1:2019/debug/pprof): with --profile-out, fetch its profiles")
+	fs.StringVar(&c.profileOut, "profile-out", "", "with --pprof: write the server's CPU profile of the measured phase (fanout; search: its first step) to PREFIX.cpu.pb.gz, and its heap at the end of the hold (idle) to PREFIX.heap.pb.gz")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err
 	}
@@ -218,6 +222,8 @@ func (c *config) validate() error {
 		return errors.New("--sources must be at most 254")
 	case c.size < 0 || c.size > 1<<20:
 		return errors.New("--size must be between 0 and 1MiB")
+	case (c.pprofURL == "") != (c.profileOut == ""):
+		return errors.New("--pprof and --profile-out go together")
 	}
 	if c.reader == "auto" {
 		c.reader = "goroutine"

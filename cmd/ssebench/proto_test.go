@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -100,6 +101,20 @@ https://localhost:%d {
 			"--ca", ca, "-n", "5", "--rate", "20", "--duration", "500ms", "--warmup", "100ms")
 		checkClean(t, m)
 		expectEqual(t, m, map[string]float64{"expected": 50})
+	})
+
+	t.Run("server profiles", func(t *testing.T) {
+		prefix := filepath.Join(t.TempDir(), "run")
+		prof := []string{"--pprof", c.AdminURL("/debug/pprof"), "--profile-out", prefix}
+		runTool(t, append([]string{"fanout", subURL, pubURL, "--proto", protoH3, "--ca", ca, "-n", "5", "--rate", "20",
+			"--duration", "1s", "--warmup", "100ms"}, prof...)...)
+		runTool(t, append([]string{"idle", subURL, "--proto", protoH2, "--ca", ca, "-n", "5", "--duration", "200ms"}, prof...)...)
+		for _, name := range []string{prefix + ".cpu.pb.gz", prefix + ".heap.pb.gz"} {
+			b, err := os.ReadFile(name)
+			if err != nil || len(b) < 100 || b[0] != 0x1f || b[1] != 0x8b {
+				t.Errorf("%s: %d bytes, %v; want a gzipped profile", name, len(b), err)
+			}
+		}
 	})
 
 	t.Run("certificate", func(t *testing.T) {
