@@ -48,7 +48,10 @@ func (a *AdminAPI) Routes() []caddy.AdminRoute {
 }
 
 // serve routes a request under /sse/. Every answer, refusals included,
-// is JSON.
+// is JSON, {"error": "..."} for an error. Refusals of a request (4xx) are
+// answered here, as sse_publish answers them; a failure of the server
+// (5xx) is returned as a caddy.APIError, which Caddy's admin server logs,
+// with its cause, and answers.
 func (*AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/sse/"), "/"), "/")
 	switch {
@@ -57,7 +60,7 @@ func (*AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 	case len(parts) == 2 && parts[0] == "hubs":
 		serveHubStats(w, r, parts[1])
 	case len(parts) == 3 && parts[0] == "hubs" && parts[2] == "publish":
-		serveAdminPublish(w, r, parts[1])
+		return serveAdminPublish(w, r, parts[1])
 	default:
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no admin endpoint %s; there are GET /sse/hubs, GET /sse/hubs/<name> and POST /sse/hubs/<name>/publish", r.URL.Path))
 	}
@@ -94,16 +97,31 @@ func serveHubStats(w http.ResponseWriter, r *http.Request, name string) {
 
 // serveAdminPublish publishes to a hub exactly as an sse_publish route
 // without topic templates does.
-func serveAdminPublish(w http.ResponseWriter, r *http.Request, name string) {
+func serveAdminPublish(w http.ResponseWriter, r *http.Request, name string) error {
 	if r.Method != http.MethodPost {
 		methodNotAllowed(w, r, http.MethodPost)
-		return
+		return nil
 	}
 	hub, ok := findRunningHub(w, name)
 	if !ok {
-		return
+		return nil
 	}
-	servePublish(w, r, hub, nil, adminMaxSize)
+	return adminPublish(w, r, hub)
+}
+
+// adminPublish publishes a request to hub. It answers refusals itself and
+// returns a failure of the server as a caddy.APIError, for Caddy's admin
+// server to log and answer.
+func adminPublish(w http.ResponseWriter, r *http.Request, hub *Hub) error {
+	e := servePublish(w, r, hub, nil, adminMaxSize)
+	switch {
+	case e == nil:
+		return nil
+	case e.status >= http.StatusInternalServerError:
+		return caddy.APIError{HTTPStatus: e.status, Err: e.cause, Message: e.msg}
+	}
+	writeError(w, e.status, e.msg)
+	return nil
 }
 
 // findRunningHub returns the hub called name in the running config, or

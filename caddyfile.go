@@ -22,7 +22,7 @@ func init() {
 }
 
 func parseSSE(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
-	m := new(Handler)
+	m := new(Subscribe)
 	err := m.UnmarshalCaddyfile(h.Dispenser)
 	return m, err
 }
@@ -42,6 +42,7 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		retry           <duration>
 //		max_age         <duration>
 //		buffer          <events>
+//		write_timeout   <duration>
 //		replay          <events>
 //		max_topics      <n>
 //		max_subscribers <n>
@@ -49,7 +50,7 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		reset_event     <name>|off
 //		hijack
 //	}
-func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
 	if d.NextArg() {
 		return d.ArgErr()
@@ -58,7 +59,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch d.Val() {
 		case "hub":
-			h.Hub, err = oneArg(d)
+			h.Hub, err = hubArg(d)
 		case "topic":
 			h.Topics, err = someArgs(d, h.Topics)
 		case "heartbeat":
@@ -69,6 +70,8 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.MaxAge, err = positiveDuration(d)
 		case "buffer":
 			h.Buffer, err = intArg(d, 1)
+		case "write_timeout":
+			h.WriteTimeout, err = positiveDuration(d)
 		case "replay":
 			h.Replay, err = intArg(d, 0)
 		case "max_topics":
@@ -76,9 +79,14 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "max_subscribers":
 			h.MaxSubscribers, err = intArg(d, 0)
 		case "cors_origins":
-			h.CORSOrigins, err = someArgs(d, h.CORSOrigins)
+			h.CORSOrigins, err = originArgs(d, h.CORSOrigins)
 		case "reset_event":
 			h.ResetEvent, err = oneArg(d)
+			if err == nil {
+				if verr := validateEventType(h.ResetEvent); verr != nil {
+					err = d.Errf("reset_event: %v", verr)
+				}
+			}
 		case "hijack":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -111,13 +119,13 @@ func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch d.Val() {
 		case "hub":
-			p.Hub, err = oneArg(d)
+			p.Hub, err = hubArg(d)
 		case "topic":
 			p.Topics, err = someArgs(d, p.Topics)
 		case "max_size":
 			p.MaxSize, err = sizeArg(d)
 		case "cors_origins":
-			p.CORSOrigins, err = someArgs(d, p.CORSOrigins)
+			p.CORSOrigins, err = originArgs(d, p.CORSOrigins)
 		default:
 			return d.Errf("unrecognized sse_publish option '%s'", d.Val())
 		}
@@ -156,7 +164,7 @@ func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
 		if d.Val() != "hub" {
 			return nil, d.Errf("unrecognized sse global option '%s'", d.Val())
 		}
-		name, err := oneArg(d)
+		name, err := hubArg(d)
 		if err != nil {
 			return nil, err
 		}
@@ -233,52 +241,90 @@ func someArgs(d *caddyfile.Dispenser, list []string) ([]string, error) {
 	return append(list, args...), nil
 }
 
-// intArg reads an integer of at least min.
+// hubArg reads a hub name.
+func hubArg(d *caddyfile.Dispenser) (string, error) {
+	name, err := oneArg(d)
+	if err != nil {
+		return "", err
+	}
+	if !hubNameRE.MatchString(name) {
+		return "", d.Errf("hub %q: a hub name has 1 to 64 letters, digits, '.', '_' or '-'", name)
+	}
+	return name, nil
+}
+
+// originArgs appends one or more CORS origins to list.
+func originArgs(d *caddyfile.Dispenser, list []string) ([]string, error) {
+	args := d.RemainingArgs()
+	if len(args) == 0 {
+		return nil, d.ArgErr()
+	}
+	if err := validateOrigins(args); err != nil {
+		return nil, d.Errf("cors_origins: %v", err)
+	}
+	return append(list, args...), nil
+}
+
+// intArg reads the integer of an option; it must be at least min.
 func intArg(d *caddyfile.Dispenser, min int) (int, error) {
+	opt := d.Val()
 	s, err := oneArg(d)
 	if err != nil {
 		return 0, err
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < min {
-		return 0, d.Errf("%s: %q is not an integer of at least %d", d.Val(), s, min)
+		return 0, d.Errf("%s: %q is not an integer of at least %d", opt, s, min)
 	}
 	return n, nil
 }
 
-// sizeArg reads a size such as 64MiB.
+// sizeArg reads the size of an option, such as 64MiB.
 func sizeArg(d *caddyfile.Dispenser) (int64, error) {
+	opt := d.Val()
 	s, err := oneArg(d)
 	if err != nil {
 		return 0, err
 	}
 	n, err := humanize.ParseBytes(s)
 	if err != nil || n == 0 || n > 1<<62 {
-		return 0, d.Errf("%q is not a positive size", s)
+		return 0, d.Errf("%s: %q is not a positive size, such as 512KiB or 64MiB", opt, s)
 	}
 	return int64(n), nil
 }
 
-// positiveDuration reads a duration greater than zero.
+// positiveDuration reads the duration of an option: greater than zero.
 func positiveDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	opt := d.Val()
 	s, err := oneArg(d)
 	if err != nil {
 		return 0, err
 	}
-	dur, err := caddy.ParseDuration(s)
-	if err != nil || dur <= 0 {
-		return 0, d.Errf("%q is not a positive duration", s)
-	}
-	return caddy.Duration(dur), nil
+	return parsePositiveDuration(d, opt, s, "")
 }
 
-// durationOrOff reads a positive duration, or "off" (negative).
-func durationOrOff(d *caddyfile.Dispenser) (caddy.Duration, error) {
-	if d.CountRemainingArgs() == 1 && d.NextArg() {
-		if d.Val() == "off" {
-			return caddy.Duration(-time.Second), nil
-		}
-		d.Prev()
+// parsePositiveDuration parses the duration s of the option opt; orElse
+// names what else the option accepts, for the error.
+func parsePositiveDuration(d *caddyfile.Dispenser, opt, s, orElse string) (caddy.Duration, error) {
+	dur, err := caddy.ParseDuration(s)
+	if err == nil && dur > 0 {
+		return caddy.Duration(dur), nil
 	}
-	return positiveDuration(d)
+	if _, numErr := strconv.ParseFloat(s, 64); numErr == nil {
+		return 0, d.Errf("%s: %q has no unit: write e.g. 15s%s", opt, s, orElse)
+	}
+	return 0, d.Errf("%s: %q is not a positive duration, such as 15s, 2m or 1h%s", opt, s, orElse)
+}
+
+// durationOrOff reads the duration of an option, or "off" (negative).
+func durationOrOff(d *caddyfile.Dispenser) (caddy.Duration, error) {
+	opt := d.Val()
+	s, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	if s == "off" {
+		return caddy.Duration(-time.Second), nil
+	}
+	return parsePositiveDuration(d, opt, s, ", or off")
 }

@@ -118,6 +118,44 @@ func TestCaddyfileErrors(t *testing.T) {
 		{"sse with an argument", `:80 {
 	sse /events extra
 }`, "wrong argument count"},
+		{"buffer 0 names the option", `:80 {
+	sse {
+		buffer 0
+	}
+}`, `buffer: "0" is not an integer of at least 1`},
+		{"a duration without a unit", `:80 {
+	sse {
+		heartbeat 15
+	}
+}`, `heartbeat: "15" has no unit: write e.g. 15s, or off`},
+		{"a bad write_timeout", `:80 {
+	sse {
+		write_timeout soon
+	}
+}`, `write_timeout: "soon" is not a positive duration`},
+		{"a bad size names the option", `{
+	sse {
+		hub a {
+			history_max_bytes lots
+		}
+	}
+}`, `history_max_bytes: "lots" is not a positive size`},
+		{"a bad hub name at parse time", `:80 {
+	sse_publish {
+		hub a/b
+	}
+}`, "a hub name has 1 to 64"},
+		{"a bad origin at parse time", `:80 {
+	sse {
+		cors_origins example.com
+	}
+}`, "cors_origins: cors origin \"example.com\" is not of the form"},
+		{"a bad reset_event at parse time", `:80 {
+	sse {
+		reset_event "a
+b"
+	}
+}`, "reset_event: event type"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -139,7 +177,7 @@ func TestProvisionErrors(t *testing.T) {
 	sse {
 		hub nowhere
 	}
-}`, "is not declared in the sse global option"},
+}`, "is not declared: declare it in the global options, as in { sse { hub nowhere } }"},
 		{"bad hub name", `:9080 {
 	sse
 }`, "a hub name has"},

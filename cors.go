@@ -1,8 +1,10 @@
 package caddysse
 
 import (
+	"fmt"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"slices"
 	"strings"
 )
@@ -14,7 +16,24 @@ type corsPolicy struct {
 	methods  string   // allowed methods, for preflights
 }
 
-// newCORSPolicy returns nil when no origin is configured.
+// validateOrigins checks cors_origins entries: "*" or scheme://host[:port]
+// with the scheme http or https.
+func validateOrigins(origins []string) error {
+	for _, o := range origins {
+		if o == "*" {
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			return fmt.Errorf("cors origin %q is not of the form scheme://host[:port]", o)
+		}
+	}
+	return nil
+}
+
+// newCORSPolicy returns nil when no origin is configured: then only
+// requests without an Origin header or from the server's own origin are
+// admitted.
 func newCORSPolicy(origins []string, methods string) *corsPolicy {
 	if len(origins) == 0 {
 		return nil
@@ -34,7 +53,10 @@ func newCORSPolicy(origins []string, methods string) *corsPolicy {
 // a method other than method (405, with Allow), an origin the policy does
 // not allow (403). It reports whether the request goes on to the handler;
 // verb says what the handler does, for the refusal ("subscribe").
-// p may be nil: no cross-origin requests are configured.
+// p may be nil: no cross-origin requests are configured, and a request
+// whose Origin header names another origin than its own is refused, so
+// that no other site can make a browser publish or subscribe with the
+// cookies or credentials it holds for this one (CSRF).
 func admit(p *corsPolicy, w http.ResponseWriter, r *http.Request, method, verb string) bool {
 	allowed := p.apply(w, r)
 	if p != nil && r.Method == http.MethodOptions {
@@ -64,7 +86,9 @@ func admit(p *corsPolicy, w http.ResponseWriter, r *http.Request, method, verb s
 
 // refuseOrigin refuses a request from an origin that is not allowed.
 func refuseOrigin(w http.ResponseWriter, r *http.Request, verb string) {
-	writeError(w, http.StatusForbidden, "origin "+r.Header.Get("Origin")+" may not "+verb+" here")
+	writeError(w, http.StatusForbidden, fmt.Sprintf(
+		"origin %s may not %s here: it is neither this site's origin nor one of the route's cors_origins",
+		r.Header.Get("Origin"), verb))
 }
 
 // isPreflight reports whether r is a CORS preflight request.
@@ -75,14 +99,15 @@ func isPreflight(r *http.Request) bool {
 
 // apply sets the CORS response headers for r and reports whether its
 // origin is allowed. Requests without an Origin header, and those from the
-// server's own origin, are always allowed and get no CORS headers.
+// server's own origin, are always allowed and get no CORS headers; with a
+// nil policy, no other origin is.
 func (p *corsPolicy) apply(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
 	if p == nil {
-		return true
+		return origin == "" || sameOrigin(r, origin)
 	}
 	h := w.Header()
 	h.Add("Vary", "Origin")
-	origin := r.Header.Get("Origin")
 	if origin == "" || sameOrigin(r, origin) {
 		return true
 	}
@@ -109,13 +134,29 @@ func (p *corsPolicy) preflight(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// sameOrigin reports whether origin is the origin r was sent to.
+// sameOrigin reports whether origin names the host and port r was sent
+// to (its Host header), case-insensitively. The scheme is not compared and
+// the ports 80 and 443 count as none on both sides, so that a Caddy behind
+// a proxy that terminates TLS (https://example.com in the Origin, Host
+// example.com on plain HTTP) still accepts its own pages. An origin that is
+// not of the form scheme://host[:port], such as "null", is another origin.
 func sameOrigin(r *http.Request, origin string) bool {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
+	_, hostport, ok := strings.Cut(origin, "://")
+	if !ok || hostport == "" || strings.ContainsAny(hostport, "/?#@") {
+		return false
 	}
-	return strings.EqualFold(origin, scheme+"://"+r.Host)
+	return strings.EqualFold(withoutDefaultPort(hostport), withoutDefaultPort(r.Host))
+}
+
+// withoutDefaultPort removes a port 80 or 443 from host:port.
+func withoutDefaultPort(hostport string) string {
+	if h, ok := strings.CutSuffix(hostport, ":80"); ok {
+		return h
+	}
+	if h, ok := strings.CutSuffix(hostport, ":443"); ok {
+		return h
+	}
+	return hostport
 }
 
 // sanitizeHeaderList keeps the valid header names of a comma-separated list.

@@ -10,13 +10,6 @@ import (
 	"time"
 )
 
-// hijackWriteTimeout bounds a write to a connection taken over: a client
-// that accepts nothing for that long is gone (as Caddy's default
-// write_idle timeout decides for other responses). The deadline is moved
-// at most every half of it, not before each write, which would cost a
-// timer update per delivery; a write blocks for 30 s to a minute.
-const hijackWriteTimeout = time.Minute
-
 // chunkEnd ends a chunk, and lastChunk ends a chunked body.
 var (
 	chunkEnd  = []byte("\r\n")
@@ -24,20 +17,20 @@ var (
 )
 
 // connOutput writes a stream straight to the connection it has taken over
-// from net/http: each send is one writev of the chunk header, the events'
-// shared bytes and the chunk's end, so that nothing is copied, and net/http's
-// buffers and goroutines are freed for the stream's whole life.
+// from net/http: each piece is one writev of the chunk header, the events'
+// shared bytes and the chunk's end, so that nothing is copied, and
+// net/http's buffers and goroutines are freed for the stream's whole life.
+// A write that stalls is cut by the handler's sweeper (write_timeout).
 type connOutput struct {
 	conn    net.Conn
 	raw     syscall.Conn // the TCP connection under TLS, for probing
 	chunked bool         // HTTP/1.1: the body is chunked; HTTP/1.0: it ends with the connection
 	vector  bool         // the connection writes net.Buffers with one writev
 
-	mu       sync.Mutex // serialises the writer and close
-	closed   bool
-	deadline time.Time // the write deadline last set
-	hdr      [18]byte
-	buffers  net.Buffers
+	mu      sync.Mutex // serialises the writer and end
+	closed  bool
+	hdr     [18]byte
+	buffers net.Buffers
 }
 
 // takeOver hijacks the connection of an HTTP/1.x stream whose start has
@@ -59,8 +52,8 @@ func takeOver(w http.ResponseWriter, r *http.Request) (*connOutput, error) {
 	return o, nil
 }
 
-// send implements output.
-func (o *connOutput) send(parts [][]byte) error {
+// write implements output: the piece is one chunk of the body.
+func (o *connOutput) write(parts [][]byte) error {
 	n := 0
 	for _, p := range parts {
 		n += len(p)
@@ -79,18 +72,17 @@ func (o *connOutput) send(parts [][]byte) error {
 	if o.chunked {
 		o.buffers = append(o.buffers, chunkEnd)
 	}
-	if now := time.Now(); o.deadline.Sub(now) < hijackWriteTimeout/2 {
-		o.deadline = now.Add(hijackWriteTimeout)
-		_ = o.conn.SetWriteDeadline(o.deadline)
-	}
-	err := o.write()
+	err := o.writeBuffers()
 	clear(o.buffers[:cap(o.buffers)])
 	return err
 }
 
-// write writes o.buffers: with one writev on a TCP connection, else (TLS)
-// gathered into one write, so that it makes one TLS record.
-func (o *connOutput) write() error {
+// flush implements output: every piece is written at once.
+func (*connOutput) flush() error { return nil }
+
+// writeBuffers writes o.buffers: with one writev on a TCP connection, else
+// (TLS) gathered into one write, so that it makes one TLS record.
+func (o *connOutput) writeBuffers() error {
 	if o.vector {
 		bufs := o.buffers // WriteTo consumes its receiver
 		_, err := bufs.WriteTo(o.conn)
@@ -123,16 +115,15 @@ func (o *connOutput) end(clean bool) {
 	_ = o.conn.Close()
 }
 
-// abort closes the connection at once, from any goroutine: a writer
-// blocked on a client that does not read returns.
-func (o *connOutput) abort() {
-	_ = o.conn.Close()
-}
-
-// hurry bounds the writes still to come (the stream is ending): a writer
-// blocked on a client that does not read gives up within a second.
-func (o *connOutput) hurry() {
-	_ = o.conn.SetWriteDeadline(time.Now().Add(time.Second))
+// interrupt implements output: for 0, it closes the connection, so that a
+// writer blocked on a client that does not read returns at once; else it
+// sets a write deadline.
+func (o *connOutput) interrupt(d time.Duration) {
+	if d <= 0 {
+		_ = o.conn.Close()
+		return
+	}
+	_ = o.conn.SetWriteDeadline(time.Now().Add(d))
 }
 
 // Interface guards

@@ -48,6 +48,7 @@ func TestHijack(t *testing.T) {
 		"RetryJitterVaries":               TestRetryJitterVaries,
 		"ResumeFromQueryParameters":       TestResumeFromQueryParameters,
 		"ClientWithoutEventsResumesAgain": TestClientWithoutEventsResumesFromItsConnection,
+		"ClientsThatNeverReadDelayNoOne":  TestClientsThatNeverReadDelayNoOne,
 	} {
 		t.Run(name, test)
 	}

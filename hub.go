@@ -89,15 +89,9 @@ func (h *Hub) Destruct() error {
 func (h *Hub) Name() string { return h.name }
 
 // Publish publishes valid messages, in order, and returns once they are
-// stored in the history. With an idempotency key, a request with the same
-// key still in progress on this node is refused (ErrKeyInFlight).
+// stored in the history. A caller with an idempotency key claims it
+// (claimKey) for the whole request, before it reads the request's body.
 func (h *Hub) Publish(ctx context.Context, req transport.PublishRequest) ([]transport.Receipt, error) {
-	if req.Key != "" {
-		if !h.claimKey(req.Key) {
-			return nil, fmt.Errorf("publishing to hub %q: %w", h.name, transport.ErrKeyInFlight)
-		}
-		defer h.releaseKey(req.Key)
-	}
 	receipts, err := h.transport.Publish(ctx, req)
 	if err != nil {
 		return nil, fmt.Errorf("publishing to hub %q: %w", h.name, err)
@@ -111,7 +105,7 @@ func (h *Hub) Publish(ctx context.Context, req transport.PublishRequest) ([]tran
 }
 
 // claimKey marks an idempotency key as in use by a request on this node,
-// unless it already is.
+// unless it already is; releaseKey frees it once the request is answered.
 func (h *Hub) claimKey(key string) bool {
 	h.keysMu.Lock()
 	defer h.keysMu.Unlock()
@@ -222,14 +216,14 @@ type subscribeRequest struct {
 	buffer         int
 	maxSubscribers int
 	replay         transport.ReplayQuery
+	out            output // where the stream writes
 }
 
 // Subscribe registers a subscriber for live events of req.topics, then
 // reads what must be replayed to it. Live events already covered by the
 // replay (Seq at or below its Head) are to be skipped by the caller.
 func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber, transport.Replay, error) {
-	s := newSubscriber(req.topics, req.buffer)
-	s.gated = h.gate
+	s := newSubscriber(req.topics, req.buffer, h.gate, req.out)
 	if !h.add(s, req.maxSubscribers) {
 		return nil, transport.Replay{}, errOverCapacity
 	}

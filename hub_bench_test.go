@@ -33,6 +33,7 @@ func benchSubscribers(b *testing.B, h *Hub, n int, topic string) []*subscriber {
 		if err != nil {
 			b.Fatal(err)
 		}
+		s.idle() // its stream has started: its writer waits for work
 		subs[i] = s
 	}
 	return subs
@@ -47,6 +48,7 @@ func drain(subs []*subscriber) {
 		default:
 		}
 		s.recycle(s.take())
+		s.idle()
 	}
 }
 
@@ -196,7 +198,7 @@ func BenchmarkPublishRequest(b *testing.B) {
 // short of the network: what a connection costs before its first event.
 func BenchmarkStreamSetup(b *testing.B) {
 	hub := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
-	h := &Handler{hub: hub, logger: zap.NewNop()}
+	h := &Subscribe{hub: hub, logger: zap.NewNop()}
 	h.setDefaults()
 	h.streams.init()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -43,7 +43,8 @@ type App struct {
 	Hubs map[string]*HubConfig `json:"hubs,omitempty"`
 
 	hubs   map[string]*Hub
-	keys   []string // pool keys this app loaded
+	kept   map[string]bool // hubs taken over from the running config
+	keys   []string        // pool keys this app loaded
 	logger *zap.Logger
 }
 
@@ -116,12 +117,13 @@ func (a *App) Provision(ctx caddy.Context) error {
 		a.Hubs[DefaultHubName] = new(HubConfig)
 	}
 	a.hubs = make(map[string]*Hub, len(a.Hubs))
+	a.kept = make(map[string]bool, len(a.Hubs))
 	for name, hc := range a.Hubs {
 		if err := a.provisionHub(ctx, name, hc); err != nil {
 			return fmt.Errorf("hub %q: %w", name, err)
 		}
 	}
-	return nil
+	return onEvent(ctx, "started", eventHandler{"sse: apply the hubs' history limits", a.started})
 }
 
 func (a *App) provisionHub(ctx caddy.Context, name string, hc *HubConfig) error {
@@ -138,7 +140,7 @@ func (a *App) provisionHub(ctx caddy.Context, name string, hc *HubConfig) error 
 	if err != nil {
 		return err
 	}
-	val, _, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
+	val, loaded, err := hubs.LoadOrNew(key, func() (caddy.Destructor, error) {
 		mod, err := ctx.LoadModule(hc, "TransportRaw")
 		if err != nil {
 			return nil, fmt.Errorf("loading transport: %w", err)
@@ -150,6 +152,7 @@ func (a *App) provisionHub(ctx caddy.Context, name string, hc *HubConfig) error 
 	}
 	a.keys = append(a.keys, key)
 	a.hubs[name] = val.(*Hub)
+	a.kept[name] = loaded
 	return nil
 }
 
@@ -166,14 +169,25 @@ func poolKey(name string, transportRaw json.RawMessage) (string, error) {
 	return name + "\x00" + string(canonical), nil
 }
 
-// Start applies this config's history limits to hubs taken over from the
-// previous config; it runs only once every module of the new config has
-// provisioned, so that a config that fails changes nothing.
-func (a *App) Start() error {
+// Start implements caddy.App. The history limits of hubs taken over from
+// the running config are applied once the whole config has started (see
+// started), so that a config that fails at any stage changes nothing.
+func (*App) Start() error { return nil }
+
+// started applies this config's history limits to its hubs and logs them,
+// once every app of the config has started.
+func (a *App) started() {
 	for name, h := range a.hubs {
-		h.transport.SetLimits(a.Hubs[name].limits())
+		limits := a.Hubs[name].limits()
+		h.transport.SetLimits(limits)
+		how := "created"
+		if a.kept[name] {
+			how = "kept with its history"
+		}
+		a.logger.Info("hub ready", zap.String("hub", name), zap.String("transport", h.transportName),
+			zap.Int("history", limits.Events), zap.Duration("history_ttl", limits.TTL),
+			zap.Int64("history_max_bytes", limits.MaxBytes), zap.String("state", how))
 	}
-	return nil
 }
 
 // Stop implements caddy.App; streams are ended by their handlers.

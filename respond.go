@@ -1,18 +1,25 @@
 package caddysse
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 )
 
-// writeJSON answers with status and v encoded as JSON.
+// writeJSON answers with status and v encoded as JSON, without escaping
+// <, > and & (the answers are not HTML, and people read them).
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	body, err := json.Marshal(v)
-	if err != nil {
-		status, body = http.StatusInternalServerError, []byte(`{"error":"encoding the answer failed"}`)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		status = http.StatusInternalServerError
+		buf.Reset()
+		buf.WriteString(`{"error":"encoding the answer failed"}` + "\n")
 	}
-	writeJSONBytes(w, status, append(body, '\n'))
+	writeJSONBytes(w, status, buf.Bytes())
 }
 
 // The header values of JSON answers, shared (see setStreamHeaders).
@@ -70,9 +77,14 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-// writeError refuses a request with status and a message a user can act on.
+// writeError refuses a request with status and a message a user can act
+// on, as {"error": msg}.
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, errorBody{Error: msg})
+	msg = strings.ToValidUTF8(msg, "\uFFFD")
+	b := make([]byte, 0, len(msg)+16)
+	b = append(b, `{"error":`...)
+	b = appendJSONString(b, msg)
+	writeJSONBytes(w, status, append(b, "}\n"...))
 }
 
 // methodNotAllowed refuses a request method, listing the allowed ones.

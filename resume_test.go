@@ -209,6 +209,10 @@ func TestResetCases(t *testing.T) {
 		hub small
 		reset_event off
 	}
+	sse /capped {
+		hub small
+		buffer 2
+	}
 	sse_publish /publish {
 		hub small
 	}`)
@@ -252,6 +256,24 @@ func TestResetCases(t *testing.T) {
 		s := openStream(t, ssetest.NewClient(), "/events?topic=rs", http.Header{"Last-Event-ID": {ids[3]}})
 		if f := nextEvent(t, s); f.Type != "message" || f.Data != "4" {
 			t.Fatalf("got %s %q", f.Type, f.Data)
+		}
+	})
+	t.Run("a reset sends at most buffer events, the newest", func(t *testing.T) {
+		s := openStream(t, ssetest.NewClient(), "/capped?topic=rs", http.Header{"Last-Event-ID": {"bad"}})
+		if f := nextEvent(t, s); f.Type != "reset" {
+			t.Fatalf("got %s %q", f.Type, f.Data)
+		}
+		for i := 4; i < 6; i++ {
+			if f := nextEvent(t, s); f.LastID != ids[i] {
+				t.Fatalf("event after the reset: %q %s, want %s", f.Data, f.LastID, ids[i])
+			}
+		}
+		// a resumption that can be served is served whole, beyond buffer
+		s = openStream(t, ssetest.NewClient(), "/capped?topic=rs", http.Header{"Last-Event-ID": {ids[2]}})
+		for i := 3; i < 6; i++ {
+			if f := nextEvent(t, s); f.LastID != ids[i] {
+				t.Fatalf("resumed event: %q %s, want %s", f.Data, f.LastID, ids[i])
+			}
 		}
 	})
 	t.Run("custom reset event", func(t *testing.T) {

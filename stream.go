@@ -8,16 +8,20 @@ import (
 	"github.com/ssehub/caddy-sse/transport"
 )
 
-// batchSize is how many bytes of queued events are gathered into one
-// write of the response; the stream is flushed once per batch.
-const batchSize = 32 << 10
-
-// batchPool holds the buffers that gather several events into one write,
-// so that idle streams hold none.
-var batchPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, batchSize)
-	return &b
-}}
+// The life of an event. A publish (publish.go, or the admin API) decodes
+// the request into messages and hands them to the hub's transport
+// (Hub.Publish), which assigns ids, stores the events in the history and
+// hands each, in id order, to the hub of every node (Hub.Deliver). The
+// hub appends the event, serialised once, to the queue of every local
+// subscriber of its topics (subscriber.enqueue) and wakes their writers
+// through its wake gate, without waiting for any socket; a subscriber
+// whose queue is full is dropped as slow. Each stream's writer (the loop
+// below, in the request's goroutine or, with hijack, one of its own)
+// takes its whole queue at once and writes it in pieces of at most
+// batchSize bytes and one flush (stream.pump), to the response or the
+// connection it took over (output.go, hijack.go). The handler's sweeper
+// (streams.go) sends heartbeats to silent streams and ends those whose
+// writes stall.
 
 // partsPool holds the lists of byte slices a stream sends at once.
 var partsPool = sync.Pool{New: func() any {
@@ -28,65 +32,13 @@ var partsPool = sync.Pool{New: func() any {
 // heartbeat is the comment written to a silent stream.
 var heartbeat = transport.AppendComment(nil, "")
 
-// An output is where a stream's bytes go: the response, or the connection
-// once the stream has taken it over.
-type output interface {
-	// send writes parts, in order, as one piece of the stream, and flushes.
-	send(parts [][]byte) error
-}
-
-// responseOutput writes through the http.ResponseWriter (and Caddy's
-// wrappers of it), flushing with a ResponseController.
-type responseOutput struct {
-	w  http.ResponseWriter
-	rc http.ResponseController
-}
-
-func newResponseOutput(w http.ResponseWriter) *responseOutput {
-	return &responseOutput{w: w, rc: *http.NewResponseController(w)}
-}
-
-// send writes a lone part as it is and gathers several into large writes.
-func (o *responseOutput) send(parts [][]byte) error {
-	if len(parts) == 1 {
-		if _, err := o.w.Write(parts[0]); err != nil {
-			return err
-		}
-		return o.rc.Flush()
-	}
-	bp := batchPool.Get().(*[]byte)
-	defer batchPool.Put(bp)
-	b := (*bp)[:0]
-	for _, p := range parts {
-		if len(b) > 0 && len(b)+len(p) > batchSize {
-			if _, err := o.w.Write(b); err != nil {
-				return err
-			}
-			b = b[:0]
-		}
-		if len(b) == 0 && len(p) > batchSize {
-			if _, err := o.w.Write(p); err != nil {
-				return err
-			}
-			continue
-		}
-		b = append(b, p...)
-	}
-	*bp = b[:0]
-	if len(b) > 0 {
-		if _, err := o.w.Write(b); err != nil {
-			return err
-		}
-	}
-	return o.rc.Flush()
-}
-
 // stream writes one subscriber's events to its output.
 type stream struct {
 	out    output
 	sub    *subscriber
 	head   uint64    // live events up to this Seq were covered by the replay
 	single [1][]byte // the parts of a one-piece send, without allocating
+	piece  [][]byte  // the parts of the piece being written
 }
 
 // The header values of every stream, shared as Caddy shares its Server
@@ -94,7 +46,8 @@ type stream struct {
 var (
 	streamContentType  = []string{"text/event-stream"}
 	streamCacheControl = []string{"no-cache, no-transform"}
-	streamAccelBuffer  = []string{"no"}
+	streamNo           = []string{"no"}
+	streamNoSniff      = []string{"nosniff"}
 )
 
 // setStreamHeaders sets the headers of an event stream. no-transform keeps
@@ -104,7 +57,8 @@ func setStreamHeaders(w http.ResponseWriter) {
 	h := w.Header()
 	h["Content-Type"] = streamContentType
 	h["Cache-Control"] = streamCacheControl
-	h["X-Accel-Buffering"] = streamAccelBuffer
+	h["X-Accel-Buffering"] = streamNo
+	h["X-Content-Type-Options"] = streamNoSniff
 	delete(h, "Content-Length")
 }
 
@@ -136,7 +90,9 @@ func (st *stream) start(w http.ResponseWriter, retryMS int64, rep transport.Repl
 	for _, ev := range rep.Events {
 		parts = append(parts, ev.Wire)
 	}
-	return st.sendParts(parts)
+	err := st.send(parts)
+	st.sub.idle()
+	return err
 }
 
 // resetData is the payload of the reset event.
@@ -148,7 +104,13 @@ type resetData struct {
 // nothing else, in one send. It returns the number of events sent.
 func (st *stream) pump() (int, error) {
 	q := st.sub.take()
-	defer st.sub.recycle(q)
+	n, err := st.sendQueue(q)
+	st.sub.recycle(q)
+	st.sub.idle()
+	return n, err
+}
+
+func (st *stream) sendQueue(q []*transport.Event) (int, error) {
 	for len(q) > 0 && q[0].Seq <= st.head {
 		q = q[1:] // covered by the replay
 	}
@@ -156,40 +118,104 @@ func (st *stream) pump() (int, error) {
 		if !st.sub.beat.Swap(false) {
 			return 0, nil
 		}
-		return 0, st.send(heartbeat)
+		return 0, st.sendOne(heartbeat)
 	}
 	st.sub.beat.Store(false)
 	if len(q) == 1 {
-		return 1, st.send(q[0].Wire)
+		return 1, st.sendOne(q[0].Wire)
 	}
 	pp := partsPool.Get().(*[][]byte)
 	parts := (*pp)[:0]
 	for _, ev := range q {
 		parts = append(parts, ev.Wire)
 	}
-	err := st.sendParts(parts)
+	err := st.send(parts)
 	clear(parts)
 	*pp = parts[:0]
 	partsPool.Put(pp)
 	return len(q), err
 }
 
-// send sends one piece of the stream.
-func (st *stream) send(p []byte) error {
+// sendOne sends one piece of the stream.
+func (st *stream) sendOne(p []byte) error {
 	st.single[0] = p
-	err := st.sendParts(st.single[:])
+	err := st.send(st.single[:])
 	st.single[0] = nil
 	return err
 }
 
-// sendParts sends parts as one piece of the stream and notes that the
-// stream is not silent (see Handler.checkStream).
-func (st *stream) sendParts(parts [][]byte) error {
+// send writes parts in pieces of at most batchSize bytes, then flushes.
+// It counts the pieces in the subscriber, so that the sweeper can tell a
+// write that makes no progress from one that does.
+func (st *stream) send(parts [][]byte) error {
 	st.sub.wrote.Store(true)
-	return st.out.send(parts)
+	piece, size := st.piece[:0], 0
+	var err error
+	for _, p := range parts {
+		for len(p) > 0 && err == nil {
+			n := min(len(p), batchSize-size)
+			piece, size, p = append(piece, p[:n]), size+n, p[n:]
+			if size == batchSize {
+				err = st.writePiece(piece)
+				piece, size = piece[:0], 0
+			}
+		}
+	}
+	if err == nil && size > 0 {
+		err = st.writePiece(piece)
+	}
+	clear(piece[:cap(piece)])
+	if cap(piece) > maxSpareQueue {
+		piece = nil // an idle stream keeps no large list
+	}
+	st.piece = piece[:0]
+	if err != nil {
+		return err
+	}
+	return st.out.flush()
+}
+
+func (st *stream) writePiece(piece [][]byte) error {
+	st.sub.pieces.Add(1)
+	return st.out.write(piece)
+}
+
+// loop writes live events until the stream ends, and says why it ended.
+// done is closed when the client has gone (nil for a stream whose
+// connection was taken over: its client's departure is noticed by the
+// sweeper's probe, or by a failed write). A stream the server ends gets a
+// final retry hint.
+func (h *Subscribe) loop(st *stream, done <-chan struct{}) endReason {
+	for {
+		select {
+		case <-done:
+			return endClient
+		case <-st.sub.wake:
+		}
+		n, err := st.pump()
+		if err != nil { // not delivered
+			return failedWrite(st.sub)
+		}
+		h.hub.counters.delivered.Add(uint64(n))
+		if reason := st.sub.endReason(); reason != endNone {
+			if reason != endSlow && reason != endClient {
+				_ = st.finish(h.finalRetry())
+			}
+			return reason
+		}
+	}
+}
+
+// failedWrite says why a stream whose write failed ended: the reason it
+// was ended for, if any (e.g. slow: its write was cut), else the client.
+func failedWrite(sub *subscriber) endReason {
+	if reason := sub.endReason(); reason != endNone {
+		return reason
+	}
+	return endClient
 }
 
 // finish writes a final retry hint before the stream ends.
 func (st *stream) finish(retryMS int64) error {
-	return st.send(transport.AppendRetry(nil, retryMS))
+	return st.sendOne(transport.AppendRetry(nil, retryMS))
 }

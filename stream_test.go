@@ -29,6 +29,9 @@ func TestStreamHeadersAndStart(t *testing.T) {
 	if h.Get("X-Accel-Buffering") != "no" {
 		t.Errorf("X-Accel-Buffering %q", h.Get("X-Accel-Buffering"))
 	}
+	if h.Get("X-Content-Type-Options") != "nosniff" {
+		t.Errorf("X-Content-Type-Options %q", h.Get("X-Content-Type-Options"))
+	}
 	if s.Resp.ContentLength != -1 || h.Get("Content-Length") != "" {
 		t.Errorf("Content-Length %q", h.Get("Content-Length"))
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -19,27 +18,28 @@ import (
 )
 
 func init() {
-	caddy.RegisterModule(new(Handler))
+	caddy.RegisterModule(new(Subscribe))
 }
 
 // Defaults of the sse handler.
 const (
-	DefaultHeartbeat  = 15 * time.Second
-	DefaultRetry      = 3 * time.Second
-	DefaultBuffer     = 256
-	DefaultMaxTopics  = 64
-	DefaultResetEvent = "reset"
+	DefaultHeartbeat    = 15 * time.Second
+	DefaultRetry        = 3 * time.Second
+	DefaultWriteTimeout = 30 * time.Second
+	DefaultBuffer       = 256
+	DefaultMaxTopics    = 64
+	DefaultResetEvent   = "reset"
 )
 
 // capacityRetry is the least reconnection delay told to a client that is
 // refused for capacity.
 const capacityRetry = 5 * time.Second
 
-// Handler is the sse handler: it answers GET requests with an event stream
-// of the hub's events on the request's topics. A client that sends the id
-// of the last event it received (Last-Event-ID) first gets every retained
-// event it missed.
-type Handler struct {
+// Subscribe is the sse handler: it answers GET requests with an event
+// stream of the hub's events on the request's topics. A client that sends
+// the id of the last event it received (Last-Event-ID) first gets every
+// retained event it missed.
+type Subscribe struct {
 	// The hub to subscribe to. Default: "default".
 	Hub string `json:"hub,omitempty"`
 
@@ -64,8 +64,13 @@ type Handler struct {
 
 	// How many events may wait for one subscriber; a subscriber that falls
 	// further behind is disconnected and resumes from history when it
-	// reconnects. Default: 256.
+	// reconnects. It also bounds the events sent after a reset. Default: 256.
 	Buffer int `json:"buffer,omitempty"`
+
+	// The longest a stream may wait to write to its client: a client that
+	// accepts nothing for this long (a piece of at most 32 KiB) is
+	// disconnected as slow. Default: 30s.
+	WriteTimeout caddy.Duration `json:"write_timeout,omitempty"`
 
 	// On a connection without a last event id, send up to this many of
 	// the newest retained events first. Default: 0.
@@ -104,15 +109,15 @@ type Handler struct {
 }
 
 // CaddyModule returns the Caddy module information.
-func (*Handler) CaddyModule() caddy.ModuleInfo {
+func (*Subscribe) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "http.handlers.sse",
-		New: func() caddy.Module { return new(Handler) },
+		New: func() caddy.Module { return new(Subscribe) },
 	}
 }
 
 // Provision sets up the handler.
-func (h *Handler) Provision(ctx caddy.Context) error {
+func (h *Subscribe) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.setDefaults()
 	if err := h.validate(); err != nil {
@@ -125,17 +130,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	h.hub = hub
 	h.cors = newCORSPolicy(h.CORSOrigins, "GET")
 	h.streams.init()
-	if err := onStopping(ctx, h.shutdown); err != nil {
+	if err := onEvent(ctx, "stopping", eventHandler{"sse: end the streams of the old config", h.shutdown}); err != nil {
 		return err
 	}
 	h.stop = make(chan struct{})
-	if h.Heartbeat > 0 || h.Hijack {
-		go h.heartbeats(h.tick())
-	}
+	go h.sweep(h.tick())
 	return nil
 }
 
-func (h *Handler) setDefaults() {
+func (h *Subscribe) setDefaults() {
 	if h.Hub == "" {
 		h.Hub = DefaultHubName
 	}
@@ -148,6 +151,9 @@ func (h *Handler) setDefaults() {
 	if h.Buffer == 0 {
 		h.Buffer = DefaultBuffer
 	}
+	if h.WriteTimeout == 0 {
+		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
+	}
 	if h.MaxTopics == 0 {
 		h.MaxTopics = DefaultMaxTopics
 	}
@@ -156,12 +162,14 @@ func (h *Handler) setDefaults() {
 	}
 }
 
-func (h *Handler) validate() error {
+func (h *Subscribe) validate() error {
 	switch {
 	case h.Retry < 0:
 		return fmt.Errorf("retry must not be negative")
 	case h.MaxAge < 0:
 		return fmt.Errorf("max_age must not be negative")
+	case h.WriteTimeout < 0:
+		return fmt.Errorf("write_timeout must not be negative")
 	case h.Buffer < 0:
 		return fmt.Errorf("buffer must not be negative")
 	case h.Replay < 0:
@@ -185,55 +193,43 @@ func lookupHub(ctx caddy.Context, name string) (*Hub, error) {
 	}
 	hub := appIface.(*App).Hub(name)
 	if hub == nil {
-		return nil, fmt.Errorf("hub %q is not declared in the sse global option", name)
+		return nil, fmt.Errorf("hub %q is not declared: declare it in the global options, as in { sse { hub %s } }", name, name)
 	}
 	return hub, nil
 }
 
-// onStopping calls fn when this config stops, on reload or exit, before
-// Caddy waits for open requests to finish.
-func onStopping(ctx caddy.Context, fn func()) error {
+// onEvent calls h's function when Caddy emits the event called name for
+// this config: "started" once all its apps have started, "stopping" when
+// it stops, on reload or exit, before Caddy waits for open requests.
+func onEvent(ctx caddy.Context, name string, h eventHandler) error {
 	appIface, err := ctx.App("events")
 	if err != nil {
 		return fmt.Errorf("loading events app: %w", err)
 	}
-	err = appIface.(*caddyevents.App).On("stopping", stoppingHandler(fn))
-	if err != nil {
-		return fmt.Errorf("subscribing to the stopping event: %w", err)
+	if err := appIface.(*caddyevents.App).On(name, h); err != nil {
+		return fmt.Errorf("subscribing to the %s event: %w", name, err)
 	}
 	return nil
 }
 
-// stoppingHandler adapts a function to caddyevents.Handler.
-type stoppingHandler func()
+// eventHandler adapts a function to caddyevents.Handler; Caddy's debug
+// logs show it by its description.
+type eventHandler struct {
+	what string
+	fn   func()
+}
 
 // Handle implements caddyevents.Handler.
-func (fn stoppingHandler) Handle(context.Context, caddy.Event) error {
-	fn()
+func (h eventHandler) Handle(context.Context, caddy.Event) error {
+	h.fn()
 	return nil
 }
 
-// shutdownWait bounds how long the stopping of a config waits for its
-// streams to write their final retry hint and end.
-const shutdownWait = time.Second
-
-// shutdown ends every stream of this handler, refuses new ones, and waits
-// (briefly) for them to end: Caddy's HTTP server does not wait for streams
-// whose connection was taken over, and would exit before they had written
-// their final retry hint.
-func (h *Handler) shutdown() {
-	n := h.streams.close(endShutdown)
-	if n == 0 {
-		return
-	}
-	h.logger.Info("ending the streams of the old config", zap.String("hub", h.Hub), zap.Int("streams", n))
-	if !h.streams.wait(shutdownWait) {
-		h.logger.Warn("streams still open after the stop", zap.String("hub", h.Hub), zap.Duration("waited", shutdownWait))
-	}
-}
+// String describes the handler.
+func (h eventHandler) String() string { return h.what }
 
 // Cleanup ends the handler's streams and its heartbeat ticker.
-func (h *Handler) Cleanup() error {
+func (h *Subscribe) Cleanup() error {
 	if h.stop != nil {
 		close(h.stop)
 	}
@@ -241,51 +237,9 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
-// probeInterval is how often connections taken over are probed when
-// heartbeats are off.
-const probeInterval = 5 * time.Second
-
-// tick is the period of the heartbeat goroutine: a third of the heartbeat
-// interval, so that no stream stays silent for much more than two thirds
-// of it.
-func (h *Handler) tick() time.Duration {
-	if h.Heartbeat > 0 {
-		return time.Duration(h.Heartbeat) / 3
-	}
-	return probeInterval
-}
-
-// heartbeats asks every stream that wrote nothing during a whole tick to
-// send a heartbeat, and ends the streams whose connection, taken over, the
-// client has closed.
-func (h *Handler) heartbeats(interval time.Duration) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-h.stop:
-			return
-		case <-tick.C:
-			h.streams.each(h.checkStream)
-		}
-	}
-}
-
-// checkStream is one stream's heartbeat tick.
-func (h *Handler) checkStream(s *subscriber) {
-	if out := s.conn.Load(); out != nil && out.peerClosed() {
-		s.finish(endClient)
-		return
-	}
-	if h.Heartbeat > 0 && !s.wrote.Swap(false) {
-		s.beat.Store(true)
-		s.wakeUp()
-	}
-}
-
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The sse handler
 // always responds; it never calls next.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
+func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
 	if !admit(h.cors, w, r, http.MethodGet, "subscribe") {
 		return nil
 	}
@@ -300,7 +254,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 
 // subscriptionTopics returns the topics of a subscription request, or the
 // status and error to refuse it with.
-func (h *Handler) subscriptionTopics(r *http.Request, q streamQuery) ([]string, int, error) {
+func (h *Subscribe) subscriptionTopics(r *http.Request, q streamQuery) ([]string, int, error) {
 	if len(h.Topics) > 0 {
 		topics, err := expandTopics(r, h.Topics)
 		if err != nil {
@@ -325,7 +279,7 @@ func (h *Handler) subscriptionTopics(r *http.Request, q streamQuery) ([]string, 
 	return h.checkTopicCount(topics)
 }
 
-func (h *Handler) checkTopicCount(topics []string) ([]string, int, error) {
+func (h *Subscribe) checkTopicCount(topics []string) ([]string, int, error) {
 	if len(topics) > h.MaxTopics {
 		return nil, http.StatusBadRequest, fmt.Errorf("%d topics requested; at most %d are allowed", len(topics), h.MaxTopics)
 	}
@@ -350,7 +304,7 @@ const minFinalRetry = 2 * time.Second
 // shutdown, max_age), in milliseconds: uniform over [d/2, 3d/2) with d the
 // configured retry, at least 2s, so that the clients of many streams ended
 // at once come back spread over a few seconds.
-func (h *Handler) finalRetry() int64 {
+func (h *Subscribe) finalRetry() int64 {
 	d := max(time.Duration(h.Retry), minFinalRetry)
 	return (d/2 + rand.N(d)).Milliseconds()
 }
@@ -362,44 +316,43 @@ func jittered(d time.Duration) int64 {
 
 // serveStream subscribes and streams until the client leaves or the
 // stream is ended.
-func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []string, q streamQuery) error {
+func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics []string, q streamQuery) error {
 	start := time.Now()
-	req := subscribeRequest{topics: topics, buffer: h.Buffer, maxSubscribers: h.MaxSubscribers}
+	out := newResponseOutput(w)
+	defer out.release()
+	req := subscribeRequest{topics: topics, buffer: h.Buffer, maxSubscribers: h.MaxSubscribers, out: out}
 	req.replay.LastEventID, req.replay.Resume = lastEventID(r, q)
-	if !req.replay.Resume {
+	if req.replay.Resume {
+		req.replay.ResetLatest = h.Buffer
+	} else {
 		req.replay.Latest = h.Replay
 	}
 	sub, rep, err := h.hub.Subscribe(r.Context(), req)
-	if errors.Is(err, errOverCapacity) {
-		h.hub.counters.disconnects[endCapacity].Add(1)
-		h.logRefusal(r, topics, endCapacity)
-		h.refuse(w, jittered(max(time.Duration(h.Retry), capacityRetry)), "this hub has reached its subscriber limit")
-		return nil
-	}
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		h.refuseSubscription(w, r, topics, err)
 		return nil
 	}
 	if !h.streams.add(sub) {
 		// opened (and counted) while this config was stopping
 		h.hub.Unsubscribe(sub)
 		h.hub.counters.disconnects[endShutdown].Add(1)
-		h.logRefusal(r, topics, endShutdown)
+		h.logRefusal(r, topics, endShutdown, nil)
 		h.refuse(w, h.finalRetry(), "this server is reloading or stopping")
 		return nil
 	}
-	st := &stream{out: newResponseOutput(w), sub: sub}
+	st := &stream{out: out, sub: sub}
 	h.logOpen(r, sub, rep, req.replay)
 	life := streamLife{start: start, remoteAddr: r.RemoteAddr, maxAge: h.startMaxAge(sub)}
 	err = st.start(w, jittered(time.Duration(h.Retry)), rep, req.replay.LastEventID, h.resetEventType())
 	if err != nil {
-		h.endStream(sub, life, endClient)
+		h.endStream(sub, life, failedWrite(sub))
 		return nil
 	}
 	h.hub.counters.replayed.Add(uint64(len(rep.Events)))
 	if h.Hijack && r.ProtoMajor == 1 {
-		if out, err := takeOver(w, r); err == nil {
-			h.runTakenOver(st, out, life)
+		out.release() // the response is net/http's no more
+		if co, err := takeOver(w, r); err == nil {
+			h.runTakenOver(st, co, life)
 			return nil
 		} else if ce := h.logger.Check(zapcore.DebugLevel, "could not take the connection over"); ce != nil {
 			ce.Write(zap.Error(err))
@@ -409,9 +362,30 @@ func (h *Handler) serveStream(w http.ResponseWriter, r *http.Request, topics []s
 	return nil
 }
 
+// refuseSubscription answers a subscription the hub did not take. Over
+// capacity, or while the transport is unavailable, the answer is a 200
+// with a retry hint of several seconds, so that browsers come back later
+// instead of giving up for good.
+func (h *Subscribe) refuseSubscription(w http.ResponseWriter, r *http.Request, topics []string, err error) {
+	later := jittered(max(time.Duration(h.Retry), capacityRetry))
+	switch {
+	case errors.Is(err, errOverCapacity):
+		h.hub.counters.disconnects[endCapacity].Add(1)
+		h.logRefusal(r, topics, endCapacity, nil)
+		h.refuse(w, later, "this hub has reached its subscriber limit")
+	case errors.Is(err, transport.ErrUnavailable):
+		h.hub.counters.disconnects[endUnavailable].Add(1)
+		h.logRefusal(r, topics, endUnavailable, err)
+		h.refuse(w, later, "this hub is unavailable for a moment")
+	default:
+		h.logger.Error("subscription failed", zap.String("hub", h.Hub), zap.Error(err))
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+	}
+}
+
 // refuse answers 200 with a retry hint and a comment, then closes:
 // browsers give up on any other status, but retry after this.
-func (h *Handler) refuse(w http.ResponseWriter, retryMS int64, why string) {
+func (h *Subscribe) refuse(w http.ResponseWriter, retryMS int64, why string) {
 	setStreamHeaders(w)
 	w.WriteHeader(http.StatusOK)
 	b := transport.AppendRetry(nil, retryMS)
@@ -429,7 +403,7 @@ type streamLife struct {
 
 // startMaxAge ends the subscriber's stream after a random 80-100% of
 // max_age, if set.
-func (h *Handler) startMaxAge(sub *subscriber) *time.Timer {
+func (h *Subscribe) startMaxAge(sub *subscriber) *time.Timer {
 	if h.MaxAge <= 0 {
 		return nil
 	}
@@ -439,7 +413,7 @@ func (h *Handler) startMaxAge(sub *subscriber) *time.Timer {
 }
 
 // resetEventType is the type of the reset event, or "" for none.
-func (h *Handler) resetEventType() string {
+func (h *Subscribe) resetEventType() string {
 	if h.ResetEvent == "off" {
 		return ""
 	}
@@ -448,12 +422,9 @@ func (h *Handler) resetEventType() string {
 
 // runTakenOver runs a stream whose connection was taken over, in a
 // goroutine of its own, and lets net/http's goroutine go.
-func (h *Handler) runTakenOver(st *stream, out *connOutput, life streamLife) {
+func (h *Subscribe) runTakenOver(st *stream, out *connOutput, life streamLife) {
 	st.out = out
-	st.sub.conn.Store(out)
-	if st.sub.endReason() == endSlow { // dropped before it could be aborted
-		out.abort()
-	}
+	st.sub.setOutput(out)
 	go func() {
 		reason := h.loop(st, nil)
 		out.end(reason != endSlow && reason != endClient)
@@ -461,36 +432,8 @@ func (h *Handler) runTakenOver(st *stream, out *connOutput, life streamLife) {
 	}()
 }
 
-// loop writes live events until the stream ends, and says why it ended.
-// done is closed when the client has gone (nil for a stream whose
-// connection was taken over: its client's departure is noticed by the
-// heartbeat goroutine's probe, or by a failed write).
-func (h *Handler) loop(st *stream, done <-chan struct{}) endReason {
-	for {
-		select {
-		case <-done:
-			return endClient
-		case <-st.sub.wake:
-		}
-		n, err := st.pump()
-		if err != nil { // not delivered
-			if reason := st.sub.endReason(); reason != endNone {
-				return reason // e.g. slow: its connection was closed under the write
-			}
-			return endClient
-		}
-		h.hub.counters.delivered.Add(uint64(n))
-		if reason := st.sub.endReason(); reason != endNone {
-			if reason != endSlow && reason != endClient {
-				_ = st.finish(h.finalRetry())
-			}
-			return reason
-		}
-	}
-}
-
 // endStream takes an ended stream out of the hub, counts and logs it.
-func (h *Handler) endStream(sub *subscriber, life streamLife, reason endReason) {
+func (h *Subscribe) endStream(sub *subscriber, life streamLife, reason endReason) {
 	if life.maxAge != nil {
 		life.maxAge.Stop()
 	}
@@ -504,7 +447,7 @@ func (h *Handler) endStream(sub *subscriber, life streamLife, reason endReason) 
 
 // The logs of a stream's life, at debug level: never the payloads.
 
-func (h *Handler) logOpen(r *http.Request, sub *subscriber, rep transport.Replay, q transport.ReplayQuery) {
+func (h *Subscribe) logOpen(r *http.Request, sub *subscriber, rep transport.Replay, q transport.ReplayQuery) {
 	if ce := h.logger.Check(zapcore.DebugLevel, "stream opened"); ce != nil {
 		ce.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("hub", h.hub.name),
 			zap.Strings("topics", sub.topics), zap.Bool("resume", q.Resume),
@@ -512,14 +455,14 @@ func (h *Handler) logOpen(r *http.Request, sub *subscriber, rep transport.Replay
 	}
 }
 
-func (h *Handler) logRefusal(r *http.Request, topics []string, reason endReason) {
+func (h *Subscribe) logRefusal(r *http.Request, topics []string, reason endReason, err error) {
 	if ce := h.logger.Check(zapcore.DebugLevel, "stream refused"); ce != nil {
 		ce.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("hub", h.hub.name),
-			zap.Strings("topics", topics), zap.Stringer("reason", reason))
+			zap.Strings("topics", topics), zap.Stringer("reason", reason), zap.Error(err))
 	}
 }
 
-func (h *Handler) logClose(sub *subscriber, life streamLife, reason endReason) {
+func (h *Subscribe) logClose(sub *subscriber, life streamLife, reason endReason) {
 	if ce := h.logger.Check(zapcore.DebugLevel, "stream closed"); ce != nil {
 		ce.Write(zap.String("remote_addr", life.remoteAddr), zap.String("hub", h.hub.name),
 			zap.Strings("topics", sub.topics), zap.Duration("duration", time.Since(life.start)),
@@ -527,91 +470,9 @@ func (h *Handler) logClose(sub *subscriber, life streamLife, reason endReason) {
 	}
 }
 
-// streamSet is the set of a handler's open streams.
-type streamSet struct {
-	mu     sync.Mutex
-	subs   map[*subscriber]struct{}
-	closed bool
-	empty  chan struct{} // closed once the set is closed and empty
-}
-
-func (ss *streamSet) init() {
-	ss.subs = make(map[*subscriber]struct{})
-	ss.empty = make(chan struct{})
-}
-
-// add adds s, unless the set was closed.
-func (ss *streamSet) add(s *subscriber) bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.closed {
-		return false
-	}
-	ss.subs[s] = struct{}{}
-	return true
-}
-
-func (ss *streamSet) remove(s *subscriber) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	delete(ss.subs, s)
-	ss.signalEmpty()
-}
-
-// signalEmpty closes empty once the set is closed and empty.
-func (ss *streamSet) signalEmpty() {
-	if ss.empty == nil { // never initialised: the handler did not provision
-		return
-	}
-	if ss.closed && len(ss.subs) == 0 {
-		select {
-		case <-ss.empty:
-		default:
-			close(ss.empty)
-		}
-	}
-}
-
-func (ss *streamSet) each(fn func(*subscriber)) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	for s := range ss.subs {
-		fn(s)
-	}
-}
-
-// close ends every stream for reason, refuses new ones, and returns how
-// many it ended.
-func (ss *streamSet) close(reason endReason) int {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	ss.closed = true
-	for s := range ss.subs {
-		s.finish(reason)
-	}
-	ss.signalEmpty()
-	return len(ss.subs)
-}
-
-// wait waits up to timeout for a closed set to empty, and reports whether
-// it did.
-func (ss *streamSet) wait(timeout time.Duration) bool {
-	if ss.empty == nil {
-		return true
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-ss.empty:
-		return true
-	case <-t.C:
-		return false
-	}
-}
-
 // Interface guards
 var (
-	_ caddy.Provisioner           = (*Handler)(nil)
-	_ caddy.CleanerUpper          = (*Handler)(nil)
-	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+	_ caddy.Provisioner           = (*Subscribe)(nil)
+	_ caddy.CleanerUpper          = (*Subscribe)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Subscribe)(nil)
 )

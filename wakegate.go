@@ -29,9 +29,10 @@ const (
 // serves only now and then while the writers that caught up keep being
 // woken again: under load, a few streams then fall seconds behind. In
 // line, a writer waits about one round of the others. Grants come back
-// when a writer takes its queue (so that a writer blocked on a slow client
-// holds none) and go out again in batches, which the scheduler runs in the
-// order given; handed on one by one, each would jump the queue.
+// when a writer takes its queue, and go out again in batches, which the
+// scheduler runs in the order given; handed on one by one, each would
+// jump the queue. Only writers waiting for work get grants: a writer busy
+// writing, however long it is blocked on its client, holds none.
 type wakeGate struct {
 	mu      sync.Mutex
 	free    int
@@ -43,12 +44,21 @@ func newWakeGate() *wakeGate {
 	return &wakeGate{free: wakeGrants}
 }
 
-// wake wakes s's writer, now if a grant is free, else in its turn.
+// wake wakes s's writer, now if a grant is free, else in its turn. A
+// writer that is busy writing (or starting its stream) needs no grant: it
+// is told to look at its queue again when it is done, which makes no
+// goroutine runnable now. So a writer blocked on a client that does not
+// read holds no grant, however long it blocks.
 func (g *wakeGate) wake(s *subscriber) {
 	g.mu.Lock()
 	if s.gate != gateIdle {
 		g.mu.Unlock()
 		return // already woken or in line, or gone
+	}
+	if s.busy.Load() {
+		g.mu.Unlock()
+		s.signal()
+		return
 	}
 	if g.free == 0 {
 		s.gate = gateWaiting

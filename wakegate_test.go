@@ -13,8 +13,7 @@ func gated(n int) (*wakeGate, []*subscriber) {
 	g := newWakeGate()
 	subs := make([]*subscriber, n)
 	for i := range subs {
-		subs[i] = newSubscriber([]string{"t"}, 16)
-		subs[i].gated = g
+		subs[i] = idleSubscriber(16, g, nil)
 	}
 	return g, subs
 }
@@ -89,6 +88,7 @@ func TestWakeGateLosesNoWakeUp(t *testing.T) {
 				// everything asked for so far
 				s.take()
 				served[i].Store(asked[i].Load())
+				s.idle()
 			}
 		})
 	}
@@ -120,5 +120,41 @@ func TestWakeGateLosesNoWakeUp(t *testing.T) {
 	defer g.mu.Unlock()
 	if g.free != wakeGrants || g.head != len(g.waiting) {
 		t.Fatalf("grants back: %d of %d, %d in line", g.free, wakeGrants, len(g.waiting)-g.head)
+	}
+}
+
+// TestWakeGateBusyWritersHoldNoGrant: writers busy writing (blocked on
+// clients that do not read, or still sending their stream's start) are
+// told to look at their queues again without taking a grant, so that any
+// number of them leave every grant to the writers waiting for work.
+func TestWakeGateBusyWritersHoldNoGrant(t *testing.T) {
+	g, subs := gated(2 * wakeGrants)
+	busy, waiting := subs[:wakeGrants+10], subs[wakeGrants+10:]
+	for _, s := range busy {
+		s.take() // as a writer does before it writes
+		s.wakeUp()
+	}
+	for i, s := range busy {
+		select {
+		case <-s.wake:
+		default:
+			t.Fatalf("busy writer %d was not told to look again", i)
+		}
+	}
+	g.mu.Lock()
+	free := g.free
+	g.mu.Unlock()
+	if free != wakeGrants {
+		t.Fatalf("%d grants free, want all %d", free, wakeGrants)
+	}
+	for _, s := range waiting {
+		s.wakeUp()
+	}
+	for i, s := range waiting {
+		select {
+		case <-s.wake:
+		default:
+			t.Fatalf("waiting writer %d was not woken", i)
+		}
 	}
 }

@@ -51,7 +51,7 @@ func TestAdminHubs(t *testing.T) {
 		data := fmt.Sprint("message ", i)
 		last = opsPublish(t, srv.base+"/publish", url.Values{"topic": {"room"}, "data": {data}}.Encode())
 		if i > 0 { // history 2: the first is evicted
-			wantBytes += opsWireSize(last.ID, data)
+			wantBytes += opsEventSize(last.ID, "room", data)
 		}
 		s.EventT(t, opsWait)
 	}
@@ -72,7 +72,7 @@ func TestAdminHubs(t *testing.T) {
 	chat := hubs["chat"]
 	if chat.Transport != "memory" || chat.Subscribers != 1 || chat.SubscribedTopics != 2 || chat.Connections != 1 ||
 		chat.Published != 3 || chat.Replayed != 0 || chat.History.Topics != 1 || chat.History.Events != 2 ||
-		chat.History.Bytes != int64(wantBytes) || len(chat.Disconnects) != 5 {
+		chat.History.Bytes != int64(wantBytes) || len(chat.Disconnects) != 7 {
 		t.Errorf("chat: %+v", chat)
 	}
 	if d := hubs["default"]; d.Transport != "memory" || d.Published != 0 || d.Subscribers != 0 {

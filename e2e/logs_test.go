@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -82,6 +83,52 @@ func checkLogLine(t *testing.T, entry map[string]any, topics string, want map[st
 	for k, v := range want {
 		if entry[k] != v {
 			t.Errorf("%s is %v, want %v in %v", k, entry[k], v, entry)
+		}
+	}
+}
+
+// TestHubLogs: at start and on every reload, one info line per hub says
+// its name, transport and history limits, and whether it was created or
+// kept with its history; with debug logging, nothing in a reload reads
+// like a failure.
+func TestHubLogs(t *testing.T) {
+	t.Parallel()
+	global := func(history int) string {
+		return fmt.Sprintf("debug\n\tsse {\n\t\thub chat {\n\t\t\thistory %d\n\t\t}\n\t}", history)
+	}
+	srv := opsStart(t, 2406, 8406, global(50), "sse /events")
+	ready := func(n int) []map[string]any {
+		var lines []map[string]any
+		opsEventually(t, fmt.Sprintf("%d hub lines", n), func() bool {
+			lines = opsLogLines(srv.Log(), "hub ready")
+			return len(lines) >= n
+		})
+		return lines
+	}
+	lines := ready(2)
+	byHub := map[string]map[string]any{}
+	for _, l := range lines {
+		byHub[l["hub"].(string)] = l
+	}
+	chat, def := byHub["chat"], byHub["default"]
+	if chat == nil || def == nil || chat["level"] != "info" || chat["transport"] != "memory" ||
+		chat["history"] != 50.0 || chat["history_max_bytes"] != float64(64<<20) || chat["state"] != "created" ||
+		def["history"] != 1000.0 || def["state"] != "created" {
+		t.Fatalf("hub lines at start: %v", lines)
+	}
+	srv.reload(t, global(20), "sse /events")
+	lines = ready(4)[2:]
+	for _, l := range lines {
+		if l["state"] != "kept with its history" {
+			t.Errorf("after the reload: %v", l)
+		}
+		if l["hub"] == "chat" && l["history"] != 20.0 {
+			t.Errorf("chat's new limit not logged: %v", l)
+		}
+	}
+	for _, bad := range []string{"handlerError", "unsupported type"} {
+		if strings.Contains(srv.Log(), bad) {
+			t.Errorf("the log says %q", bad)
 		}
 	}
 }

@@ -3,7 +3,9 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"strconv"
@@ -142,6 +144,25 @@ func opsReadToEnd(t *testing.T, s *ssetest.Stream) []ssetest.Frame {
 	return events
 }
 
+// opsReadToCut reads a stream whose connection the server cuts (a slow
+// subscriber dropped) and returns its whole events.
+func opsReadToCut(t *testing.T, s *ssetest.Stream) []ssetest.Frame {
+	t.Helper()
+	var events []ssetest.Frame
+	for {
+		f, err := s.Next(opsWait)
+		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+			return events
+		}
+		if err != nil {
+			t.Fatalf("waiting for the stream to end: after %d events: %v", len(events), err)
+		}
+		if f.Kind == ssetest.KindEvent {
+			events = append(events, f)
+		}
+	}
+}
+
 // opsEventually polls cond until it holds, or fails the test after opsWait.
 func opsEventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -154,10 +175,11 @@ func opsEventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// opsWireSize is what an event without type or retry counts for in a
-// hub's history.
-func opsWireSize(id, data string) int {
-	return len(transport.AppendEvent(nil, id, "", -1, data))
+// opsEventSize is what an event to one topic, without type or retry,
+// counts for in a hub's history.
+func opsEventSize(id, topic, data string) int {
+	ev := transport.Event{ID: id, Topics: []string{topic}, Wire: transport.AppendEvent(nil, id, "", -1, data)}
+	return int(ev.Size())
 }
 
 // opsScrape reads a Prometheus text exposition: the value of each series
@@ -218,7 +240,7 @@ func (w opsHubWant) series(hub string) map[string]float64 {
 		"caddy_sse_history_events" + l:         float64(w.historyEvents),
 		"caddy_sse_history_bytes" + l:          float64(w.historyBytes),
 	}
-	for _, reason := range []string{"client", "slow", "max_age", "shutdown", "capacity"} {
+	for _, reason := range []string{"client", "slow", "max_age", "shutdown", "capacity", "resync", "unavailable"} {
 		m[fmt.Sprintf(`caddy_sse_disconnects_total{hub=%q,reason=%q}`, hub, reason)] = float64(w.disconnects[reason])
 	}
 	return m

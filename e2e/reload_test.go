@@ -413,7 +413,8 @@ func TestReloadWithHistoryChanged(t *testing.T) {
 	reloadWhilePublishing(t, reloadConfig(hub(100000), site), reloadConfig(hub(300), site))
 
 	// the new limit applies to the hub that survived: of 400 more events,
-	// only 300 are retained, so resuming from before them resets
+	// only 300 are retained, so resuming from before them resets, and the
+	// reset is followed by the newest buffer (256) of them
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	first, err := publishWith(client, "/publish", "first of 400")
 	if err != nil {
@@ -437,15 +438,29 @@ func TestReloadWithHistoryChanged(t *testing.T) {
 		t.Fatalf("resuming from before 400 events with history 300: %+v %v", ev, err)
 	}
 	count := 0
-	for count < 300 {
+	for count < 256 {
 		ev, err := s.NextEvent(waitLimit)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if count == 0 && seq(t, ev.LastID) != n+100 {
-			t.Fatalf("oldest retained event %s, want seq %d", ev.LastID, n+100)
+		if count == 0 && seq(t, ev.LastID) != n+400-256 {
+			t.Fatalf("oldest event after the reset %s, want seq %d", ev.LastID, n+400-256)
 		}
 		count++
+	}
+	// resuming from the oldest retained event is served whole: 299 events
+	s.Close()
+	oldest := transport.FormatID(epoch, n+100)
+	s, err = ssetest.Open(ssetest.NewClient(), reloadBase+"/events", http.Header{"Last-Event-ID": {oldest}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := uint64(101); i < 400; i++ {
+		ev, err := s.NextEvent(waitLimit)
+		if err != nil || ev.Type == "reset" || seq(t, ev.LastID) != n+i {
+			t.Fatalf("resumed event %d: %+v %v", i, ev, err)
+		}
 	}
 }
 

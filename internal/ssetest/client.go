@@ -188,11 +188,18 @@ func (s *Stream) EventT(t testing.TB, timeout time.Duration) Frame {
 	return f
 }
 
+// doTimeout is the safety net of DoT: an answer that never ends (a stream
+// answered where a refusal was expected) fails the test instead of
+// hanging it.
+const doTimeout = 30 * time.Second
+
 // DoT sends req with the default client and returns the status, headers
 // and whole body of the answer, failing the test if there is none.
 func DoT(t testing.TB, req *http.Request) (int, http.Header, []byte) {
 	t.Helper()
-	resp, err := http.DefaultClient.Do(req)
+	ctx, cancel := context.WithTimeout(req.Context(), doTimeout)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,8 @@ type Transport struct {
 	sink   transport.Sink
 	closed bool
 	now    func() time.Time
+	// watched counts the Watch calls not yet undone, per topic.
+	watched map[string]int
 
 	history
 	keys keyRecords
@@ -73,6 +75,7 @@ func (t *Transport) Open(_ string, limits transport.Limits, sink transport.Sink)
 	if t.now == nil {
 		t.now = time.Now
 	}
+	t.watched = make(map[string]int)
 	t.history.init()
 	t.keys.init()
 	t.stop = make(chan struct{})
@@ -90,13 +93,18 @@ func (t *Transport) janitor() {
 		case <-t.stop:
 			return
 		case <-tick.C:
-			t.mu.Lock()
-			t.expire()
-			t.sweepIdleTopics()
-			t.keys.expire(t.now())
-			t.mu.Unlock()
+			t.housekeep()
 		}
 	}
+}
+
+// housekeep expires old events and keys and forgets idle topics.
+func (t *Transport) housekeep() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.expire()
+	t.sweepIdleTopics()
+	t.keys.expire(t.now())
 }
 
 // Publish implements transport.Transport. Ids are assigned, events stored
@@ -138,11 +146,34 @@ func (t *Transport) Publish(_ context.Context, req transport.PublishRequest) ([]
 	return receipts, nil
 }
 
-// Watch implements transport.Transport; every event reaches the local hub.
-func (*Transport) Watch(context.Context, []string) error { return nil }
+// Watch implements transport.Transport. Every event reaches the local hub
+// whether its topics are watched or not; Watch only counts them, for
+// State.WatchedTopics.
+func (t *Transport) Watch(_ context.Context, topics []string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return transport.ErrClosed
+	}
+	for _, name := range topics {
+		t.watched[name]++
+	}
+	return nil
+}
 
 // Unwatch implements transport.Transport.
-func (*Transport) Unwatch([]string) {}
+func (t *Transport) Unwatch(topics []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, name := range topics {
+		switch n := t.watched[name]; {
+		case n > 1:
+			t.watched[name] = n - 1
+		case n == 1:
+			delete(t.watched, name)
+		}
+	}
+}
 
 // Replay implements transport.Transport.
 func (t *Transport) Replay(_ context.Context, q transport.ReplayQuery) (transport.Replay, error) {
@@ -206,7 +237,7 @@ func (t *Transport) Stats() transport.Stats {
 		Bytes:  t.bytes,
 		Head:   t.seq,
 		Epoch:  t.epoch,
-		State:  transport.State{Up: !t.closed},
+		State:  transport.State{Up: !t.closed, WatchedTopics: len(t.watched)},
 	}
 }
 

@@ -1,0 +1,117 @@
+package caddysse
+
+import (
+	"net/http"
+	"sync"
+	"time"
+)
+
+// batchSize is the most bytes a stream writes in one piece: queued events
+// are gathered into pieces of this size, and a larger event is cut into
+// pieces, so that a stream that makes no progress for write_timeout can be
+// told from one that is slowly making some.
+const batchSize = 32 << 10
+
+// batchPool holds the buffers that gather several events into one write,
+// so that idle streams hold none.
+var batchPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, batchSize)
+	return &b
+}}
+
+// An output is where a stream's bytes go: the response, or the connection
+// once the stream has taken it over. Only the stream's writer calls write
+// and flush; any goroutine may call interrupt, at any time.
+type output interface {
+	// write writes parts, in order, as one piece of the stream: at most
+	// batchSize bytes in all.
+	write(parts [][]byte) error
+	// flush sends what was written to the client.
+	flush() error
+	// interrupt makes the pending write, and those that follow, fail
+	// within d; at once for 0.
+	interrupt(d time.Duration)
+}
+
+// responseOutput writes through the http.ResponseWriter (and Caddy's
+// wrappers of it), flushing with a ResponseController.
+//
+// Other goroutines interrupt it through net/http's own response writer,
+// under Caddy's wrappers: setting a write deadline on it is safe from any
+// goroutine while the handler runs (a connection deadline for HTTP/1.x, a
+// stream deadline for HTTP/2 and HTTP/3), whereas Caddy's wrappers keep
+// state of their own. Caddy's write idle timeout moves the deadline again
+// before each write, so a stream that has ended is interrupted again
+// until it is gone (see Subscribe.checkStream and streamSet.wait).
+type responseOutput struct {
+	w  http.ResponseWriter
+	rc http.ResponseController
+
+	mu       sync.Mutex
+	inner    *http.ResponseController // net/http's own writer
+	released bool                     // the handler has returned, or the connection was taken over
+}
+
+func newResponseOutput(w http.ResponseWriter) *responseOutput {
+	return &responseOutput{
+		w:     w,
+		rc:    *http.NewResponseController(w),
+		inner: http.NewResponseController(innermost(w)),
+	}
+}
+
+// innermost returns the response writer under every wrapper of w.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}
+
+// write implements output. A lone part is written as it is; several are
+// gathered into one write.
+func (o *responseOutput) write(parts [][]byte) error {
+	if len(parts) == 1 {
+		_, err := o.w.Write(parts[0])
+		return err
+	}
+	bp := batchPool.Get().(*[]byte)
+	b := (*bp)[:0]
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	_, err := o.w.Write(b)
+	*bp = b[:0]
+	batchPool.Put(bp)
+	return err
+}
+
+// flush implements output.
+func (o *responseOutput) flush() error { return o.rc.Flush() }
+
+// interrupt implements output.
+func (o *responseOutput) interrupt(d time.Duration) {
+	deadline := time.Unix(1, 0) // in the past: fail at once
+	if d > 0 {
+		deadline = time.Now().Add(d)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.released {
+		_ = o.inner.SetWriteDeadline(deadline)
+	}
+}
+
+// release makes later interrupts do nothing: the response writer must not
+// be used once the handler has returned or the connection was taken over.
+func (o *responseOutput) release() {
+	o.mu.Lock()
+	o.released = true
+	o.mu.Unlock()
+}
+
+// Interface guards
+var _ output = (*responseOutput)(nil)

@@ -1,0 +1,201 @@
+package caddysse
+
+import (
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// shutdownWait bounds how long the stopping of a config waits for its
+// streams to write their final retry hint and end. Streams still writing
+// after endWait have their writes cut.
+const shutdownWait = time.Second
+
+// shutdown ends every stream of this handler, refuses new ones, and waits
+// (at most shutdownWait) for them to end, cutting the writes of those
+// whose clients do not read: a reload or a stop never waits longer for a
+// client. Caddy's HTTP server does not wait for streams whose connection
+// was taken over, and would exit before they had written their final
+// retry hint; it would wait forever for a response blocked on a client.
+func (h *Subscribe) shutdown() {
+	n := h.streams.close(endShutdown)
+	if n == 0 {
+		return
+	}
+	h.logger.Info("ending the streams of the old config", zap.String("hub", h.Hub), zap.Int("streams", n))
+	if !h.streams.wait(shutdownWait) {
+		h.logger.Warn("streams still open after the stop", zap.String("hub", h.Hub), zap.Duration("waited", shutdownWait))
+	}
+}
+
+// probeInterval is the longest between two probes of the connections
+// taken over, which tell when their clients have gone.
+const probeInterval = 5 * time.Second
+
+// tick is the period of the sweeper: a third of the heartbeat interval, so
+// that no stream stays silent for much more than two thirds of it, and of
+// write_timeout, so that a stalled stream ends after at most 4/3 of it.
+func (h *Subscribe) tick() time.Duration {
+	t := time.Duration(h.WriteTimeout) / 3
+	if h.Heartbeat > 0 {
+		t = min(t, time.Duration(h.Heartbeat)/3)
+	}
+	if h.Hijack {
+		t = min(t, probeInterval)
+	}
+	return max(t, 10*time.Millisecond)
+}
+
+// sweep looks at every stream of the handler once a tick (checkStream)
+// until the handler is cleaned up.
+func (h *Subscribe) sweep(interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var subs []*subscriber
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-tick.C:
+			subs = h.streams.snapshot(subs)
+			now := clock()
+			for _, s := range subs {
+				h.checkStream(s, now)
+			}
+			clear(subs)
+		}
+	}
+}
+
+// checkStream is one stream's tick: a stream whose writes made no progress
+// for write_timeout ends as slow, an ended one still writing after
+// endWait has its write cut, one whose connection (taken over) the client
+// has closed ends, and one that wrote nothing during a whole tick is sent
+// a heartbeat.
+func (h *Subscribe) checkStream(s *subscriber, now int64) {
+	stuck := s.stuckFor(now)
+	if s.endReason() != endNone {
+		if stuck >= endWait {
+			s.interrupt() // Caddy's write timeouts may have moved the deadline again
+		}
+		return
+	}
+	if stuck >= time.Duration(h.WriteTimeout) {
+		if s.finish(endSlow) {
+			h.hub.dropSlow(s)
+		}
+		return
+	}
+	if ref := s.out.Load(); ref != nil {
+		if co, ok := ref.output.(*connOutput); ok && co.peerClosed() {
+			s.finish(endClient)
+			return
+		}
+	}
+	if h.Heartbeat > 0 && !s.wrote.Swap(false) {
+		s.beat.Store(true)
+		s.wakeUp()
+	}
+}
+
+// streamSet is the set of a handler's open streams.
+type streamSet struct {
+	mu     sync.Mutex
+	subs   map[*subscriber]struct{}
+	closed bool
+	empty  chan struct{} // closed once the set is closed and empty
+}
+
+func (ss *streamSet) init() {
+	ss.subs = make(map[*subscriber]struct{})
+	ss.empty = make(chan struct{})
+}
+
+// add adds s, unless the set was closed.
+func (ss *streamSet) add(s *subscriber) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return false
+	}
+	ss.subs[s] = struct{}{}
+	return true
+}
+
+func (ss *streamSet) remove(s *subscriber) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.subs, s)
+	ss.signalEmpty()
+}
+
+// signalEmpty closes empty once the set is closed and empty.
+func (ss *streamSet) signalEmpty() {
+	if ss.empty == nil { // never initialised: the handler did not provision
+		return
+	}
+	if ss.closed && len(ss.subs) == 0 {
+		select {
+		case <-ss.empty:
+		default:
+			close(ss.empty)
+		}
+	}
+}
+
+// snapshot appends the streams of the set to buf[:0] and returns it, so
+// that they can be looked at without holding the set's lock (probing a
+// connection is a system call).
+func (ss *streamSet) snapshot(buf []*subscriber) []*subscriber {
+	buf = buf[:0]
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for s := range ss.subs {
+		buf = append(buf, s)
+	}
+	return buf
+}
+
+// close ends every stream for reason, refuses new ones, and returns how
+// many it ended.
+func (ss *streamSet) close(reason endReason) int {
+	ss.mu.Lock()
+	ss.closed = true
+	ss.signalEmpty()
+	ss.mu.Unlock()
+	subs := ss.snapshot(nil)
+	for _, s := range subs {
+		s.finish(reason)
+	}
+	return len(subs)
+}
+
+// wait waits up to timeout for a closed set to empty, and reports whether
+// it did. After endWait, and every 100 ms from then on, it cuts the writes
+// of the streams still there.
+func (ss *streamSet) wait(timeout time.Duration) bool {
+	if ss.empty == nil {
+		return true
+	}
+	deadline := time.Now().Add(timeout)
+	t := time.NewTimer(min(endWait, timeout))
+	defer t.Stop()
+	var subs []*subscriber
+	for {
+		select {
+		case <-ss.empty:
+			return true
+		case <-t.C:
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		subs = ss.snapshot(subs)
+		for _, s := range subs {
+			s.interrupt()
+		}
+		t.Reset(min(100*time.Millisecond, left))
+	}
+}

@@ -1,0 +1,185 @@
+package transporttest
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssehub/caddy-sse/transport"
+)
+
+// keyed is a request of msgs under key and fingerprint, from offset.
+func keyed(key, fingerprint string, offset int, msgs ...transport.Message) transport.PublishRequest {
+	return transport.PublishRequest{Messages: msgs, Key: key, Fingerprint: fingerprint, Offset: offset}
+}
+
+// wantRepeated fails t unless got are the receipts of first, repeated.
+func wantRepeated(t *testing.T, what string, got, first []transport.Receipt) {
+	t.Helper()
+	if len(got) != len(first) {
+		t.Fatalf("%s: %d receipts, want %d", what, len(got), len(first))
+	}
+	for i, r := range got {
+		f := first[i]
+		if r.ID != f.ID || !slices.Equal(r.Topics, f.Topics) || r.Subscribers != f.Subscribers || !r.Repeated {
+			t.Errorf("%s: receipt %d is %+v, want %+v repeated", what, i, r, f)
+		}
+	}
+}
+
+// wantFresh fails t unless receipts are of new events with Seqs want.
+func wantFresh(t *testing.T, what string, got []transport.Receipt, want []uint64) {
+	t.Helper()
+	wantSeqs(t, what, receiptSeqs(t, got), want)
+	for i, r := range got {
+		if r.Repeated {
+			t.Errorf("%s: receipt %d (%s) is marked repeated", what, i, r.ID)
+		}
+	}
+}
+
+// wantPublished fails t unless the hub's head is head and the sink got
+// exactly the events up to it, checked by publishing one more event and
+// awaiting it: nothing else may come first.
+func (n *node) wantPublished(what string, head uint64) {
+	n.t.Helper()
+	if h := n.tr.Stats().Head; h != head {
+		n.t.Errorf("%s: Head %d, want %d", what, h, head)
+	}
+	marker := n.publish("a")
+	if s := seqOf(n.t, marker); s != head+1 {
+		n.t.Errorf("%s: the next event got Seq %d, want %d", what, s, head+1)
+	}
+	wantSeqs(n.t, what+": delivered", seqs(n.rec.AwaitSeq(n.t, head+1)), span(1, head+1))
+}
+
+// testIdempotentRepeat: the same key and fingerprint again get the first
+// receipts, marked repeated, and publish nothing.
+func testIdempotentRepeat(t *testing.T, f Factory) {
+	e := open(t, f, big, "a", "b")
+	e.rec.SetSubscribers(2)
+	req := keyed("k", "f", 0, msg("a"), msg("b"))
+	first := e.publishReq(req)
+	wantFresh(t, "first", first, []uint64{1, 2})
+	e.rec.SetSubscribers(7)
+	wantRepeated(t, "again", e.publishReq(req), first)
+	wantRepeated(t, "again, the first message only", e.publishReq(keyed("k", "f", 0, msg("a"))), first[:1])
+	wantRepeated(t, "again, the second message only", e.publishReq(keyed("k", "f", 1, msg("b"))), first[1:])
+	e.wantPublished("after the repeats", 2)
+}
+
+// testKeyMismatch: a key used with another fingerprint is refused with
+// ErrKeyMismatch, publishes nothing, and leaves the key's record alone.
+func testKeyMismatch(t *testing.T, f Factory) {
+	e := open(t, f, big, "a")
+	first := e.publishReq(keyed("k", "f1", 0, msg("a")))
+	for _, req := range []transport.PublishRequest{
+		keyed("k", "f2", 0, msg("a")),
+		keyed("k", "f2", 1, msg("a")),
+		keyed("k", "", 0, msg("a")),
+	} {
+		rs, err := e.tr.Publish(ctx(t), req)
+		if !errors.Is(err, transport.ErrKeyMismatch) {
+			t.Errorf("key with fingerprint %q, offset %d: receipts %+v, error %v; want ErrKeyMismatch", req.Fingerprint, req.Offset, rs, err)
+		}
+	}
+	e.wantPublished("after the refusals", 1)
+	wantRepeated(t, "the first fingerprint again", e.publishReq(keyed("k", "f1", 0, msg("a"))), first)
+}
+
+// testContinuation: a request that goes on from Offset gets the recorded
+// receipts for the positions already published and publishes the rest.
+func testContinuation(t *testing.T, f Factory) {
+	e := open(t, f, big, "a", "b")
+	m := []transport.Message{msg("a"), msg("b"), msg("a", "b"), msg("b"), msg("a")}
+	first := e.publishReq(keyed("s", "g", 0, m[0], m[1]))
+	wantFresh(t, "positions 0 and 1", first, []uint64{1, 2})
+	next := e.publishReq(keyed("s", "g", 1, m[1], m[2], m[3]))
+	wantRepeated(t, "position 1 again", next[:1], first[1:])
+	wantFresh(t, "positions 2 and 3", next[1:], []uint64{3, 4})
+	all := append(slices.Clone(first), next[1:]...)
+	wantRepeated(t, "all from 0", e.publishReq(keyed("s", "g", 0, m[:4]...)), all)
+	last := e.publishReq(keyed("s", "g", 3, m[3], m[4]))
+	wantRepeated(t, "position 3 again", last[:1], all[3:])
+	wantFresh(t, "position 4", last[1:], []uint64{5})
+	e.wantPublished("after the continuations", 5)
+}
+
+// testConcurrentRepeats: the same keyed request sent several times at
+// once publishes once; the others get its receipts (or are refused as in
+// flight).
+func testConcurrentRepeats(t *testing.T, f Factory) {
+	e := open(t, f, big, "a", "b")
+	checkConcurrentRepeats(t, []*node{&e.node}, 8)
+	e.wantPublished("after the repeats", 3)
+}
+
+// checkConcurrentRepeats sends count copies of one keyed request of 3
+// messages at once, spread over nodes, and checks that exactly one
+// published them.
+func checkConcurrentRepeats(t *testing.T, nodes []*node, count int) {
+	req := keyed("c", "f", 0, msg("a"), msg("b"), msg("a", "b"))
+	results := make([][]transport.Receipt, count)
+	errs := make([]error, count)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range count {
+		wg.Go(func() {
+			<-start
+			results[i], errs[i] = nodes[i%len(nodes)].tr.Publish(ctx(t), req)
+		})
+	}
+	close(start)
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	awaitDone(t, done, "the publishers")
+	fresh := 0
+	for i, rs := range results {
+		if errs[i] != nil {
+			if !errors.Is(errs[i], transport.ErrKeyInFlight) {
+				t.Errorf("request %d: %v", i, errs[i])
+			}
+			continue
+		}
+		wantSeqs(t, "receipts", receiptSeqs(t, rs), []uint64{1, 2, 3})
+		if !rs[0].Repeated {
+			fresh++
+		}
+		for _, r := range rs {
+			if r.Repeated != rs[0].Repeated {
+				t.Errorf("request %d: receipts %+v partly repeated", i, rs)
+			}
+		}
+	}
+	if fresh != 1 {
+		t.Errorf("%d of %d identical keyed requests published", fresh, count)
+	}
+}
+
+// testKeysPerHub: a key used on one hub is unknown to another.
+func testKeysPerHub(t *testing.T, f Factory) {
+	e1 := open(t, f, big, "a")
+	e2 := open(t, f, big, "a")
+	first := e1.publishReq(keyed("k", "f", 0, msg("a")))
+	wantFresh(t, "hub 1", first, []uint64{1})
+	wantFresh(t, "hub 2, the same key with another fingerprint", e2.publishReq(keyed("k", "other", 0, msg("a"))), []uint64{1})
+	wantRepeated(t, "hub 1 again", e1.publishReq(keyed("k", "f", 0, msg("a"))), first)
+}
+
+// testKeyExpiry: a key is remembered for IdempotencyTTL, then forgotten.
+func testKeyExpiry(t *testing.T, f Factory) {
+	e := open(t, f, big, "a")
+	if e.hub.Advance == nil {
+		t.Skip("needs a clock the suite can drive: IdempotencyTTL is a day")
+	}
+	first := e.publishReq(keyed("k", "f", 0, msg("a")))
+	e.hub.Advance(transport.IdempotencyTTL - time.Minute)
+	wantRepeated(t, "a minute before the key expires", e.publishReq(keyed("k", "f", 0, msg("a"))), first)
+	e.hub.Advance(2 * time.Minute)
+	e.housekeep()
+	wantFresh(t, "a minute after the key expired", e.publishReq(keyed("k", "f", 0, msg("a"))), []uint64{2})
+	e.hub.Advance(transport.IdempotencyTTL + time.Minute)
+	wantFresh(t, "another fingerprint once the key expired", e.publishReq(keyed("k", "f2", 0, msg("a"))), []uint64{3})
+}
