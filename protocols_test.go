@@ -20,7 +20,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/quic-go/quic-go"
@@ -625,15 +624,7 @@ func slowStreamSharesConnection(t *testing.T, hub *Hub, p protocol, o clientOpti
 		t.Errorf("the healthy stream was silent for %v while the slow one was stalled", maxGap)
 	}
 	if !ended {
-		// lead: make this t.Errorf once the drop of a stream served by
-		// net/http over TLS ends at once
-		t.Skip("lead: the dropped stream's writer was still running 2s after the drop. Over HTTPS with HTTP/1.1 " +
-			"(not taken over) the interrupt's deadline makes the write fail, then net/http closes the connection, and " +
-			"crypto/tls's Close first sends a close_notify alert under a write deadline of its own, 5 s, to a client " +
-			"that reads nothing: the handler stays in its write for 5 more seconds (a goroutine dump shows " +
-			"tls.(*Conn).closeNotify under net/http.(*chunkWriter).Write). Interrupting again once the first write " +
-			"failed (or every sweeper tick) would cut it; a connection taken over is not affected (tls.Conn.Close " +
-			"closes at once while a Write is in flight)")
+		t.Errorf("the dropped stream's writer was still running 2s after the drop")
 	}
 }
 
@@ -781,9 +772,6 @@ func TestProtocolsStalledWriteEnds(t *testing.T) {
 	sse_publish /publish {
 		max_size 10MiB
 	}`
-	if _, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(":1\n"+site), nil); err != nil {
-		t.Skipf("lead: the stall bound (write_timeout) is not on this branch yet: %v", err)
-	}
 	startSecure(t, `sse {
 		hub default {
 			history 100000
