@@ -37,6 +37,14 @@ const wait = 10 * time.Second
 // directive, to run a test's streams on connections taken over.
 var hijackAll bool
 
+// startVia and openVia, when set, take the place of startCaddy's config
+// and of openStream: protocols_test.go runs the stream tests again over
+// HTTPS with HTTP/1.1, HTTP/2 and HTTP/3.
+var (
+	startVia func(t *testing.T, global, site string)
+	openVia  func(t *testing.T, client *http.Client, path string, header http.Header) *ssetest.Stream
+)
+
 var (
 	sseLineRE  = regexp.MustCompile(`(?m)^(\s*sse(?:\s+[^\s{]+)?)\s*$`)
 	sseBlockRE = regexp.MustCompile(`(?m)^(\s*sse(?:\s+[^\s{]+)?\s*\{)\s*$`)
@@ -54,6 +62,10 @@ func startCaddy(t *testing.T, global, site string) {
 	t.Helper()
 	if hijackAll {
 		site = withHijack(site)
+	}
+	if startVia != nil {
+		startVia(t, global, site)
+		return
 	}
 	cfg := fmt.Sprintf(`{
 	admin localhost:%d
@@ -147,6 +159,9 @@ func publishTo(t *testing.T, data string, topics ...string) publishResult {
 // stream started.
 func openStream(t *testing.T, client *http.Client, path string, header http.Header) *ssetest.Stream {
 	t.Helper()
+	if openVia != nil {
+		return openVia(t, client, path, header)
+	}
 	return ssetest.OpenT(t, client, testBase+path, header)
 }
 

@@ -48,7 +48,6 @@ func TestHijack(t *testing.T) {
 		"RetryJitterVaries":               TestRetryJitterVaries,
 		"ResumeFromQueryParameters":       TestResumeFromQueryParameters,
 		"ClientWithoutEventsResumesAgain": TestClientWithoutEventsResumesFromItsConnection,
-		"ClientsThatNeverReadDelayNoOne":  TestClientsThatNeverReadDelayNoOne,
 	} {
 		t.Run(name, test)
 	}

@@ -325,6 +325,10 @@ type HubStats struct {
 	Disconnects map[string]uint64 `json:"disconnects"`
 	// History describes the retained events.
 	History transport.Stats `json:"history"`
+	// TransportState is the transport's health: whether it can serve now,
+	// its last error, the topics it watches for this node, and its
+	// resynchronisations by reason.
+	TransportState transport.State `json:"transport_state"`
 }
 
 // Stats returns the hub's current figures.
@@ -342,6 +346,7 @@ func (h *Hub) Stats() HubStats {
 		st.Disconnects[r.String()] = h.counters.disconnects[r].Load()
 	}
 	st.History = h.transport.Stats()
+	st.TransportState = st.History.State
 	return st
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ssehub/caddy-sse/transport"
 	_ "github.com/ssehub/caddy-sse/transport/memory" // the default transport
+	_ "github.com/ssehub/caddy-sse/transport/redis"  // several instances share hubs
 )
 
 func init() {

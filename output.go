@@ -50,7 +50,15 @@ type responseOutput struct {
 	mu       sync.Mutex
 	inner    *http.ResponseController // net/http's own writer
 	released bool                     // the handler has returned, or the connection was taken over
+	recut    *time.Timer              // cuts the writes again until released
 }
+
+// recutEvery is how often an interrupted response's writes are cut again
+// until its handler returns: a write that failed makes net/http close the
+// connection, and closing a TLS connection first sends a close_notify
+// alert under a deadline of its own (5 s), to a client that may read
+// nothing.
+const recutEvery = 100 * time.Millisecond
 
 func newResponseOutput(w http.ResponseWriter) *responseOutput {
 	return &responseOutput{
@@ -100,9 +108,25 @@ func (o *responseOutput) interrupt(d time.Duration) {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if !o.released {
-		_ = o.inner.SetWriteDeadline(deadline)
+	if o.released {
+		return
 	}
+	_ = o.inner.SetWriteDeadline(deadline)
+	if o.recut == nil {
+		o.recut = time.AfterFunc(d+recutEvery, o.cut)
+	}
+}
+
+// cut makes the pending write fail at once, and again a little later,
+// until the handler returns.
+func (o *responseOutput) cut() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.released {
+		return
+	}
+	_ = o.inner.SetWriteDeadline(time.Unix(1, 0))
+	o.recut.Reset(recutEvery)
 }
 
 // release makes later interrupts do nothing: the response writer must not
@@ -110,6 +134,9 @@ func (o *responseOutput) interrupt(d time.Duration) {
 func (o *responseOutput) release() {
 	o.mu.Lock()
 	o.released = true
+	if o.recut != nil {
+		o.recut.Stop()
+	}
 	o.mu.Unlock()
 }
 

@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
-# Runs the scenarios of issue 6 against a Caddy built from this checkout:
-# Caddy pinned to one CPU, the load tool (cmd/ssebench) to another, a
-# fresh Caddy process for every measurement. Prints one JSON line per
-# measurement on stdout (and appends it to $OUT if set); progress goes to
-# stderr. See bench/README.md.
+# Runs the scenarios of issues 6 and 12 against a Caddy built from this
+# checkout: Caddy pinned to one CPU, the load tool (cmd/ssebench) to
+# another, a fresh Caddy process for every measurement. Prints one JSON
+# line per measurement on stdout (and appends it to $OUT if set); progress
+# goes to stderr. See bench/README.md.
 #
-#   bench/run.sh idle [N...]          ours and the floor, default 1000 10000 19500
-#   bench/run.sh fanout [RATE...]     SUBS subscribers, default rates 50 300
-#   bench/run.sh search [N...]        highest rate without loss, default 1000 10000
-#   bench/run.sh publish [ours|floor...]   PUBLISHERS publishers, no subscribers
-#   bench/run.sh stream               streaming publishes against per-request ones
-#   bench/run.sh all                  all of the above with their defaults
+#   bench/run.sh [--proto P] idle [N...]      ours and the floor, default 1000 10000 19500
+#   bench/run.sh [--proto P] fanout [RATE...] SUBS subscribers, default rates 50 300
+#   bench/run.sh [--proto P] search [N...]    highest rate without loss, default 1000 10000
+#   bench/run.sh publish [ours|floor...]      PUBLISHERS publishers, no subscribers
+#   bench/run.sh stream                       streaming publishes against per-request ones
+#   bench/run.sh [--proto P] all              all of the above with their defaults
+#
+# P is the subscribers' protocol: h1 (plain HTTP/1.1, the default), h1tls
+# (HTTPS with HTTP/1.1), h2 (HTTPS with HTTP/2) or h3 (HTTP/3); each
+# subscriber has a connection of its own. Over HTTPS, Caddy serves the
+# Caddyfile.<target>-tls configs (its internal CA) and events are still
+# published over plain HTTP.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +25,8 @@ root=$(cd "$here/.." && pwd)
 # Settings, all overridable from the environment.
 ADMIN_PORT=${BENCH_ADMIN_PORT:-2719}
 HTTP_PORT=${BENCH_HTTP_PORT:-8719}
+HTTPS_PORT=${BENCH_HTTPS_PORT:-8743} # TCP, and UDP for HTTP/3
+PROTO=${PROTO:-h1}               # subscribers' protocol (or --proto)
 CADDY_CPU=${CADDY_CPU:-0}        # taskset CPU list of Caddy
 TOOL_CPU=${TOOL_CPU:-1}          # taskset CPU list of ssebench
 HOLD=${HOLD:-10s}                # idle: how long the streams are held
@@ -33,6 +41,9 @@ MAX_P99=${MAX_P99:-100ms}        # search: highest acceptable p99
 PUBLISHERS=${PUBLISHERS:-8}      # publish: concurrent publishers
 SSEBENCH_FLAGS=${SSEBENCH_FLAGS:-} # more ssebench flags, for every run
 OUT=${OUT:-}                     # also append the JSON lines to this file
+PROFILE=${PROFILE:-}             # a directory: Caddy's CPU profile of each fanout (and of a
+                                 # search's first step), its heap at the end of each idle hold
+                                 # (<label>.cpu.pb.gz, <label>.heap.pb.gz)
 
 log() { echo "run.sh: $*" >&2; }
 die() {
@@ -41,10 +52,16 @@ die() {
 }
 
 usage() {
-	sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
+if [ "${1:-}" = "--proto" ]; then
+	[ $# -ge 2 ] || usage
+	PROTO=$2
+	shift 2
+fi
+case $PROTO in h1 | h1tls | h2 | h3) ;; *) die "unknown protocol $PROTO (h1, h1tls, h2 or h3)" ;; esac
 [ $# -ge 1 ] || usage
 command -v taskset >/dev/null || die "taskset is missing (util-linux)"
 command -v curl >/dev/null || die "curl is missing"
@@ -113,13 +130,38 @@ build() {
 	log "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo '+changes'), $(go version | cut -d' ' -f3), $(nproc) CPUs, kernel $(uname -r)"
 }
 
-# start_caddy ours|floor starts a fresh Caddy on that config, pinned to
-# CADDY_CPU, and waits for its admin API and site.
+# check_ports fails if a port of Caddy is in use: Caddy listens with
+# SO_REUSEPORT, so it would start anyway and share the connections with
+# whatever else listens there (another Caddy), which spoils every count.
+check_ports() {
+	local port
+	for port in "$ADMIN_PORT" "$HTTP_PORT" "$HTTPS_PORT"; do
+		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+			die "port $port is in use (BENCH_ADMIN_PORT, BENCH_HTTP_PORT, BENCH_HTTPS_PORT move them)"
+		fi
+	done
+	if command -v ss >/dev/null && ss -Hlun "sport = :$HTTPS_PORT" | grep -q .; then
+		die "UDP port $HTTPS_PORT is in use (BENCH_HTTPS_PORT moves it)"
+	fi
+}
+
+# secure says whether the subscribers use HTTPS.
+secure() { [ "$PROTO" != h1 ]; }
+
+# The root of Caddy's internal CA, once a Caddy over HTTPS has run (every
+# Caddy of a run shares its data directory, so its CA and certificate).
+ca_root="$work/home/caddy/pki/authorities/local/root.crt"
+
+# start_caddy ours|floor|hijack starts a fresh Caddy on that config (its
+# -tls variant over HTTPS), pinned to CADDY_CPU, and waits for its admin
+# API and site.
 start_caddy() {
 	local cfg="$here/Caddyfile.$1"
+	if secure; then cfg="$here/Caddyfile.$1-tls"; fi
 	[ -f "$cfg" ] || die "no config $cfg"
+	check_ports
 	mkdir -p "$work/home"
-	BENCH_ADMIN_PORT=$ADMIN_PORT BENCH_HTTP_PORT=$HTTP_PORT HOME="$work/home" \
+	BENCH_ADMIN_PORT=$ADMIN_PORT BENCH_HTTP_PORT=$HTTP_PORT BENCH_HTTPS_PORT=$HTTPS_PORT HOME="$work/home" \
 		XDG_CONFIG_HOME="$work/home" XDG_DATA_HOME="$work/home" \
 		taskset -c "$CADDY_CPU" "$work/caddy" run --config "$cfg" --adapter caddyfile \
 		>"$work/caddy.log" 2>&1 &
@@ -128,12 +170,13 @@ start_caddy() {
 		if ! kill -0 "$caddy_pid" 2>/dev/null; then
 			tail -n 20 "$work/caddy.log" >&2
 			caddy_pid=""
-			die "caddy exited at start (is port $HTTP_PORT or $ADMIN_PORT taken?)"
+			die "caddy exited at start (is port $HTTP_PORT, $HTTPS_PORT or $ADMIN_PORT taken?)"
 		fi
 		if curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/config/" &&
-			curl -s -o /dev/null "http://127.0.0.1:$HTTP_PORT/"; then
+			curl -s -o /dev/null "http://127.0.0.1:$HTTP_PORT/" &&
+			{ ! secure || { [ -f "$ca_root" ] && curl -s -o /dev/null --cacert "$ca_root" "https://127.0.0.1:$HTTPS_PORT/"; }; }; then
 			sleep 1 # let its memory settle before it is measured
-			log "caddy ($1) is running, pid $caddy_pid, CPU $CADDY_CPU"
+			log "caddy ($(basename "$cfg")) is running, pid $caddy_pid, CPU $CADDY_CPU"
 			return 0
 		fi
 		sleep 0.1
@@ -141,16 +184,31 @@ start_caddy() {
 	die "caddy did not answer within 10s"
 }
 
+# sub_flags sets the array sub to the ssebench flags of the subscribers:
+# where and how.
+sub_flags() {
+	if secure; then
+		sub=(--proto "$PROTO" --ca "$ca_root" --sub-url "https://127.0.0.1:$HTTPS_PORT/events?topic={topic}")
+	else
+		sub=(--sub-url "http://127.0.0.1:$HTTP_PORT/events?topic={topic}")
+	fi
+}
+
 # bench MODE LABEL FLAGS... runs ssebench against the running Caddy and
 # prints its JSON line.
 bench() {
 	local mode=$1 label=$2
 	shift 2
-	local line
+	local line sub
+	sub_flags
+	local prof=()
+	if [ -n "$PROFILE" ]; then
+		mkdir -p "$PROFILE"
+		prof=(--pprof "http://127.0.0.1:$ADMIN_PORT/debug/pprof" --profile-out "$PROFILE/$label")
+	fi
 	# shellcheck disable=SC2086 # SSEBENCH_FLAGS is a list of flags
 	line=$(taskset -c "$TOOL_CPU" "$work/ssebench" "$mode" --label "$label" --pid "$caddy_pid" \
-		--sub-url "http://127.0.0.1:$HTTP_PORT/events?topic={topic}" \
-		--pub-url "http://127.0.0.1:$HTTP_PORT/publish" "$@" $SSEBENCH_FLAGS) ||
+		"${sub[@]}" --pub-url "http://127.0.0.1:$HTTP_PORT/publish" "${prof[@]}" "$@" $SSEBENCH_FLAGS) ||
 		die "ssebench $mode ($label) failed"
 	echo "$line"
 	if [ -n "$OUT" ]; then echo "$line" >>"$OUT"; fi
@@ -164,6 +222,9 @@ once() {
 	bench "$@"
 	stop_caddy
 }
+
+# tag is the protocol in the labels: empty for h1, as before issue 12.
+tag() { if secure; then echo "$PROTO-"; fi; }
 
 check_files() {
 	local n=$1
@@ -179,7 +240,7 @@ scenario_idle() {
 		check_files "$n"
 		for target in ${IDLE_TARGETS:-floor ours hijack}; do
 			log "idle: $n streams on $target, held $HOLD"
-			once "$target" idle "idle-$target-$n" -n "$n" --duration "$HOLD"
+			once "$target" idle "idle-$(tag)$target-$n" -n "$n" --duration "$HOLD"
 		done
 	done
 }
@@ -191,7 +252,7 @@ scenario_fanout() {
 	for rate in "${rates[@]}"; do
 		for target in ${TARGETS:-ours hijack}; do
 			log "fanout: $SUBS subscribers on $target, $TOPICS topic(s), $rate events/s for $DURATION"
-			once "$target" fanout "fanout-$target-$SUBS-$rate" -n "$SUBS" --topics "$TOPICS" --rate "$rate" --duration "$DURATION"
+			once "$target" fanout "fanout-$(tag)$target-$SUBS-$rate" -n "$SUBS" --topics "$TOPICS" --rate "$rate" --duration "$DURATION"
 		done
 	done
 }
@@ -206,13 +267,15 @@ scenario_search() {
 		local start=${START:-$default} step=${STEP:-$default}
 		for target in ${TARGETS:-ours hijack}; do
 			log "search: $n subscribers on $target, from $start events/s by $step, $STEP_DURATION per step, p99 up to $MAX_P99"
-			once "$target" search "search-$target-$n" -n "$n" --topics "$TOPICS" --rate "$start" --rate-step "$step" \
+			once "$target" search "search-$(tag)$target-$n" -n "$n" --topics "$TOPICS" --rate "$start" --rate-step "$step" \
 				--rate-max "$MAX_RATE" --duration "$STEP_DURATION" --max-p99 "$MAX_P99"
 		done
 	done
 }
 
 scenario_publish() {
+	secure && log "publish: publishers use plain HTTP whatever the protocol; running it over HTTP/1.1"
+	PROTO=h1
 	local targets=("$@")
 	[ ${#targets[@]} -gt 0 ] || targets=(floor ours)
 	for target in "${targets[@]}"; do
@@ -229,6 +292,8 @@ scenario_publish() {
 # subscribers, and the highest rate without loss to SUBS subscribers of
 # the topic.
 scenario_stream() {
+	secure && log "stream: publishers use plain HTTP/1.1; running it all over HTTP/1.1"
+	PROTO=h1
 	for n in 1 "$PUBLISHERS"; do
 		log "stream: $n per-request publishers, then $n streams, for $DURATION"
 		once ours publish "publish-requests-$n" --publishers "$n" --duration "$DURATION"

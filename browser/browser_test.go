@@ -13,15 +13,17 @@ import (
 // event exists and long before the first heartbeat, so the response
 // headers are flushed at once, and that an event published once onopen
 // fired reaches the page.
-func TestOpenBeforeAnyEvent(t *testing.T) {
-	p := testPorts(0)
-	base := origin(p.http)
-	startCaddy(t, p, caddyfile(p, "", site(t, base, `
+func TestOpenBeforeAnyEvent(t *testing.T) { openBeforeAnyEvent(t, plain, 0) }
+
+func openBeforeAnyEvent(t *testing.T, e *env, n int) {
+	p := e.ports(n)
+	base := e.base(p)
+	startCaddy(t, p, e.caddyfile(p, "", e.site(t, p, `
 	sse /events {
 		heartbeat 1m
 	}
 	sse_publish /publish`)))
-	pg := startChromium(t).openHarness(base)
+	pg := e.browser(t).openHarness(base)
 
 	src := pg.open("/events?topic=quiet", sourceOptions{})
 	es := pg.waitOpen(src, 1)
@@ -33,6 +35,7 @@ func TestOpenBeforeAnyEvent(t *testing.T) {
 	if got[0].Data != "first" || got[0].ID != id || got[0].Type != "message" {
 		t.Fatalf("got %v, want the message %s with data %q", got[0], id, "first")
 	}
+	e.checkProtocol(t, pg.chromium, base)
 }
 
 // TestEventTypesAndData publishes events of several types with awkward
@@ -40,18 +43,18 @@ func TestOpenBeforeAnyEvent(t *testing.T) {
 // listener, with its id and its data exactly as published (CR LF and CR
 // in data arrive as LF, as the protocol has it).
 func TestEventTypesAndData(t *testing.T) {
-	t.Run("net/http", func(t *testing.T) { eventTypesAndData(t, 1, "sse /events") })
+	t.Run("net/http", func(t *testing.T) { eventTypesAndData(t, plain, 1, "sse /events") })
 	// the same through a connection taken over: our own chunk framing
-	t.Run("hijack", func(t *testing.T) { eventTypesAndData(t, 11, "sse /events {\n\t\thijack\n\t}") })
+	t.Run("hijack", func(t *testing.T) { eventTypesAndData(t, plain, 11, "sse /events {\n\t\thijack\n\t}") })
 }
 
-func eventTypesAndData(t *testing.T, portN int, sse string) {
-	p := testPorts(portN)
-	base := origin(p.http)
-	startCaddy(t, p, caddyfile(p, "", site(t, base, `
+func eventTypesAndData(t *testing.T, e *env, n int, sse string) {
+	p := e.ports(n)
+	base := e.base(p)
+	startCaddy(t, p, e.caddyfile(p, "", e.site(t, p, `
 	`+sse+`
 	sse_publish /publish`)))
-	pg := startChromium(t).openHarness(base)
+	pg := e.browser(t).openHarness(base)
 
 	cases := []struct {
 		name string
@@ -116,6 +119,7 @@ func eventTypesAndData(t *testing.T, portN int, sse string) {
 	if !slices.Equal(gotOnMessage, wantOnMessage) {
 		t.Errorf("onmessage got %v, want the untyped events %v", gotOnMessage, wantOnMessage)
 	}
+	e.checkProtocol(t, pg.chromium, base)
 }
 
 // via returns the event entries received through via (onmessage or

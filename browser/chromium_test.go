@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,7 +70,9 @@ type chromium struct {
 
 // startChromium starts a headless Chromium with a fresh profile. It is
 // closed, and every one of its processes is checked to be gone, when the
-// test ends. Without Chromium the test is skipped.
+// test ends. Without Chromium the test is skipped. QUIC is off (so that
+// Caddy's Alt-Svc header does not move HTTPS sites to HTTP/3) unless
+// extraFlags has enable-quic.
 func startChromium(t *testing.T, extraFlags ...string) *chromium {
 	t.Helper()
 	path := needChromium(t)
@@ -83,9 +86,12 @@ func startChromium(t *testing.T, extraFlags ...string) *chromium {
 		chromedp.UserDataDir(c.dataDir),
 		chromedp.WindowSize(1280, 900),
 	}
-	flags := []string{"headless", "no-sandbox", "disable-gpu", "disable-quic", "no-first-run",
+	flags := []string{"headless", "no-sandbox", "disable-gpu", "no-first-run",
 		"disable-background-networking", "disable-component-update", "disable-sync",
 		"no-default-browser-check", "hide-scrollbars", "mute-audio"}
+	if !slices.Contains(extraFlags, "enable-quic") {
+		flags = append(flags, "disable-quic")
+	}
 	for _, f := range append(flags, extraFlags...) {
 		name, value, hasValue := strings.Cut(f, "=")
 		if hasValue {
@@ -117,6 +123,22 @@ func startChromium(t *testing.T, extraFlags ...string) *chromium {
 		t.Fatalf("starting chromium (%s): %v", path, err)
 	}
 	return c
+}
+
+// newTab opens another tab in the same browser for test t, with a log of
+// its own requests; it is closed when t ends. Tests that share a browser
+// this way start it once.
+func (c *chromium) newTab(t *testing.T) *chromium {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(c.ctx)
+	tab := &chromium{t: t, ctx: ctx, dataDir: c.dataDir, net: newNetLog(), output: c.output}
+	chromedp.ListenTarget(ctx, tab.net.handle)
+	if err := chromedp.Run(ctx, network.Enable()); err != nil {
+		cancel()
+		t.Fatalf("opening a tab: %v", err)
+	}
+	t.Cleanup(cancel) // closes the tab
+	return tab
 }
 
 // checkGone fails the test if any process of this browser (they all have

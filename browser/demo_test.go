@@ -13,8 +13,9 @@ import (
 )
 
 // demoConfig returns Caddyfile.example moved to this test's ports, serving
-// the demo from this checkout, on loopback only.
-func demoConfig(t *testing.T, p ports) string {
+// the demo from this checkout, on loopback only; in a secure run, over
+// HTTPS on 127.0.0.1 with Caddy's internal CA.
+func demoConfig(t *testing.T, e *env, p ports) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "Caddyfile.example"))
 	if err != nil {
@@ -25,10 +26,15 @@ func demoConfig(t *testing.T, p ports) string {
 		t.Fatal(err)
 	}
 	cfg := string(b)
-	for old, repl := range map[string]string{
+	moves := map[string]string{
 		"localhost:8080":       fmt.Sprintf("localhost:%d", p.http),
 		"root * examples/demo": "root * " + demo,
-	} {
+	}
+	if e.secure {
+		delete(moves, "localhost:8080")
+		moves["http://localhost:8080 {"] = fmt.Sprintf("%s {\n\ttls internal", e.base(p))
+	}
+	for old, repl := range moves {
 		if !strings.Contains(cfg, old) {
 			t.Fatalf("Caddyfile.example has no %q; update this test", old)
 		}
@@ -36,6 +42,9 @@ func demoConfig(t *testing.T, p ports) string {
 	}
 	global := fmt.Sprintf("{\n\tadmin localhost:%d\n\thttp_port %d\n\thttps_port %d\n\tdefault_bind 127.0.0.1\n",
 		p.admin, p.http, p.https)
+	if e.secure {
+		global += "\t" + e.secureOptions() + "\n"
+	}
 	i := strings.Index(cfg, "{\n")
 	if i < 0 {
 		t.Fatal("Caddyfile.example has no global options block")
@@ -48,12 +57,17 @@ func demoConfig(t *testing.T, p ports) string {
 // id and time, publishes through its form, and shows the reset event after
 // a restart of Caddy. It saves a screenshot, into docs/demo.png when
 // SSE_SCREENSHOT=1.
-func TestDemoPage(t *testing.T) {
-	p := testPorts(10)
+func TestDemoPage(t *testing.T) { demoPage(t, plain, 10) }
+
+func demoPage(t *testing.T, e *env, n int) {
+	p := e.ports(n)
 	base := fmt.Sprintf("http://localhost:%d", p.http)
-	cfg := demoConfig(t, p)
+	if e.secure {
+		base = e.base(p)
+	}
+	cfg := demoConfig(t, e, p)
 	c := startCaddy(t, p, cfg)
-	br := startChromium(t)
+	br := e.browser(t)
 	if err := br.run(chromedp.EmulateViewport(1280, 720)); err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +84,10 @@ func TestDemoPage(t *testing.T) {
 
 	// a restart forgets the memory transport's history: the page is told
 	restart(t, c, p, cfg)
-	waitState(t, br, "open")
+	waitUntil(t, e.restartWait(), "the demo's state is open again", func() bool {
+		var ok bool
+		return br.eval(`document.body.dataset.state === "open"`, &ok) == nil && ok
+	}, nil)
 	waitFor(t, br, "the reset event is shown", `document.querySelector("#events li.reset") !== null`)
 	publish(t, pub,
 		event{Topic: "demo", Event: "update", Data: "deploy finished in 42s ✅"},
@@ -110,7 +127,10 @@ func TestDemoPage(t *testing.T) {
 		!strings.HasPrefix(shown.Newest[2], "New comment") || len(shown.Newest[0]) != len("15:04:05.000") {
 		t.Errorf("the form's event is shown as %q; last id %q, publish result %q", shown.Newest, shown.LastID, shown.Result)
 	}
-	screenshot(t, br)
+	e.checkRequests(t, br, base)
+	if !e.secure {
+		screenshot(t, br)
+	}
 }
 
 // waitState waits until the demo shows its connection state as state.

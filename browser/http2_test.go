@@ -30,28 +30,7 @@ func TestHTTP2ManyStreams(t *testing.T) {
 	br := startChromium(t, "ignore-certificate-errors")
 
 	t.Run("HTTP/2", func(t *testing.T) {
-		pg := br.in(t).openHarness(secure)
-		for range streams {
-			pg.open("/events?topic=many", sourceOptions{})
-		}
-		for src := range streams {
-			pg.waitOpen(src, 1)
-		}
-		id := publishData(t, secure+"/publish", "many", "to all")
-		for src := range streams {
-			if got := pg.waitEvents(src, 1); got[0].ID != id {
-				t.Fatalf("source %d got %v, want %s", src, got[0], id)
-			}
-		}
-		reqs := pg.net.requests(secure + "/events")
-		if len(reqs) != streams {
-			t.Fatalf("%d requests, want %d:\n%s", len(reqs), streams, pg.net)
-		}
-		for _, r := range reqs {
-			if r.Protocol != "h2" || r.Conn != reqs[0].Conn {
-				t.Fatalf("want every stream over h2, on one connection:\n%s", pg.net)
-			}
-		}
+		manyStreams(t, br.in(t).openHarness(secure), secure, "h2")
 	})
 
 	t.Run("HTTP/1.1", func(t *testing.T) {
@@ -108,4 +87,32 @@ func TestHTTP2ManyStreams(t *testing.T) {
 			t.Fatalf("%d connections for %d streams over HTTP/1.1:\n%s", len(conns), streams, pg.net)
 		}
 	})
+}
+
+// manyStreams opens ten EventSources on the page, at base, and checks that
+// all of them open and receive an event, over one connection of protocol
+// alpn.
+func manyStreams(t *testing.T, pg *page, base, alpn string) {
+	t.Helper()
+	for range streams {
+		pg.open("/events?topic=many", sourceOptions{})
+	}
+	for src := range streams {
+		pg.waitOpen(src, 1)
+	}
+	id := publishData(t, base+"/publish", "many", "to all")
+	for src := range streams {
+		if got := pg.waitEvents(src, 1); got[0].ID != id {
+			t.Fatalf("source %d got %v, want %s", src, got[0], id)
+		}
+	}
+	reqs := pg.net.requests(base + "/events")
+	if len(reqs) != streams {
+		t.Fatalf("%d requests, want %d:\n%s", len(reqs), streams, pg.net)
+	}
+	for _, r := range reqs {
+		if r.Protocol != alpn || r.Conn != reqs[0].Conn {
+			t.Fatalf("want every stream over %s, on one connection:\n%s", alpn, pg.net)
+		}
+	}
 }

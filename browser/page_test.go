@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // entry is one record of the harness page's log (testdata/www/harness.js).
@@ -38,6 +39,7 @@ func (e entry) String() string {
 // page is the harness page loaded in a tab.
 type page struct {
 	*chromium
+	within time.Duration // how long its waits wait (0: wait)
 }
 
 // openHarness loads the harness page served at base.
@@ -49,18 +51,24 @@ func (c *chromium) openHarness(base string) *page {
 	if !ok {
 		c.t.Fatalf("%s/ is not the harness page", base)
 	}
-	return &page{c}
+	return &page{chromium: c}
 }
 
 // in returns the page for use by test t, a subtest.
 func (p *page) in(t *testing.T) *page {
-	return &page{p.chromium.in(t)}
+	return &page{chromium: p.chromium.in(t), within: p.within}
+}
+
+// patient returns the page with waits of d.
+func (p *page) patient(d time.Duration) *page {
+	return &page{chromium: p.chromium, within: d}
 }
 
 // sourceOptions are the options of harness.open.
 type sourceOptions struct {
 	Types           []string `json:"types,omitempty"` // listened to with addEventListener
 	WithCredentials bool     `json:"withCredentials,omitempty"`
+	Summary         bool     `json:"summary,omitempty"` // record each event's data as "<length>:<first 40 characters>"
 }
 
 // open opens an EventSource on url and returns its number.
@@ -89,7 +97,11 @@ func (p *page) entries() []entry {
 func (p *page) waitFor(what string, cond func([]entry) bool) []entry {
 	p.t.Helper()
 	var es []entry
-	waitUntil(p.t, wait, what, func() bool {
+	timeout := wait
+	if p.within > 0 {
+		timeout = p.within
+	}
+	waitUntil(p.t, timeout, what, func() bool {
 		es = p.entries()
 		return cond(es)
 	}, func() string { return "page log:\n" + dump(es) + "requests:\n" + p.net.String() })

@@ -30,48 +30,46 @@ const (
 // sends Last-Event-ID, and that the page gets every event exactly once and
 // in order.
 func TestReconnectResumes(t *testing.T) {
-	t.Run("max_age", func(t *testing.T) {
-		p := testPorts(2)
-		base := origin(p.http)
-		startCaddy(t, p, caddyfile(p, "", site(t, base, `
+	t.Run("max_age", func(t *testing.T) { reconnectAfterMaxAge(t, plain, 2, "") })
+	t.Run("max_age with hijack", func(t *testing.T) { reconnectAfterMaxAge(t, plain, 12, "hijack") })
+	t.Run("reload", func(t *testing.T) { reconnectAfterReload(t, plain, 3) })
+}
+
+// reconnectAfterMaxAge runs resumeCycles on streams that max_age ends,
+// with more options for the sse route.
+func reconnectAfterMaxAge(t *testing.T, e *env, n int, options string) {
+	p := e.ports(n)
+	base := e.base(p)
+	startCaddy(t, p, e.caddyfile(p, "", e.site(t, p, `
 	sse /events {
 		retry 500ms
 		max_age 2s
+		`+options+`
 	}
 	sse_publish /publish`)))
-		resumeCycles(t, base, func() {})
-	})
-	t.Run("max_age with hijack", func(t *testing.T) {
-		p := testPorts(12)
-		base := origin(p.http)
-		startCaddy(t, p, caddyfile(p, "", site(t, base, `
-	sse /events {
-		retry 500ms
-		max_age 2s
-		hijack
-	}
-	sse_publish /publish`)))
-		resumeCycles(t, base, func() {})
-	})
-	t.Run("reload", func(t *testing.T) {
-		p := testPorts(3)
-		base := origin(p.http)
-		config := func(generation int) string {
-			return caddyfile(p, "", site(t, base, fmt.Sprintf(`
+	resumeCycles(t, e, base, func() {})
+}
+
+// reconnectAfterReload runs resumeCycles on streams that config reloads
+// end.
+func reconnectAfterReload(t *testing.T, e *env, n int) {
+	p := e.ports(n)
+	base := e.base(p)
+	config := func(generation int) string {
+		return e.caddyfile(p, "", e.site(t, p, fmt.Sprintf(`
 	sse /events {
 		retry 500ms
 	}
 	sse_publish /publish
 	respond /generation %d`, generation)))
+	}
+	c := startCaddy(t, p, config(0))
+	generation := 0
+	resumeCycles(t, e, base, func() {
+		generation++
+		if err := c.Load(config(generation)); err != nil {
+			t.Fatal(err)
 		}
-		c := startCaddy(t, p, config(0))
-		generation := 0
-		resumeCycles(t, base, func() {
-			generation++
-			if err := c.Load(config(generation)); err != nil {
-				t.Fatal(err)
-			}
-		})
 	})
 }
 
@@ -82,9 +80,9 @@ func TestReconnectResumes(t *testing.T) {
 // reconnect, and waits for it to come back. The page must have received
 // every event once, in order, and each reconnection must have sent the id
 // of the last event received.
-func resumeCycles(t *testing.T, base string, end func()) {
+func resumeCycles(t *testing.T, e *env, base string, end func()) {
 	t.Helper()
-	pg := startChromium(t).openHarness(base)
+	pg := e.browser(t).openHarness(base)
 	src := pg.open("/events?topic=resume", sourceOptions{})
 	pg.waitOpen(src, 1)
 	var want, wantData []string
@@ -129,6 +127,7 @@ func resumeCycles(t *testing.T, base string, end func()) {
 	if !slices.Equal(sent, wantSent) {
 		t.Errorf("Last-Event-ID of the requests: %q, want %q\n%s", sent, wantSent, pg.net)
 	}
+	e.checkProtocol(t, pg.chromium, base)
 }
 
 // checkExactly checks that the page got the events with ids want and data
@@ -173,16 +172,18 @@ func checkReconnectDelays(t *testing.T, es []entry, src int, lo, hi time.Duratio
 // every event, while a page is subscribed: the browser reconnects with an
 // id of the old epoch and the page gets the reset event, with that id,
 // before the events published since.
-func TestResetAfterRestart(t *testing.T) {
-	p := testPorts(4)
-	base := origin(p.http)
-	cfg := caddyfile(p, "", site(t, base, `
+func TestResetAfterRestart(t *testing.T) { resetAfterRestart(t, plain, 4) }
+
+func resetAfterRestart(t *testing.T, e *env, n int) {
+	p := e.ports(n)
+	base := e.base(p)
+	cfg := e.caddyfile(p, "", e.site(t, p, `
 	sse /events {
 		retry 500ms
 	}
 	sse_publish /publish`))
 	c := startCaddy(t, p, cfg)
-	pg := startChromium(t).openHarness(base)
+	pg := e.browser(t).openHarness(base)
 	src := pg.open("/events?topic=epochs", sourceOptions{Types: []string{"reset"}})
 	pg.waitOpen(src, 1)
 	publishData(t, base+"/publish", "epochs", "before 1")
@@ -194,7 +195,8 @@ func TestResetAfterRestart(t *testing.T) {
 	if epoch(after) == epoch(lastOld) {
 		t.Fatalf("the restarted hub kept its epoch: %s, then %s", lastOld, after)
 	}
-	got := pg.waitEvents(src, 4)
+	got := pg.patient(e.restartWait()).waitEvents(src, 4)
+	checkReconnectDelays(t, pg.entries(), src, 0, e.restartWait())
 	reset, next := got[2], got[3]
 	var data struct {
 		LastEventID string `json:"last_event_id"`
@@ -211,6 +213,7 @@ func TestResetAfterRestart(t *testing.T) {
 	if last := reqs[len(reqs)-1]; last.Headers["last-event-id"] != lastOld || last.Status != 200 {
 		t.Fatalf("the reconnection: %+v, want Last-Event-ID %s and 200\n%s", last, lastOld, pg.net)
 	}
+	e.checkProtocol(t, pg.chromium, base)
 }
 
 // restart stops Caddy with SIGTERM and starts a new one on the same config
@@ -236,17 +239,19 @@ func epoch(id string) string {
 // the second EventSource is told to retry later (a 200 with a long retry
 // hint, which the page sees as open then error), not refused for good, and
 // connects once the first one closes.
-func TestOverCapacity(t *testing.T) {
-	p := testPorts(5)
-	base := origin(p.http)
-	startCaddy(t, p, caddyfile(p, "", site(t, base, `
+func TestOverCapacity(t *testing.T) { overCapacity(t, plain, 5) }
+
+func overCapacity(t *testing.T, e *env, n int) {
+	p := e.ports(n)
+	base := e.base(p)
+	startCaddy(t, p, e.caddyfile(p, "", e.site(t, p, `
 	sse /events {
 		max_subscribers 1
 		retry 500ms
 		replay 1
 	}
 	sse_publish /publish`)))
-	pg := startChromium(t).openHarness(base)
+	pg := e.browser(t).openHarness(base)
 	first := pg.open("/events?topic=full", sourceOptions{})
 	pg.waitOpen(first, 1)
 
@@ -280,6 +285,7 @@ func TestOverCapacity(t *testing.T) {
 	if len(reqs) != 3 || reqs[1].Status != 200 || reqs[2].Status != 200 {
 		t.Fatalf("requests: want the first source's, then the second's refusal and its reconnection, all 200:\n%s", pg.net)
 	}
+	e.checkProtocol(t, pg.chromium, base)
 }
 
 // states returns the readyState of every source of the page.

@@ -15,8 +15,10 @@ import (
 	"time"
 )
 
-// streamPorts is the testPorts number of TestStreamingAnswerResumes.
-const streamPorts = 20
+// streamPorts is the testPorts number of TestStreamingAnswerResumes: one
+// that no other test uses, whose HTTP port is no other test's HTTPS port
+// (8643 + n) and the other way round.
+const streamPorts = 36
 
 // TestStreamingAnswerResumes is the relay of a model's streaming answer:
 // one streaming publish (text/event-stream, chunked) feeds the topic

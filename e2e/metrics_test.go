@@ -69,6 +69,7 @@ func TestMetricsAfterKnownTrafficAndReload(t *testing.T) {
 		"caddy_sse_events_published_total": "counter", "caddy_sse_events_delivered_total": "counter",
 		"caddy_sse_events_replayed_total": "counter", "caddy_sse_disconnects_total": "counter",
 		"caddy_sse_history_events": "gauge", "caddy_sse_history_bytes": "gauge",
+		"caddy_sse_transport_up": "gauge",
 	} {
 		if types[name] != typ {
 			t.Errorf("%s has type %q, want %s", name, types[name], typ)

@@ -239,6 +239,7 @@ func (w opsHubWant) series(hub string) map[string]float64 {
 		"caddy_sse_events_replayed_total" + l:  float64(w.replayed),
 		"caddy_sse_history_events" + l:         float64(w.historyEvents),
 		"caddy_sse_history_bytes" + l:          float64(w.historyBytes),
+		"caddy_sse_transport_up" + l:           1,
 	}
 	for _, reason := range []string{"client", "slow", "max_age", "shutdown", "capacity", "resync", "unavailable"} {
 		m[fmt.Sprintf(`caddy_sse_disconnects_total{hub=%q,reason=%q}`, hub, reason)] = float64(w.disconnects[reason])

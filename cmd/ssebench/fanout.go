@@ -96,9 +96,14 @@ func runSearch(ctx context.Context, c *config, pr *progress) (*searchReport, err
 
 // newPublisherFor returns the publisher the flags describe.
 func newPublisherFor(c *config) (*publisher, error) {
+	tlsConf, err := tlsConfig(c.caFile, c.insecure)
+	if err != nil {
+		return nil, err
+	}
 	return newPublisher(pubOptions{
 		url: c.pubURL, body: c.pubBody, contentType: c.pubType, escape: c.pubEscape, client: c.pubClient,
 		headers: c.pubHeaders, size: c.size, conns: max(c.publishers, c.maxPublishers), timeout: c.pubTimeout,
+		tls: tlsConf,
 	})
 }
 
@@ -112,6 +117,12 @@ func runStep(ctx context.Context, c *config, pool *subPool, pub *publisher, id i
 	reads, foreign := pool.reads.Load(), pool.foreign.Load()
 	pr.printf("run %d: %g events/s for %s to %d subscribers", id, rate, c.duration, subscribed)
 	m := newMeter(c.pid, before)
+	var prof *serverProfile
+	if c.profileOut != "" && id == 1 {
+		secs := cpuProfileSeconds(c.duration)
+		prof = fetchProfile(ctx, c.pprofURL, fmt.Sprintf("profile?seconds=%d", secs), c.profileOut+".cpu.pb.gz",
+			time.Duration(secs)*time.Second+time.Minute)
+	}
 	start := since()
 	stopProgress := pr.every(func() string {
 		return fmt.Sprintf("run %d: %d deliveries, %d publishes late", id, r.distinct.Load(), r.lateCount.Load())
@@ -128,6 +139,9 @@ func runStep(ctx context.Context, c *config, pool *subPool, pub *publisher, id i
 	waitFor(ctx, c.grace, func() bool { return r.distinct.Load() >= expected })
 	stopProgress()
 	ph := m.stop()
+	if err := prof.wait(); err != nil {
+		pr.printf("the server's CPU profile: %v", err)
+	}
 	t := pool.endRun(acked)
 	s := r.report(c, pool, t, subscribed, start, pubEnd, ph)
 	s.PublishersUsed = workers

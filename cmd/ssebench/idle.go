@@ -14,15 +14,29 @@ import (
 
 // openPool connects c.subscribers subscribers and describes how it went.
 func openPool(ctx context.Context, c *config, pr *progress) (*subPool, connectReport, error) {
-	target, err := newSubTarget(c.subURL, c.subHeaders)
+	tlsConf, err := tlsConfig(c.caFile, c.insecure)
 	if err != nil {
 		return nil, connectReport{}, err
 	}
+	var targets []*subTarget
 	sources := c.sources
-	if !target.addr.IP.IsLoopback() {
-		sources = 0 // loopback source addresses reach loopback only
+	for _, u := range strings.Split(c.subURL, ",") {
+		target, err := newSubTarget(u, c.subHeaders, c.proto, tlsConf)
+		if err != nil {
+			return nil, connectReport{}, err
+		}
+		if ip := target.ip(); !ip.IsLoopback() {
+			sources = 0 // loopback source addresses reach loopback only
+		}
+		targets = append(targets, target)
 	}
-	pool := newSubPool(target, sources, c.bufSize, c.dialTimeout)
+	pool := newSubPool(targets, sources, c.bufSize, c.dialTimeout)
+	if c.proto == protoH3 {
+		if pool.quic, err = newQUICTransports(pool.sources); err != nil {
+			return nil, connectReport{}, err
+		}
+		pool.quicConf = quicConfig(c.dialTimeout)
+	}
 	if c.reader == "epoll" {
 		for range c.pollers {
 			pl, err := newPoller(pollerBufSize)
@@ -36,10 +50,13 @@ func openPool(ctx context.Context, c *config, pr *progress) (*subPool, connectRe
 	start := since()
 	pool.connect(ctx, c.subscribers, c.topics, c.concurrency, pr)
 	cr := connectReport{
+		Proto:       c.proto,
+		Reader:      c.reader,
 		Subscribers: c.subscribers,
 		Connected:   pool.connected.Load(),
 		Failed:      pool.failed.Load(),
 		Failures:    pool.failureCounts(),
+		Retries:     pool.retries.Load(),
 		ConnectS:    seconds(since() - start),
 	}
 	pr.printf("connected %d/%d in %.2fs, %d failed%s", cr.Connected, c.subscribers, cr.ConnectS, cr.Failed, failureText(cr.Failures))
@@ -68,6 +85,13 @@ func runIdle(ctx context.Context, c *config, pr *progress) (*idleReport, error) 
 	// what the tool holds per stream, without the garbage of connecting
 	debug.FreeOSMemory()
 	ph := connected.stop()
+	// the server's heap once its memory was read: the profile's GC would
+	// change it
+	if c.profileOut != "" {
+		if err := fetchProfile(ctx, c.pprofURL, "heap?gc=1", c.profileOut+".heap.pb.gz", time.Minute).wait(); err != nil {
+			pr.printf("the server's heap profile: %v", err)
+		}
+	}
 	r := &idleReport{
 		Mode:          "idle",
 		Label:         c.label,

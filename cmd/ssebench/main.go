@@ -10,10 +10,11 @@
 //	ssebench search  -n 1000 --rate 50 --rate-step 50 --duration 5s
 //	ssebench publish --publishers 8 --duration 10s --pid ...
 //
-// Subscribers are raw HTTP/1.1 connections with a small buffer and one
-// goroutine each, spread over several loopback source addresses; events
-// carry their run, sequence number and send time, so that every receipt
-// gives a latency and losses and duplicates are counted exactly.
+// Subscribers speak HTTP/1.1 (raw, read with epoll), HTTPS with HTTP/1.1,
+// HTTP/2 or HTTP/3 (--proto), one connection each, spread over several
+// loopback source addresses; events carry their run, sequence number and
+// send time, so that every receipt gives a latency and losses and
+// duplicates are counted exactly.
 package main
 
 import (
@@ -60,6 +61,9 @@ type config struct {
 
 	subURL     string
 	subHeaders stringList
+	proto      string
+	caFile     string
+	insecure   bool
 	pubURL     string
 	pubBody    string
 	pubType    string
@@ -95,6 +99,8 @@ type config struct {
 	pid        int
 	quiet      bool
 	cpuProfile string
+	pprofURL   string
+	profileOut string
 }
 
 // stringList is a repeatable string flag.
@@ -137,8 +143,11 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	fs.StringVar(&c.label, "label", "", "a name for this run, copied into the JSON")
-	fs.StringVar(&c.subURL, "sub-url", "http://127.0.0.1:8719/events?topic={topic}", "subscribe URL template (http:// only)")
+	fs.StringVar(&c.subURL, "sub-url", "http://127.0.0.1:8719/events?topic={topic}", "subscribe URL template: http:// for --proto h1, https:// for the others; several, separated by commas, take the subscribers in turn (e.g. instances sharing a hub)")
 	fs.Var(&c.subHeaders, "sub-header", "extra subscribe request header 'Name: value' (repeatable)")
+	fs.StringVar(&c.proto, "proto", "h1", "subscribers' protocol, one connection each: h1 (HTTP/1.1), h1tls (HTTPS, HTTP/1.1), h2 (HTTPS, HTTP/2), h3 (HTTP/3 over QUIC)")
+	fs.StringVar(&c.caFile, "ca", "", "PEM file of the CA that signed the server's certificate (https://), e.g. Caddy's local CA root; default: the system's roots")
+	fs.BoolVar(&c.insecure, "insecure", false, "https://: do not verify the server's certificate")
 	fs.StringVar(&c.pubURL, "pub-url", "http://127.0.0.1:8719/publish", "publish URL template")
 	fs.StringVar(&c.pubBody, "pub-body", "topic={topic}&data={data}", "publish body template")
 	fs.StringVar(&c.pubType, "pub-type", "application/x-www-form-urlencoded", "publish Content-Type")
@@ -166,11 +175,13 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.concurrency, "connect-concurrency", 200, "connections being opened at once")
 	fs.DurationVar(&c.dialTimeout, "connect-timeout", 15*time.Second, "timeout to connect and get the response headers")
 	fs.IntVar(&c.bufSize, "buf", 4096, "read buffer of each stream's goroutine (--reader goroutine) and for the response headers, bytes")
-	fs.StringVar(&c.reader, "reader", defaultReader, "how streams are read: epoll (one goroutine reads them all; Linux) or goroutine (one per stream, net.Conn.Read)")
+	fs.StringVar(&c.reader, "reader", "auto", "how streams are read: epoll (one goroutine reads them all, kernel receive timestamps; --proto h1 on 64-bit Linux), goroutine (one per stream, timestamps taken at the read), or auto (epoll where it applies)")
 	fs.IntVar(&c.pollers, "pollers", 1, "epoll reader: goroutines reading the streams (one per core the tool may use)")
 	fs.IntVar(&c.pid, "pid", 0, "the server's process id: report its memory and CPU time")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress on stderr")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the tool's own CPU profile to this file")
+	fs.StringVar(&c.pprofURL, "pprof", "", "the server's net/http/pprof base URL (Caddy's admin API: http://127.0.0.1:2019/debug/pprof): with --profile-out, fetch its profiles")
+	fs.StringVar(&c.profileOut, "profile-out", "", "with --pprof: write the server's CPU profile of the measured phase (fanout; search: its first step) to PREFIX.cpu.pb.gz, and its heap at the end of the hold (idle) to PREFIX.heap.pb.gz")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err
 	}
@@ -210,16 +221,28 @@ func (c *config) validate() error {
 		return errors.New("--publishers must be at least 1")
 	case c.bufSize < 512:
 		return errors.New("--buf must be at least 512")
-	case c.reader != "epoll" && c.reader != "goroutine":
-		return errors.New("--reader must be epoll or goroutine")
+	case c.reader != "epoll" && c.reader != "goroutine" && c.reader != "auto":
+		return errors.New("--reader must be epoll, goroutine or auto")
 	case c.reader == "epoll" && !pollerSupported:
 		return errors.New("--reader epoll needs Linux; use --reader goroutine")
+	case c.reader == "epoll" && c.proto != protoH1:
+		return fmt.Errorf("--reader epoll reads plain TCP only: --proto %s needs --reader goroutine", c.proto)
+	case c.proto != protoH1 && c.proto != protoH1TLS && c.proto != protoH2 && c.proto != protoH3:
+		return fmt.Errorf("unknown --proto %q: want h1, h1tls, h2 or h3", c.proto)
 	case c.pollers < 1 || c.pollers > 64:
 		return errors.New("--pollers must be between 1 and 64")
 	case c.sources > 254:
 		return errors.New("--sources must be at most 254")
 	case c.size < 0 || c.size > 1<<20:
 		return errors.New("--size must be between 0 and 1MiB")
+	case (c.pprofURL == "") != (c.profileOut == ""):
+		return errors.New("--pprof and --profile-out go together")
+	}
+	if c.reader == "auto" {
+		c.reader = "goroutine"
+		if pollerSupported && c.proto == protoH1 {
+			c.reader = "epoll"
+		}
 	}
 	if c.mode != "publish" {
 		if limit := fileLimit(); limit > 0 && uint64(c.subscribers)+uint64(c.publishers)+64 > limit {
@@ -343,6 +366,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
-
-// defaultReader reads streams with epoll where there is one.
-var defaultReader = map[bool]string{true: "epoll", false: "goroutine"}[pollerSupported]

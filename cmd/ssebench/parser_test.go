@@ -3,6 +3,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -237,7 +238,7 @@ func TestTemplates(t *testing.T) {
 }
 
 func TestSubTarget(t *testing.T) {
-	tg, err := newSubTarget("http://127.0.0.1:8080/events?topic={topic}&x=%2F", []string{"Authorization: Bearer x"})
+	tg, err := newSubTarget("http://127.0.0.1:8080/events?topic={topic}&x=%2F", []string{"Authorization: Bearer x"}, protoH1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +250,42 @@ func TestSubTarget(t *testing.T) {
 	if tg.addr.Port != 8080 {
 		t.Errorf("port %d", tg.addr.Port)
 	}
-	if _, err := newSubTarget("https://example.com/", nil); err == nil {
-		t.Error("https accepted")
+	conf := &tls.Config{}
+	for _, tc := range []struct {
+		url, proto string
+		ok         bool
+	}{
+		{"https://127.0.0.1/", protoH1, false},
+		{"http://127.0.0.1/", protoH2, false},
+		{"ftp://127.0.0.1/", protoH1, false},
+		{"https:///events", protoH2, false},
+	} {
+		if _, err := newSubTarget(tc.url, nil, tc.proto, conf); (err == nil) != tc.ok {
+			t.Errorf("%s over %s: error %v", tc.url, tc.proto, err)
+		}
+	}
+	for proto, alpn := range map[string]string{protoH1TLS: "http/1.1", protoH2: "h2", protoH3: "h3"} {
+		tg, err := newSubTarget("https://localhost/events?topic={topic}", []string{"X-A: b"}, proto, conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tg.tls.ServerName != "localhost" || len(tg.tls.NextProtos) != 1 || tg.tls.NextProtos[0] != alpn {
+			t.Errorf("%s: TLS %q %q", proto, tg.tls.ServerName, tg.tls.NextProtos)
+		}
+		if tg.pathFor("t1") != "/events?topic=t1" || len(tg.fields) != 1 || tg.fields[0] != [2]string{"x-a", "b"} {
+			t.Errorf("%s: path %q, fields %q", proto, tg.pathFor("t1"), tg.fields)
+		}
+		port := 0
+		if proto == protoH3 {
+			port = tg.udpAddr.Port
+		} else {
+			port = tg.addr.Port
+		}
+		if port != 443 {
+			t.Errorf("%s: port %d, want 443", proto, port)
+		}
+	}
+	if conf.ServerName != "" || conf.NextProtos != nil {
+		t.Error("the shared TLS settings were changed")
 	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -38,6 +39,7 @@ type pubOptions struct {
 	client                         string // raw or http
 	size, conns                    int
 	timeout                        time.Duration
+	tls                            *tls.Config // for https://
 }
 
 // newPublisher checks the options and prepares a client with up to
@@ -91,6 +93,7 @@ func newPublisher(o pubOptions) (*publisher, error) {
 	dialer := &net.Dialer{Timeout: o.timeout, KeepAlive: -1}
 	transport := &http.Transport{
 		DialContext:           dialer.DialContext,
+		TLSClientConfig:       o.tls,
 		MaxIdleConns:          o.conns,
 		MaxIdleConnsPerHost:   o.conns,
 		IdleConnTimeout:       time.Minute,

@@ -39,10 +39,13 @@ type toolReport struct {
 
 // connectReport describes how the subscribers connected.
 type connectReport struct {
+	Proto       string         `json:"proto"`
+	Reader      string         `json:"reader"`
 	Subscribers int            `json:"subscribers"`
 	Connected   int64          `json:"connected"`
 	Failed      int64          `json:"failed"`
 	Failures    map[string]int `json:"failures,omitempty"`
+	Retries     int64          `json:"connect_retries,omitempty"`
 	ConnectS    float64        `json:"connect_s"`
 }
 

@@ -20,7 +20,8 @@ import (
 
 // Test ports of this package, before SSE_TEST_PORT_OFFSET: the Caddy of
 // TestSmoke has its admin API on 2700 and its site on 8700; 8709 is its
-// https_port, never bound. 2701-2709 and 8701-8708 are free for more.
+// https_port, never bound. TestSmokeProtocols has 2701, 8701 and 8702
+// (proto_test.go); 2702-2709 and 8703-8708 are free for more.
 const (
 	smokeAdminBase = 2700
 	smokeHTTPBase  = 8700

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -14,57 +15,19 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/quic-go/quic-go"
 )
-
-// subTarget is where and how subscribers connect.
-type subTarget struct {
-	addr    *net.TCPAddr // the server
-	host    string       // the Host header
-	request *template    // the request target, path and query, with {topic}
-	headers string       // extra header lines, each ending in CRLF
-}
-
-// newSubTarget parses a subscribe URL template (http only: streams are
-// read over plain HTTP/1.1). The path and query are kept as written.
-func newSubTarget(rawURL string, headers []string) (*subTarget, error) {
-	host, reqTarget, ok := splitURL(rawURL)
-	if !ok {
-		return nil, fmt.Errorf("--sub-url %q: only http:// URLs are supported", rawURL)
-	}
-	addr, err := net.ResolveTCPAddr("tcp4", dialAddr(host))
-	if err != nil {
-		return nil, fmt.Errorf("resolving the --sub-url host: %w", err)
-	}
-	var hb strings.Builder
-	for _, h := range headers {
-		if !strings.Contains(h, ":") || strings.ContainsAny(h, "\r\n") {
-			return nil, fmt.Errorf("--sub-header %q is not of the form 'Name: value'", h)
-		}
-		hb.WriteString(h)
-		hb.WriteString("\r\n")
-	}
-	return &subTarget{addr: addr, host: host, request: parseTemplate(reqTarget), headers: hb.String()}, nil
-}
-
-// requestFor returns the GET request of a subscriber to topic.
-func (t *subTarget) requestFor(topic string) []byte {
-	b := make([]byte, 0, 256)
-	b = append(b, "GET "...)
-	b = t.request.expand(b, escapeQuery, topic, nil, 0)
-	b = append(b, " HTTP/1.1\r\nHost: "...)
-	b = append(b, t.host...)
-	b = append(b, "\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\nUser-Agent: ssebench\r\n"...)
-	b = append(b, t.headers...)
-	return append(b, "\r\n"...)
-}
 
 // subPool is a set of subscriber connections and what they received.
 type subPool struct {
-	target      *subTarget
+	targets     []*subTarget   // taken by the subscribers in turn
 	sources     []*net.TCPAddr // local addresses to dial from, in turn
 	bufSize     int
 	dialTimeout time.Duration
-	pollers     []*poller // when set, they read the streams
+	pollers     []*poller         // when set, they read the streams
+	quic        []*quic.Transport // h3: the UDP sockets of the QUIC connections
+	quicConf    *quic.Config
 
 	subs    []*subscriber
 	wg      sync.WaitGroup // the subscribers' goroutines
@@ -74,6 +37,7 @@ type subPool struct {
 
 	connected  atomic.Int64
 	failed     atomic.Int64
+	retries    atomic.Int64  // connections refused and tried again
 	dropped    atomic.Int64  // streams the server or network ended
 	events     atomic.Uint64 // events with data, of any kind
 	foreign    atomic.Uint64 // events whose data the tool did not publish
@@ -90,14 +54,17 @@ type subscriber struct {
 	pool    *subPool
 	id      int
 	topic   int
-	conn    net.Conn // until a poller takes the socket over
-	fd      int      // the socket, once a poller has it
-	buf     []byte   // the goroutine's read buffer, without a poller
+	conn    net.Conn   // until a poller takes the socket over
+	qconn   *quic.Conn // h3: the QUIC connection
+	fd      int        // the socket, once a poller has it
+	reader  io.Reader  // what read reads: the connection, or the h3 body
+	h2      *h2Stream  // h2: what readH2 reads
+	buf     []byte     // the goroutine's read buffer, without a poller
 	p       *streamParser
 	now     time.Duration // when the bytes being parsed were read, since epoch
 	arrival time.Duration // when the kernel received them, or now
 
-	mu    sync.Mutex // guards conn, and what the runs read
+	mu    sync.Mutex // guards conn and qconn, and what the runs read
 	open  bool       // the stream had its headers
 	inRun bool       // open when the current run started
 	rec   receipts
@@ -108,8 +75,8 @@ type subscriber struct {
 // newSubPool prepares n subscribers; sources is the number of loopback
 // addresses (127.0.0.1, 127.0.0.2, ...) to spread them over, 0 for the
 // kernel's choice.
-func newSubPool(target *subTarget, sources, bufSize int, dialTimeout time.Duration) *subPool {
-	p := &subPool{target: target, bufSize: bufSize, dialTimeout: dialTimeout, failures: make(map[string]int)}
+func newSubPool(targets []*subTarget, sources, bufSize int, dialTimeout time.Duration) *subPool {
+	p := &subPool{targets: targets, bufSize: bufSize, dialTimeout: dialTimeout, failures: make(map[string]int)}
 	for i := range sources {
 		p.sources = append(p.sources, &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(i+1))})
 	}
@@ -165,7 +132,11 @@ func (s *subscriber) serve(ctx context.Context, sem chan struct{}, ready *sync.W
 	s.mu.Unlock()
 	s.pool.connected.Add(1)
 	ready.Done()
-	if pl == nil {
+	switch {
+	case pl != nil:
+	case s.h2 != nil:
+		s.readH2()
+	default:
 		s.read()
 	}
 }
@@ -178,55 +149,62 @@ func (s *subscriber) closeConn() {
 		s.conn.Close()
 		s.conn = nil
 	}
+	if s.qconn != nil {
+		_ = s.qconn.CloseWithError(0, "")
+		s.qconn = nil
+	}
 }
 
-// dial connects and reads the response headers.
+// target is where the subscriber subscribes: the pool's targets in turn.
+func (s *subscriber) target() *subTarget { return s.pool.targets[s.id%len(s.pool.targets)] }
+
+// dial connects and reads the response headers, in the subscriber's
+// protocol.
 func (s *subscriber) dial(ctx context.Context) error {
-	p := s.pool
-	d := net.Dialer{Timeout: p.dialTimeout, KeepAlive: -1}
-	if len(p.sources) > 0 {
-		d.LocalAddr = p.sources[s.id%len(p.sources)]
+	switch s.target().proto {
+	case protoH1TLS:
+		return s.dialH1TLS(ctx)
+	case protoH2:
+		return s.dialH2(ctx)
+	case protoH3:
+		return s.dialH3Retrying(ctx)
 	}
-	conn, err := d.DialContext(ctx, "tcp4", p.target.addr.String())
-	if err != nil {
-		return err
-	}
-	s.mu.Lock()
-	s.conn = conn
-	s.mu.Unlock()
-	s.buf = make([]byte, p.bufSize)
-	_ = conn.SetDeadline(time.Now().Add(p.dialTimeout))
-	if _, err := conn.Write(p.target.requestFor(topicName(s.topic))); err != nil {
-		conn.Close()
-		return fmt.Errorf("sending the request: %w", err)
-	}
-	body, chunked, err := readHead(conn, s.buf)
-	if err != nil {
-		conn.Close()
-		return err
-	}
-	_ = conn.SetDeadline(time.Time{})
-	s.p = newStreamParser(chunked, s.onEvent)
-	if len(body) > 0 {
-		s.now = since()
-		s.arrival = s.now
-		if err := s.p.feed(body); err != nil {
-			conn.Close()
-			return fmt.Errorf("reading the stream: %w", err)
+	return s.dialH1(ctx)
+}
+
+// maxRefused is how many times a subscriber whose QUIC connection the
+// server refused tries again.
+const maxRefused = 20
+
+// dialH3Retrying is dialH3, tried again when the server refuses the
+// connection: quic-go's server refuses new connections while 32 are
+// waiting to be accepted, as happens when many connect at once to a busy
+// server. (A browser would fall back to HTTP/2 and try HTTP/3 later.)
+func (s *subscriber) dialH3Retrying(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := s.dialH3(ctx)
+		var te *quic.TransportError
+		if err == nil || attempt > maxRefused || !errors.As(err, &te) || te.ErrorCode != quic.ConnectionRefused {
+			return err
+		}
+		s.pool.retries.Add(1)
+		if !sleep(ctx, time.Duration(attempt)*20*time.Millisecond) {
+			return err
 		}
 	}
-	return nil
 }
 
 // errStreamEnded is the end of a stream's body.
 var errStreamEnded = errors.New("the stream ended")
 
-// read parses the stream with net.Conn.Read until it ends or the tool
-// closes it: after each read that returned data comes one that fails
-// with EAGAIN before the goroutine waits.
+// read parses the stream, read from the connection (plain or TLS) or the
+// HTTP/3 body, until it ends or the tool closes it. The arrival time is
+// the read's: no kernel timestamp comes through TLS or QUIC. (Over plain
+// TCP, after each read that returned data comes one that fails with
+// EAGAIN before the goroutine waits.)
 func (s *subscriber) read() {
 	for {
-		n, err := s.conn.Read(s.buf)
+		n, err := s.reader.Read(s.buf)
 		if n > 0 {
 			s.pool.reads.Add(1)
 			s.now = since()
@@ -239,7 +217,29 @@ func (s *subscriber) read() {
 			err = errStreamEnded
 		}
 		if err != nil {
-			s.conn.Close()
+			s.closeConn()
+			s.end()
+			return
+		}
+	}
+}
+
+// readH2 parses the HTTP/2 stream's data, frame by frame, until the
+// stream ends or the tool closes it; the arrival time is the frame's
+// read. Each DATA frame counts as a read.
+func (s *subscriber) readH2() {
+	for {
+		data, err := s.h2.next()
+		if len(data) > 0 {
+			s.pool.reads.Add(1)
+			s.now = since()
+			s.arrival = s.now
+			if perr := s.p.feed(data); perr != nil && err == nil {
+				err = perr
+			}
+		}
+		if err != nil {
+			s.closeConn()
 			s.end()
 			return
 		}
@@ -328,17 +328,12 @@ func (p *subPool) close() {
 		pl.close()
 	}
 	for _, s := range p.subs {
-		if s == nil {
-			continue
-		}
-		s.mu.Lock()
-		c := s.conn
-		s.mu.Unlock()
-		if c != nil {
-			c.Close()
+		if s != nil {
+			s.closeConn()
 		}
 	}
 	p.wg.Wait()
+	closeQUICTransports(p.quic)
 	for _, s := range p.subs {
 		if s != nil && s.p != nil {
 			p.heartbeats.Add(s.p.comments)

@@ -1,0 +1,190 @@
+//go:build unix
+
+package browser
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/ssehub/caddy-sse/internal/caddyproc"
+)
+
+// TestHeartbeats reads a quiet stream with fetch() for 3.5 s, heartbeat
+// 1s: the page receives a comment at least every second, each as it is
+// written, held back by no buffer on the way (Caddy's, the protocol's,
+// Chromium's).
+func TestHeartbeats(t *testing.T) { heartbeats(t, plain, 13) }
+
+func heartbeats(t *testing.T, e *env, n int) {
+	p := e.ports(n)
+	base := e.base(p)
+	startCaddy(t, p, e.caddyfile(p, "", e.site(t, p, `
+	sse /events {
+		heartbeat 1s
+	}`)))
+	pg := e.browser(t).openHarness(base)
+	var res struct {
+		Status int `json:"status"`
+		Pieces []struct {
+			T    float64 `json:"t"`
+			Text string  `json:"text"`
+		} `json:"pieces"`
+		Error string `json:"error"`
+	}
+	pg.mustEval(js(`harness.readFor(%s, 3500)`, "/events?topic=beat"), &res)
+	if res.Status != 200 || res.Error != "" || len(res.Pieces) == 0 {
+		t.Fatalf("reading the stream: %+v", res)
+	}
+	var text strings.Builder
+	beats, maxGap := 0, 0.0
+	for i, piece := range res.Pieces {
+		text.WriteString(piece.Text)
+		if i > 0 {
+			maxGap = max(maxGap, piece.T-res.Pieces[i-1].T)
+		}
+		for line := range strings.Lines(piece.Text) {
+			if strings.HasPrefix(line, ":") {
+				beats++
+			}
+		}
+	}
+	t.Logf("%d heartbeats in %d pieces, longest silence %.0f ms", beats, len(res.Pieces), maxGap)
+	if !strings.HasPrefix(text.String(), "retry: ") || strings.Contains(text.String(), "data:") {
+		t.Errorf("the stream: %q", text.String())
+	}
+	if beats < 3 || maxGap > 1500 {
+		t.Errorf("%d heartbeats in 3.5 s, longest silence %.0f ms; want 3 or more, a second apart at most:\n%+v",
+			beats, maxGap, res.Pieces)
+	}
+	e.checkProtocol(t, pg.chromium, base)
+}
+
+// slowEvents and slowBatch: the slow page test publishes slowEvents
+// events of 64 KiB (37.5 MiB), slowBatch per request: more than Chromium
+// and the kernel hold for one stream over any of the protocols, plus the
+// stream's queue of slowBuffer events. The queue is larger than a batch,
+// so that only writes that stall can fill it: a reader that keeps up
+// drains it between two publishes.
+const (
+	slowEvents = 600
+	slowBatch  = 20
+	slowBuffer = 64
+)
+
+// TestSlowPage keeps the page's main thread busy while 37.5 MiB of events
+// are published to its stream: the page reads nothing, so the server's
+// writes stall once the browser's buffers (and, over HTTP/2 and HTTP/3,
+// its flow-control windows) are full, and the stream, whose queue holds
+// 64 events, is dropped as slow. When the page wakes up, its EventSource
+// reads what was buffered, sees the stream end, reconnects with the id of
+// the last event it got, and gets the rest from history: every event
+// once, in order.
+func TestSlowPage(t *testing.T) { slowPage(t, plain, 14) }
+
+func slowPage(t *testing.T, e *env, n int) {
+	p := e.ports(n)
+	base := e.base(p)
+	c := startCaddy(t, p, e.caddyfile(p, `sse {
+		hub default {
+			history 1000
+			history_max_bytes 64MiB
+		}
+	}`, e.site(t, p, `
+	sse /events {
+		buffer `+fmt.Sprint(slowBuffer)+`
+		retry 500ms
+		heartbeat 1m
+	}
+	sse_publish /publish {
+		max_size 8MiB
+	}
+	handle /blocked {
+		respond 204
+	}`)))
+	pg := e.browser(t).openHarness(base)
+	src := pg.open("/events?topic=slow", sourceOptions{Summary: true})
+	pg.waitOpen(src, 1)
+	slowBefore := slowDrops(t, c)
+
+	// The page tells the server it is about to be busy, then is busy for
+	// 6 s; the events are published once the server knows.
+	blocked := make(chan error, 1)
+	go func() {
+		blocked <- pg.eval(`(() => {
+			fetch("/blocked");
+			const end = performance.now() + 6000;
+			while (performance.now() < end) { /* busy */ }
+			return true;
+		})()`, nil)
+	}()
+	waitUntil(t, wait, "the page says it is busy", func() bool { return len(accessLog(c, "/blocked")) > 0 }, nil)
+	payload := strings.Repeat("x", 64<<10)
+	var ids, data []string
+	for range slowEvents / slowBatch {
+		batch := make([]event, slowBatch)
+		for i := range batch {
+			batch[i] = event{Topic: "slow", Data: fmt.Sprintf("%03d %s", len(data)+i, payload)}
+		}
+		ids = append(ids, publish(t, base+"/publish", batch...)...)
+		for _, ev := range batch {
+			data = append(data, fmt.Sprintf("%d:%s", len(ev.Data), ev.Data[:40]))
+		}
+	}
+	waitUntil(t, wait, "the server drops the stream as slow", func() bool { return slowDrops(t, c) > slowBefore }, nil)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+
+	got := pg.waitEvents(src, len(ids))
+	checkExactly(t, got, ids, data)
+	es := pg.entries()
+	if opens := len(only(es, src, "open")); opens != 2 {
+		t.Errorf("the source opened %d times, want twice (once more after the drop):\n%s", opens, dump(es))
+	}
+	// the reconnection sent the id of the last event received before it
+	var before string
+	for _, en := range es {
+		if en.Src == src && en.Kind == "error" {
+			break
+		}
+		if en.Src == src && en.Kind == "event" {
+			before = en.ID
+		}
+	}
+	reqs := pg.net.requests("/events")
+	if len(reqs) < 2 || reqs[1].Headers["last-event-id"] != before {
+		t.Errorf("the reconnection did not send Last-Event-ID %s:\n%s\n%s", before, pg.net, dump(only(es, src, "open")))
+	}
+	received := 0
+	for i, id := range ids {
+		if id == before {
+			received = i + 1
+		}
+	}
+	t.Logf("the first stream brought %d events (%.1f MiB: what the browser, the kernel and the server held when it was dropped); the reconnection replayed %d",
+		received, float64(received)/16, len(ids)-received)
+	e.checkProtocol(t, pg.chromium, base)
+}
+
+// slowDrops returns how many streams the default hub dropped as slow, from
+// the admin API.
+func slowDrops(t *testing.T, c *caddyproc.Caddy) uint64 {
+	t.Helper()
+	resp, err := http.Get(c.AdminURL("/sse/hubs/default"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var hub struct {
+		Disconnects map[string]uint64 `json:"disconnects"`
+	}
+	if err := json.Unmarshal(body, &hub); err != nil {
+		t.Fatalf("decoding %s: %v", body, err)
+	}
+	return hub.Disconnects["slow"]
+}

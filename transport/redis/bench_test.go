@@ -1,0 +1,110 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ssehub/caddy-sse/transport"
+)
+
+// redisUsec returns the calls and microseconds Redis spent in a command,
+// from INFO commandstats.
+func redisUsec(b testing.TB, srv *privateRedis, cmd string) (calls, usec float64) {
+	info, err := srv.client().Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(info) {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			switch k {
+			case "calls":
+				calls, _ = strconv.ParseFloat(v, 64)
+			case "usec":
+				usec, _ = strconv.ParseFloat(v, 64)
+			}
+		}
+	}
+	return calls, usec
+}
+
+// BenchmarkPublish publishes 64-byte events to one topic of a hub whose
+// history is full (each publish evicts one event), one at a time, with a
+// subscriber on another node; redis-µs/op is the script's time in Redis
+// (INFO commandstats).
+func BenchmarkPublish(b *testing.B) {
+	for _, topics := range []int{1, 3} {
+		b.Run(fmt.Sprint(topics, "topics"), func(b *testing.B) {
+			srv := startPrivateRedis(b)
+			limits := transport.Limits{Events: 1000, MaxBytes: 64 << 20}
+			pub := openNode(b, srv.Addr, "p", "h", limits)
+			sub := openNode(b, srv.Addr, "p", "h", limits)
+			names := []string{"a", "b", "c"}[:topics]
+			sub.watch(b, names...)
+			msg := transport.PublishRequest{Messages: []transport.Message{{Topics: names, Data: strings.Repeat("x", 64), Retry: -1}}}
+			for range 1100 { // fill the history
+				if _, err := pub.Publish(context.Background(), msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if err := srv.client().ConfigResetStat(context.Background()).Err(); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for range b.N {
+				if _, err := pub.Publish(context.Background(), msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			calls, usec := redisUsec(b, srv, "evalsha")
+			b.ReportMetric(usec/calls, "redis-µs/op")
+		})
+	}
+}
+
+// BenchmarkResync is a node's resynchronisation after a lost connection:
+// one history read over its watched topics, and the delivery of the
+// events it missed.
+func BenchmarkResync(b *testing.B) {
+	for _, c := range []struct{ topics, missed int }{{1, 100}, {1000, 1000}} {
+		b.Run(fmt.Sprintf("%dtopics-%dmissed", c.topics, c.missed), func(b *testing.B) {
+			srv := startPrivateRedis(b)
+			limits := transport.Limits{Events: 1000, MaxBytes: 1 << 30}
+			n := openNode(b, srv.Addr, "p", "h", limits)
+			names := make([]string, c.topics)
+			for i := range names {
+				names[i] = fmt.Sprint("topic-", i)
+			}
+			n.watch(b, names...)
+			for i := range c.missed {
+				n.publish(b, strings.Repeat("x", 64), names[i%len(names)])
+			}
+			n.sink.awaitSeq(b, uint64(c.missed))
+			if err := srv.client().ConfigResetStat(context.Background()).Err(); err != nil {
+				b.Fatal(err)
+			}
+			ctx := context.Background()
+			b.ResetTimer()
+			for range b.N {
+				n.rd.posMu.Lock()
+				n.rd.delivered = 0 // as if every event was missed
+				n.rd.posMu.Unlock()
+				if err := n.rd.resync(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			calls, usec := redisUsec(b, srv, "evalsha")
+			b.ReportMetric(usec/float64(b.N), "redis-µs/op")
+			_ = calls
+		})
+	}
+}

@@ -1,0 +1,118 @@
+package redis
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+)
+
+// UnmarshalCaddyfile sets up the transport from Caddyfile tokens:
+//
+//	transport redis [<url>] {
+//		url       <redis://[user:pass@]host:port/db | rediss://... | unix://...>
+//		address   <host:port>...
+//		username  <user>
+//		password  <password>
+//		db        <n>
+//		tls       [{
+//			ca                   <file>
+//			server_name          <name>
+//			insecure_skip_verify
+//		}]
+//		prefix    <key prefix>
+//		timeout   <duration>
+//	}
+func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // transport name
+	if d.NextArg() {
+		t.URL = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	}
+	for d.NextBlock(0) {
+		var err error
+		switch d.Val() {
+		case "url":
+			t.URL, err = oneArg(d)
+		case "address":
+			t.Addresses = append(t.Addresses, d.RemainingArgs()...)
+			if len(t.Addresses) == 0 {
+				return d.ArgErr()
+			}
+		case "username":
+			t.Username, err = oneArg(d)
+		case "password":
+			t.Password, err = oneArg(d)
+		case "db":
+			var s string
+			if s, err = oneArg(d); err == nil {
+				if t.DB, err = strconv.Atoi(s); err != nil || t.DB < 0 {
+					return d.Errf("db: %q is not a database number", s)
+				}
+			}
+		case "tls":
+			err = t.unmarshalTLS(d)
+		case "prefix":
+			t.Prefix, err = oneArg(d)
+		case "timeout":
+			var s string
+			if s, err = oneArg(d); err == nil {
+				dur, perr := caddy.ParseDuration(s)
+				if perr != nil || dur <= 0 {
+					return d.Errf("timeout: %q is not a positive duration", s)
+				}
+				t.Timeout = caddy.Duration(dur)
+			}
+		default:
+			return d.Errf("unrecognized redis transport option '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *Transport) unmarshalTLS(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	t.TLS = new(TLSConfig)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "ca":
+			t.TLS.CA, err = oneArg(d)
+		case "server_name":
+			t.TLS.ServerName, err = oneArg(d)
+		case "insecure_skip_verify":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			t.TLS.InsecureSkipVerify = true
+		default:
+			return d.Errf("unrecognized tls option '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oneArg reads exactly one argument.
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	if !d.NextArg() {
+		return "", d.ArgErr()
+	}
+	v := d.Val()
+	if d.NextArg() {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Transport)(nil)

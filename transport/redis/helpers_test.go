@@ -1,0 +1,301 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/ssehub/caddy-sse/transport"
+)
+
+// sharedRedis is the Redis server the tests use under a key prefix of
+// their own; fault tests start private servers instead.
+const sharedRedis = "127.0.0.1:6379"
+
+// requireRedis skips the test when no Redis answers at addr, unless
+// SSE_REQUIRE_REDIS is set (CI), where it fails.
+func requireRedis(t testing.TB, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
+			t.Fatalf("no redis at %s: %v", addr, err)
+		}
+		t.Skipf("no redis at %s: %v", addr, err)
+	}
+	c.Close()
+}
+
+// uniquePrefix returns a key prefix no other test uses, and deletes its
+// keys when the test ends.
+func uniquePrefix(t testing.TB, addr string) string {
+	t.Helper()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	prefix := "sse-test-" + hex.EncodeToString(b[:])
+	t.Cleanup(func() { deleteKeys(t, addr, prefix) })
+	return prefix
+}
+
+// deleteKeys deletes the keys of prefix.
+func deleteKeys(t testing.TB, addr, prefix string) {
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	ctx := context.Background()
+	iter := c.Scan(ctx, 0, "{"+prefix+":*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+	}
+	for chunk := range slices.Chunk(keys, 500) {
+		c.Del(ctx, chunk...)
+	}
+}
+
+// sink records what a transport hands the hub.
+type sink struct {
+	mu         sync.Mutex
+	events     []*transport.Event
+	interrupts []interruption
+	changed    chan struct{} // closed and replaced at every call
+	subs       int           // what Deliver answers
+}
+
+type interruption struct {
+	topics []string
+	reason string
+}
+
+func newSink() *sink {
+	return &sink{changed: make(chan struct{}), subs: 1}
+}
+
+func (s *sink) Deliver(ev *transport.Event) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.events = append(s.events, ev)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return s.subs
+}
+
+func (s *sink) Interrupt(topics []string, reason string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.interrupts = append(s.interrupts, interruption{slices.Clone(topics), reason})
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// await waits until cond holds on the sink's records.
+func (s *sink) await(t testing.TB, what string, cond func(events []*transport.Event, ints []interruption) bool) {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		ok := cond(s.events, s.interrupts)
+		ch := s.changed
+		s.mu.Unlock()
+		if ok {
+			return
+		}
+		select {
+		case <-ch:
+		case <-deadline:
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			t.Fatalf("timed out waiting for %s: %d events, interrupts %v", what, len(s.events), s.interrupts)
+		}
+	}
+}
+
+// seqs returns the seqs of the events delivered so far.
+func (s *sink) seqs() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]uint64, len(s.events))
+	for i, ev := range s.events {
+		out[i] = ev.Seq
+	}
+	return out
+}
+
+// node is one transport opened on a hub, as one Caddy instance has it.
+type node struct {
+	*Transport
+	sink *sink
+}
+
+// openNode opens a transport on hub of prefix at addr.
+func openNode(t testing.TB, addr, prefix, hub string, limits transport.Limits, opts ...func(*Transport)) *node {
+	t.Helper()
+	tr := &Transport{Addresses: []string{addr}, Prefix: prefix, Timeout: 0}
+	for _, o := range opts {
+		o(tr)
+	}
+	s := newSink()
+	if err := tr.Open(hub, limits, s); err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	return &node{Transport: tr, sink: s}
+}
+
+// defaultLimits are the hub defaults.
+var defaultLimits = transport.Limits{Events: 1000, MaxBytes: 64 << 20}
+
+// publish publishes one message and returns its receipt.
+func (n *node) publish(t testing.TB, data string, topics ...string) transport.Receipt {
+	t.Helper()
+	rs, err := n.Publish(context.Background(), transport.PublishRequest{
+		Messages: []transport.Message{{Topics: topics, Data: data, Retry: -1}},
+	})
+	if err != nil {
+		t.Fatalf("publish: %v", err)
+	}
+	return rs[0]
+}
+
+// watch watches topics, failing the test on error.
+func (n *node) watch(t testing.TB, topics ...string) {
+	t.Helper()
+	if err := n.Watch(context.Background(), topics); err != nil {
+		t.Fatalf("watch %v: %v", topics, err)
+	}
+}
+
+// replay runs a replay, failing the test on error.
+func (n *node) replay(t testing.TB, q transport.ReplayQuery) transport.Replay {
+	t.Helper()
+	r, err := n.Replay(context.Background(), q)
+	if err != nil {
+		t.Fatalf("replay: %v", err)
+	}
+	return r
+}
+
+func seqOf(t testing.TB, id string) uint64 {
+	t.Helper()
+	_, seq, ok := transport.ParseID(id)
+	if !ok {
+		t.Fatalf("bad id %q", id)
+	}
+	return seq
+}
+
+func eventSeqs(evs []*transport.Event) []uint64 {
+	out := make([]uint64, len(evs))
+	for i, ev := range evs {
+		out[i] = ev.Seq
+	}
+	return out
+}
+
+// privateRedis is a redis-server a fault test starts, stops and kills.
+type privateRedis struct {
+	t    testing.TB
+	Addr string
+	port int
+	dir  string
+	args []string
+	cmd  *exec.Cmd
+}
+
+// startPrivateRedis starts redis-server on a free port, without
+// persistence unless args say otherwise.
+func startPrivateRedis(t testing.TB, args ...string) *privateRedis {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
+			t.Fatal("redis-server is not installed")
+		}
+		t.Skip("redis-server is not installed")
+	}
+	port := freePort(t)
+	if slices.Contains(args, "--cluster-enabled") {
+		// the cluster bus port, by default port+10000, which may be taken
+		args = append(args, "--cluster-port", strconv.Itoa(freePort(t)))
+	}
+	r := &privateRedis{t: t, port: port, Addr: "127.0.0.1:" + strconv.Itoa(port), dir: t.TempDir(), args: args}
+	r.start()
+	t.Cleanup(func() { r.kill() })
+	return r
+}
+
+// freePort returns a TCP port that was free on loopback a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// start runs the server and waits until it answers.
+func (r *privateRedis) start() {
+	r.t.Helper()
+	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
+		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", filepath.Join(r.dir, "log")}, r.args...)
+	r.cmd = exec.Command("redis-server", args...)
+	if err := r.cmd.Start(); err != nil {
+		r.t.Fatal(err)
+	}
+	c := goredis.NewClient(&goredis.Options{Addr: r.Addr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	answers := func() bool {
+		err := c.Ping(context.Background()).Err()
+		return err == nil || strings.Contains(err.Error(), "NOAUTH")
+	}
+	for !answers() {
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(r.dir, "log"))
+			r.t.Fatalf("redis-server did not answer on %s\n%s", r.Addr, log)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// kill ends the server with SIGKILL and waits for it.
+func (r *privateRedis) kill() {
+	if r.cmd == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// client returns a client of the server, closed with the test.
+func (r *privateRedis) client() *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{Addr: r.Addr, MaxRetries: -1})
+	r.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// eventually polls cond until it holds, for what cannot be awaited
+// otherwise (state in another process).
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,224 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+
+	"github.com/ssehub/caddy-sse/transport"
+)
+
+// Publish implements transport.Transport: one script stores the batch,
+// publishes it on its topics' channels and records the idempotency key.
+// It is sent once (no automatic retries), in a pipeline with the
+// concurrent publishes of this node (see batcher). A receipt's Subscribers are the
+// local subscribers the event was queued for on this node: Publish waits,
+// within the timeout, for this node's reader to deliver the events whose
+// topics are watched here.
+func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) ([]transport.Receipt, error) {
+	if t.closed.Load() {
+		return nil, transport.ErrClosed
+	}
+	if len(req.Messages) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := t.withTimeout(ctx)
+	defer cancel()
+	cmd, err := t.publishCommand(ctx)
+	if err != nil {
+		return nil, err
+	}
+	lim := t.limits.Load()
+	floorEpoch, floorSeq := t.rd.position()
+	cand := t.candidate()
+	args := make([]any, 0, 12+4*len(req.Messages))
+	args = append(args, t.base, cmd, cand, lim.Events, lim.TTL.Milliseconds(), lim.MaxBytes,
+		req.Key, req.Fingerprint, req.Offset, floorEpoch, floorSeq, len(req.Messages))
+	for i := range req.Messages {
+		m := &req.Messages[i]
+		body := transport.AppendEvent(nil, "", m.Type, m.Retry, m.Data)
+		args = append(args, len(m.Topics), sizeWithoutID(m, len(body)), body)
+		for _, topic := range m.Topics {
+			args = append(args, topic)
+		}
+	}
+	t.waits.begin()
+	defer t.waits.end()
+	res, err := t.publish(ctx, args)
+	if err != nil {
+		return nil, redisError(fmt.Errorf("publishing: %w", err))
+	}
+	if len(res) > 0 && res[0] == "mismatch" {
+		return nil, transport.ErrKeyMismatch
+	}
+	if len(res) != 2+len(req.Messages) || res[0] != "ok" {
+		return nil, fmt.Errorf("publishing: unexpected answer from redis: %q", res)
+	}
+	epoch := res[1]
+	t.used(cand, epoch)
+	receipts := make([]transport.Receipt, len(req.Messages))
+	var newest uint64
+	recorded := false
+	for i, r := range res[2:] {
+		rc := &receipts[i]
+		rc.Topics = cloneTopics(req.Messages[i].Topics)
+		switch r[0] {
+		case 'r':
+			id, subs, _ := strings.Cut(r[1:], " ")
+			rc.ID, rc.Repeated = id, true
+			rc.Subscribers, _ = strconv.Atoi(subs)
+			continue
+		case 'k':
+			recorded = true
+		}
+		rc.ID = r[1:]
+		if _, seq, ok := transport.ParseID(rc.ID); ok {
+			newest = max(newest, seq)
+		}
+	}
+	if newest > 0 {
+		t.rd.notePublished(epoch, newest)
+		t.countLocal(ctx, epoch, receipts, req.Messages)
+	}
+	if recorded {
+		t.recordSubscribers(ctx, req, res[2:], receipts)
+	}
+	return receipts, nil
+}
+
+// recordSubscribers adds the local subscriber counts to the receipts
+// recorded under an idempotency key, so that a repeat is answered as the
+// first publish was. A count that cannot be recorded is answered as 0.
+func (t *Transport) recordSubscribers(ctx context.Context, req transport.PublishRequest, answers []string, receipts []transport.Receipt) {
+	pipe := t.client.Pipeline()
+	n := 0
+	for i, a := range answers {
+		if a[0] != 'k' || receipts[i].Subscribers == 0 {
+			continue
+		}
+		pos := req.Offset + i
+		pipe.LSet(ctx, t.base+":k:"+req.Key, int64(pos+1), receipts[i].ID+" "+strconv.Itoa(receipts[i].Subscribers))
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.logger.Debug("recording subscriber counts under an idempotency key", zap.Error(err))
+	}
+}
+
+// cloneTopics copies topic names, so that a receipt does not share the
+// request's memory.
+func cloneTopics(topics []string) []string {
+	out := make([]string, len(topics))
+	for i, name := range topics {
+		out[i] = strings.Clone(name)
+	}
+	return out
+}
+
+// countLocal fills in the receipts' local subscriber counts, waiting for
+// the reader to deliver the events whose topics are watched on this node.
+// An event it does not see delivered in time counts 0 subscribers.
+func (t *Transport) countLocal(ctx context.Context, epoch string, receipts []transport.Receipt, msgs []transport.Message) {
+	for i := range receipts {
+		rc := &receipts[i]
+		if rc.Repeated || !t.rd.followed(msgs[i].Topics) {
+			continue
+		}
+		_, seq, _ := transport.ParseID(rc.ID)
+		rc.Subscribers = t.waits.wait(ctx, &t.rd, epoch, seq)
+	}
+}
+
+// candidate returns the epoch a script starts when the hub has none. A new
+// one is drawn once a script has used it, so that two losses of the
+// history never give the same epoch.
+func (t *Transport) candidate() string {
+	if c := t.cand.Load(); c != nil {
+		return *c
+	}
+	c := transport.NewEpoch()
+	t.cand.CompareAndSwap(nil, &c)
+	return *t.cand.Load()
+}
+
+// used notes the epoch a script answered with.
+func (t *Transport) used(cand, epoch string) {
+	if cand != epoch {
+		return
+	}
+	c := transport.NewEpoch()
+	old := t.cand.Load()
+	if old != nil && *old == cand {
+		t.cand.CompareAndSwap(old, &c)
+	}
+}
+
+// waitRing is how many recent deliveries the reader remembers for
+// publishes waiting to learn their subscriber counts.
+const waitRing = 4096
+
+// deliveryWaits hands the reader's subscriber counts to the publishes that
+// wait for them. While no publish waits, the reader only reads an atomic.
+type deliveryWaits struct {
+	pending atomic.Int32
+	mu      sync.Mutex
+	ring    [waitRing]struct {
+		seq uint64
+		n   int
+	}
+	signal chan struct{} // closed and replaced at each recorded delivery
+}
+
+func (w *deliveryWaits) init() {
+	w.signal = make(chan struct{})
+}
+
+// begin announces a publish that may wait; it comes before the script,
+// so that the reader records the deliveries the publish may look for.
+func (w *deliveryWaits) begin() { w.pending.Add(1) }
+
+func (w *deliveryWaits) end() { w.pending.Add(-1) }
+
+// record notes that the event at seq was queued for n subscribers.
+func (w *deliveryWaits) record(seq uint64, n int) {
+	if w.pending.Load() == 0 {
+		return
+	}
+	w.mu.Lock()
+	slot := &w.ring[seq%waitRing]
+	slot.seq, slot.n = seq, n
+	close(w.signal)
+	w.signal = make(chan struct{})
+	w.mu.Unlock()
+}
+
+// wait returns the subscriber count of the event at seq of epoch, once the
+// reader delivered it, or 0 when it will not learn it in time.
+func (w *deliveryWaits) wait(ctx context.Context, rd *reader, epoch string, seq uint64) int {
+	for {
+		w.mu.Lock()
+		slot := w.ring[seq%waitRing]
+		sig := w.signal
+		w.mu.Unlock()
+		if slot.seq == seq {
+			return slot.n
+		}
+		e, delivered, up := rd.progress()
+		if !up || e != epoch || delivered >= seq {
+			return 0
+		}
+		select {
+		case <-sig:
+		case <-ctx.Done():
+			return 0
+		}
+	}
+}

@@ -1,0 +1,476 @@
+package redis
+
+import (
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// The Lua scripts that keep a hub's history in Redis. Each runs
+// atomically, so that ids, history and Pub/Sub messages of a hub follow one
+// order whatever the number of nodes.
+//
+// Every key and channel of a hub begins with its base, "{<prefix>:<hub>}",
+// a Redis Cluster hash tag: a hub lives in one slot. KEYS[1] is the meta
+// key (declared so that Cluster routes the script); the other keys are
+// built inside the scripts from the base, which is ARGV[1]:
+//
+//	B:meta            hash: epoch, seq, bytes, events, forgotten (and
+//	                  max_idle, to lower the 16384 idle topics kept)
+//	B:old             list of epochs whose keys are still to be deleted
+//	B:k:<key>         list: an idempotency key's fingerprint, then the ids
+//	                  published under it (expires after 24 h)
+//	B:c:<topic>       the Pub/Sub channel of a topic
+//	B:<E>:t:<topic>   list: the retained entries of a topic, oldest first
+//	B:<E>:last        zset: topic -> seq of its newest event (for prev)
+//	B:<E>:first       zset: topic -> seq of its oldest retained event, or
+//	                  an older one (a score falls behind when an event
+//	                  leaves by the topic's count limit, and is put right
+//	                  when the hub's oldest event is looked for)
+//	B:<E>:idle        zset: topic -> seq of its newest event, for topics
+//	                  without retained events (forgotten oldest first)
+//	B:<E>:refs        hash: seq -> topics still holding it, for events
+//	                  published to several topics
+//
+// where E is the epoch: data keys carry it in their names, so that a lost
+// meta key can never mix two epochs' events.
+//
+// An entry, stored in each topic's list and published on each topic's
+// channel, is
+//
+//	<epoch> <seq> <unix ms> <size> <n>\n
+//	<prev> <topic>\n   (n lines: each topic and the seq of its previous event)
+//	<body>             (the event's stream form without its id field)
+//
+// where size is the event's transport.Event.Size, which history_max_bytes
+// counts.
+
+// luaLib is the part every script shares. The hub's figures in the meta
+// key are read once (ensure) and written once (save) per script.
+const luaLib = `
+local B = ARGV[1]
+local meta = KEYS[1]
+local MAXIDLE = 16384
+local SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
+local IDLED = false -- a topic lost its last retained event
+
+local function fmt(n) return string.format('%d', n) end
+
+local function now_ms()
+	local t = redis.call('TIME')
+	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function k(E, name) return B .. ':' .. E .. ':' .. name end
+local function tk(E, topic) return B .. ':' .. E .. ':t:' .. topic end
+
+-- ensure returns the hub's epoch, starting epoch cand when the hub has
+-- none (first use, or its history was lost), and loads its figures.
+local function ensure(cand)
+	local v = redis.call('HMGET', meta, 'epoch', 'seq', 'bytes', 'events', 'forgotten')
+	if v[1] then
+		SEQ, BYTES, EVENTS, FORGOTTEN = tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
+		return v[1]
+	end
+	redis.call('HSET', meta, 'epoch', cand, 'seq', 0, 'bytes', 0, 'events', 0, 'forgotten', 0)
+	return cand
+end
+
+-- save writes the figures back.
+local function save()
+	redis.call('HSET', meta, 'seq', SEQ, 'bytes', BYTES, 'events', EVENTS, 'forgotten', FORGOTTEN)
+end
+
+-- restart starts epoch cand in place of E, whose keys the janitor deletes.
+local function restart(E, cand)
+	redis.call('RPUSH', B .. ':old', E)
+	redis.call('HSET', meta, 'epoch', cand)
+	SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
+	save()
+	return cand
+end
+
+-- head parses an entry's first line: seq, time, size, topics.
+local function head(e)
+	local _, _, seq, tm, size, n = string.find(e, '^%S+ (%d+) (%d+) (%d+) (%d+)\n')
+	return tonumber(seq), tonumber(tm), tonumber(size), tonumber(n)
+end
+
+-- prev_of returns the seq of the event of topic before entry e.
+local function prev_of(e, topic)
+	local _, _, _, n = head(e)
+	local pos = string.find(e, '\n', 1, true) + 1
+	for i = 1, n do
+		local sp = string.find(e, ' ', pos, true)
+		local nl = string.find(e, '\n', sp, true)
+		if string.sub(e, sp + 1, nl - 1) == topic then
+			return tonumber(string.sub(e, pos, sp - 1))
+		end
+		pos = nl + 1
+	end
+	return nil
+end
+
+-- pop evicts the oldest entry of a topic; the event leaves the history
+-- once no topic holds it. The first zset is not updated here: a topic's
+-- score there may fall behind its oldest entry, and evict_oldest puts it
+-- right when it matters.
+local function pop(E, topic)
+	local key = tk(E, topic)
+	local e = redis.call('LPOP', key)
+	if not e then return end
+	local seq, _, size, n = head(e)
+	if n > 1 then
+		local refs = k(E, 'refs')
+		if redis.call('HINCRBY', refs, seq, -1) > 0 then return end
+		redis.call('HDEL', refs, seq)
+	end
+	BYTES = BYTES - size
+	EVENTS = EVENTS - 1
+end
+
+-- front returns the seq and time of a topic's oldest entry; a topic
+-- without entries leaves the first zset and becomes idle.
+local function front(E, topic)
+	local e = redis.call('LINDEX', tk(E, topic), 0)
+	if e then
+		local s, tm = head(e)
+		return s, tm
+	end
+	redis.call('ZREM', k(E, 'first'), topic)
+	redis.call('ZADD', k(E, 'idle'), redis.call('ZSCORE', k(E, 'last'), topic), topic)
+	IDLED = true
+	return nil
+end
+
+-- oldest returns the hub's oldest retained event: its seq and time, after
+-- putting right the scores of the first zset that fell behind.
+local function oldest(E)
+	local first = k(E, 'first')
+	while true do
+		local f = redis.call('ZRANGE', first, 0, 0, 'WITHSCORES')
+		if #f == 0 then return nil end
+		local s, tm = front(E, f[1])
+		if s == tonumber(f[2]) then return s, tm end
+		if s then redis.call('ZADD', first, s, f[1]) end
+	end
+end
+
+-- evict_oldest evicts the event at seq s, the hub's oldest, from every
+-- topic that holds it (there it is the oldest too).
+local function evict_oldest(E, s)
+	local first = k(E, 'first')
+	local ts = redis.call('ZRANGEBYSCORE', first, s, s)
+	for _, t in ipairs(ts) do
+		local fs = front(E, t)
+		if fs == s then
+			pop(E, t)
+			fs = front(E, t)
+		end
+		if fs then redis.call('ZADD', first, fs, t) end
+	end
+end
+
+-- trim evicts expired events, then the oldest until the history fits in
+-- max_bytes; at most budget evictions (the janitor goes on later).
+local function trim(E, ttl, max_bytes, budget)
+	local cutoff = -1
+	if ttl > 0 then cutoff = now_ms() - ttl end
+	while budget > 0 and EVENTS > 0 do
+		local s, tm = oldest(E)
+		if not s or (tm >= cutoff and BYTES <= max_bytes) then break end
+		evict_oldest(E, s)
+		budget = budget - 1
+	end
+	return budget
+end
+
+-- forget drops the oldest idle topics once there are too many, raising
+-- the watermark that stands in for their histories.
+local function forget(E)
+	local idle = k(E, 'idle')
+	local n = redis.call('ZCARD', idle)
+	if n <= 64 then return end
+	local max = tonumber(redis.call('HGET', meta, 'max_idle') or MAXIDLE)
+	if n <= max then return end
+	local gone = redis.call('ZPOPMIN', idle, n - math.floor(max * 3 / 4))
+	local last = k(E, 'last')
+	for i = 1, #gone, 2 do
+		redis.call('ZREM', last, gone[i])
+		local s = tonumber(gone[i + 1])
+		if s > FORGOTTEN then FORGOTTEN = s end
+	end
+end
+`
+
+// publishScript stores and publishes a batch of messages.
+//
+// ARGV: base, publish command (SPUBLISH or PUBLISH), candidate epoch,
+// history events, ttl ms, max bytes, idempotency key, fingerprint, offset,
+// floor epoch, floor seq (the newest seq the caller has seen: a hub whose
+// seq is below it in the same epoch was rolled back, and restarts), the
+// number of messages, then per message: topics, size without the id,
+// body, the topics.
+//
+// Returns {"ok", epoch, receipt per message} or {"mismatch"}, where a
+// receipt is "n<id>" for a new event, "k<id>" for a new event recorded
+// under the idempotency key, "r<id>[ <subscribers>]" for one published
+// before under the key (the publisher adds the subscribers once known).
+var publishScript = goredis.NewScript(luaLib + publishBody)
+
+const publishBody = `
+local pubcmd = ARGV[2]
+local max_events = tonumber(ARGV[4])
+local ttl = tonumber(ARGV[5])
+local max_bytes = tonumber(ARGV[6])
+local key, fp, offset = ARGV[7], ARGV[8], tonumber(ARGV[9])
+local E = ensure(ARGV[3])
+if E == ARGV[10] and SEQ < tonumber(ARGV[11]) then
+	E = restart(E, ARGV[3])
+end
+
+local kk, recorded = nil, 0
+if key ~= '' then
+	kk = B .. ':k:' .. key
+	local fp0 = redis.call('LINDEX', kk, 0)
+	if fp0 then
+		if fp0 ~= fp then return {'mismatch'} end
+		recorded = redis.call('LLEN', kk) - 1
+	else
+		redis.call('RPUSH', kk, fp)
+		redis.call('PEXPIRE', kk, 86400000)
+	end
+end
+
+local now = fmt(now_ms())
+local last, first, idle = k(E, 'last'), k(E, 'first'), k(E, 'idle')
+local out = {'ok', E}
+local i = 13
+for m = 0, tonumber(ARGV[12]) - 1 do
+	local nt, base, body = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
+	local t0 = i + 3
+	i = t0 + nt
+	local pos = offset + m
+	if pos < recorded then
+		out[#out + 1] = 'r' .. redis.call('LINDEX', kk, pos + 1)
+	else
+		SEQ = SEQ + 1
+		local s = fmt(SEQ)
+		local id = E .. '-' .. s
+		local size = base + 2 * #id
+		local parts = {E .. ' ' .. s .. ' ' .. now .. ' ' .. fmt(size) .. ' ' .. nt .. '\n'}
+		for j = 0, nt - 1 do
+			local t = ARGV[t0 + j]
+			local p = redis.call('ZSCORE', last, t) or fmt(FORGOTTEN)
+			parts[#parts + 1] = p .. ' ' .. t .. '\n'
+			redis.call('ZADD', last, s, t)
+		end
+		parts[#parts + 1] = body
+		local e = table.concat(parts)
+		if max_events > 0 then
+			BYTES, EVENTS = BYTES + size, EVENTS + 1
+			if nt > 1 then redis.call('HSET', k(E, 'refs'), s, nt) end
+			for j = 0, nt - 1 do
+				local t = ARGV[t0 + j]
+				local len = redis.call('RPUSH', tk(E, t), e)
+				if len == 1 then
+					redis.call('ZADD', first, s, t)
+					redis.call('ZREM', idle, t)
+				end
+				for _ = max_events + 1, len do pop(E, t) end
+			end
+		else
+			for j = 0, nt - 1 do
+				local t = ARGV[t0 + j]
+				if not redis.call('ZSCORE', first, t) then
+					redis.call('ZADD', idle, s, t)
+					IDLED = true
+				end
+			end
+		end
+		for j = 0, nt - 1 do
+			redis.call(pubcmd, B .. ':c:' .. ARGV[t0 + j], e)
+		end
+		if kk and pos == recorded then
+			redis.call('RPUSH', kk, id)
+			recorded = recorded + 1
+			out[#out + 1] = 'k' .. id
+		else
+			out[#out + 1] = 'n' .. id
+		end
+	end
+end
+if ttl > 0 or BYTES > max_bytes then trim(E, ttl, max_bytes, 100000) end
+if IDLED then forget(E) end
+save()
+return out
+`
+
+// readScript reads the history for a subscription's replay or a node's
+// resynchronisation.
+//
+// ARGV: base, candidate epoch, ttl ms, mode ("since", "latest" or
+// "resync"), the caller's epoch, after (a seq; for "latest" a count),
+// bound (entries above this seq are left out; 0: none), reset latest (for
+// "since": a reset returns this many newest events, 0: all), then topics.
+//
+// Returns {epoch, head, complete, entries...}: complete holds a '1' or '0'
+// per topic, whether every event of it after "after" is retained (for
+// "since", "R" when the resumption must reset).
+var readScript = goredis.NewScript(luaLib + `
+local ttl = tonumber(ARGV[3])
+local mode = ARGV[4]
+local after = tonumber(ARGV[6])
+local bound = tonumber(ARGV[7])
+local reset_latest = tonumber(ARGV[8])
+local E = ensure(ARGV[2])
+local seq, forgotten = SEQ, FORGOTTEN
+local cutoff = -1
+if ttl > 0 then cutoff = now_ms() - ttl end
+if bound == 0 then bound = seq end
+local last = k(E, 'last')
+
+local out = {E, fmt(seq), ''}
+local seen = {}
+local function emit(e, s)
+	if s <= bound and not seen[s] then
+		seen[s] = true
+		out[#out + 1] = e
+	end
+end
+
+-- newest returns up to n newest unexpired entries of a topic.
+local function newest(topic, n)
+	local es = redis.call('LRANGE', tk(E, topic), -n, -1)
+	for _, e in ipairs(es) do
+		local s, tm = head(e)
+		if tm >= cutoff then emit(e, s) end
+	end
+end
+
+-- since returns whether every event of topic after c is retained, and
+-- emits the retained ones.
+local function since(topic, c)
+	local key = tk(E, topic)
+	local idx = redis.call('LLEN', key)
+	local chunk = 16
+	local found = {}
+	while idx > 0 do
+		local from = math.max(0, idx - chunk)
+		local part = redis.call('LRANGE', key, from, idx - 1)
+		local stop = false
+		for j = #part, 1, -1 do
+			local s, tm = head(part[j])
+			if s <= c or tm < cutoff then stop = true break end
+			found[#found + 1] = part[j]
+		end
+		if stop then break end
+		idx = from
+		chunk = chunk * 2
+	end
+	local complete
+	if #found > 0 then
+		complete = prev_of(found[#found], topic) <= c
+	else
+		local l = redis.call('ZSCORE', last, topic)
+		if l then complete = tonumber(l) <= c else complete = forgotten <= c end
+	end
+	if complete then
+		for j = #found, 1, -1 do emit(found[j], (head(found[j]))) end
+	end
+	return complete
+end
+
+local topics = {}
+for j = 9, #ARGV do topics[#topics + 1] = ARGV[j] end
+
+if mode == 'latest' then
+	if after > 0 then
+		for _, t in ipairs(topics) do newest(t, after) end
+	end
+	return out
+end
+
+if ARGV[5] ~= E or after > seq then
+	if mode == 'resync' then
+		out[3] = 'E'
+		return out
+	end
+	out[3] = 'R'
+else
+	local flags = {}
+	for _, t in ipairs(topics) do
+		flags[#flags + 1] = since(t, after) and '1' or '0'
+	end
+	out[3] = table.concat(flags)
+	if mode == 'resync' or not string.find(out[3], '0', 1, true) then
+		return out
+	end
+	out[3] = 'R'
+end
+-- a reset: the newest retained events instead
+out = {E, fmt(seq), 'R'}
+seen = {}
+local n = reset_latest
+if n <= 0 then n = 2147483647 end
+for _, t in ipairs(topics) do newest(t, n) end
+return out
+`)
+
+// stateScript reports a hub's figures, expired events dropped first, and
+// starts an epoch when it has none, or, when the hub's seq in epoch
+// ARGV[3] is below ARGV[4], a new one: a failover rolled its history back.
+//
+// ARGV: base, candidate epoch, epoch seen, seq seen, ttl ms, max bytes.
+// Returns {epoch, seq, bytes, events, topics}.
+var stateScript = goredis.NewScript(luaLib + `
+local E = ensure(ARGV[2])
+if E == ARGV[3] and SEQ < tonumber(ARGV[4]) then
+	E = restart(E, ARGV[2])
+end
+local ttl = tonumber(ARGV[5])
+if ttl > 0 then
+	trim(E, ttl, tonumber(ARGV[6]), 1000)
+	if IDLED then forget(E) end
+	save()
+end
+return {E, fmt(SEQ), fmt(BYTES), fmt(EVENTS), tostring(redis.call('ZCARD', k(E, 'first')))}
+`)
+
+// trimScript applies the history limits (all of them when ARGV[5] is
+// "all", else age and bytes), forgets idle topics, and deletes part of
+// the keys of a former epoch.
+//
+// ARGV: base, candidate epoch, history events, ttl ms, max bytes, scope.
+var trimScript = goredis.NewScript(luaLib + `
+local E = ensure(ARGV[2])
+local max_events = tonumber(ARGV[3])
+local budget = 20000
+if ARGV[6] == 'all' then
+	local ts = redis.call('ZRANGE', k(E, 'first'), 0, -1)
+	for _, t in ipairs(ts) do
+		local n = redis.call('LLEN', tk(E, t))
+		if n > max_events then
+			for _ = max_events + 1, n do pop(E, t) end
+			local fs = front(E, t)
+			if fs then redis.call('ZADD', k(E, 'first'), fs, t) end
+			budget = budget - (n - max_events)
+		end
+	end
+end
+trim(E, tonumber(ARGV[4]), tonumber(ARGV[5]), math.max(budget, 1000))
+forget(E)
+save()
+-- a former epoch's keys, a hundred topics at a time
+local old = redis.call('LINDEX', B .. ':old', 0)
+if old then
+	local ts = redis.call('ZRANGE', k(old, 'last'), 0, 99)
+	for _, t in ipairs(ts) do
+		redis.call('DEL', tk(old, t))
+		redis.call('ZREM', k(old, 'last'), t)
+	end
+	if #ts < 100 then
+		redis.call('DEL', k(old, 'last'), k(old, 'first'), k(old, 'idle'), k(old, 'refs'))
+		redis.call('LPOP', B .. ':old')
+	end
+end
+return 1
+`)
