@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -15,14 +16,16 @@ import (
 
 	"github.com/ssehub/caddy-sse/internal/caddyproc"
 	"github.com/ssehub/caddy-sse/internal/ssetest"
+	"github.com/ssehub/caddy-sse/transport"
 )
 
 // streamAnswer is the answer to a streaming publish.
 type streamAnswer struct {
-	Error   string `json:"error"`
-	Count   int    `json:"count"`
-	FirstID string `json:"first_id"`
-	LastID  string `json:"last_id"`
+	Error    string `json:"error"`
+	Count    int    `json:"count"`
+	FirstID  string `json:"first_id"`
+	LastID   string `json:"last_id"`
+	Repeated int    `json:"repeated"`
 }
 
 // expectEvent fails the test unless the stream's next event has type typ
@@ -201,5 +204,77 @@ func TestSIGTERMWithStreamingPublishes(t *testing.T) {
 	case <-adminDone: // answered or cut: over
 	case <-time.After(opsWait):
 		t.Fatal("the admin API's stream is still open")
+	}
+}
+
+// TestRedisStreamRetriedOnAnotherInstance: a streaming publish through
+// Redis cut after 300 events on one instance, sent again whole with the
+// same Idempotency-Key to another instance, publishes each of its 600
+// events once, with continuous ids (its batches of up to 256 events land
+// at their positions in the stream on either instance).
+func TestRedisStreamRetriedOnAnotherInstance(t *testing.T) {
+	t.Parallel()
+	prefix := redisPrefix(t)
+	global := redisGlobal(prefix, "")
+	a := opsStart(t, 2428, 8428, global, redisSite)
+	b := opsStart(t, 2429, 8429, global, redisSite)
+	s := ssetest.OpenT(t, ssetest.NewClient(), b.base+"/events?topic=relay", nil)
+	var body strings.Builder
+	for i := range 600 {
+		fmt.Fprintf(&body, "data: token %d\n\n", i)
+	}
+	whole := body.String()
+	cut := strings.Index(whole, "data: token 300\n") + len("data: tok")
+
+	conn, err := net.DialTimeout("tcp", fmt.Sprintf("localhost:%d", a.httpPort), opsWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	part := whole[:cut]
+	if _, err := fmt.Fprintf(conn, "POST /publish?topic=relay HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/event-stream\r\n"+
+		"Idempotency-Key: answer-7\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n", len(part), part); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := range 300 {
+		ids = append(ids, expectEvent(t, s, "message", fmt.Sprint("token ", i)))
+	}
+	conn.Close()
+
+	// the retry on b, once a's request is over (its key released)
+	var answer streamAnswer
+	opsEventually(t, "the retry is accepted", func() bool {
+		req, err := http.NewRequest(http.MethodPost, b.base+"/publish?topic=relay", io.MultiReader(strings.NewReader(whole)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "text/event-stream")
+		req.Header.Set("Idempotency-Key", "answer-7")
+		status, _, rb := ssetest.DoT(t, req)
+		if status == http.StatusConflict {
+			return false
+		}
+		if err := json.Unmarshal(rb, &answer); err != nil || status != http.StatusOK {
+			t.Fatalf("the retry: %d %s", status, rb)
+		}
+		return true
+	})
+	for i := 300; i < 600; i++ {
+		ids = append(ids, expectEvent(t, s, "message", fmt.Sprint("token ", i)))
+	}
+	if answer.Count != 600 || answer.Repeated != 300 || answer.FirstID != ids[0] || answer.LastID != ids[599] {
+		t.Fatalf("the retry's answer %+v; want 600 events, 300 repeated, from %s to %s", answer, ids[0], ids[599])
+	}
+	for i := 1; i < len(ids); i++ {
+		_, s0, _ := transport.ParseID(ids[i-1])
+		_, s1, _ := transport.ParseID(ids[i])
+		if s1 != s0+1 {
+			t.Fatalf("ids %s then %s are not consecutive", ids[i-1], ids[i])
+		}
+	}
+	next := opsPublish(t, a.base+"/publish", "topic=relay&data=next")
+	if ev := s.EventT(t, opsWait); ev.LastID != next.ID {
+		t.Fatalf("after the stream the subscriber got %+v, want only the next event", ev)
 	}
 }
