@@ -54,6 +54,7 @@ func TestOverHTTPS(t *testing.T) {
 	}
 	for _, e := range runs {
 		t.Run(e.name, func(t *testing.T) {
+			t.Parallel() // a Chromium and ports of its own
 			flags := []string{"ignore-certificate-errors-spki-list=" + spki}
 			if e.name == "h3" {
 				flags = append(flags, "enable-quic", "origin-to-force-quic-on="+e.quicOrigins(secureTests))
@@ -63,7 +64,15 @@ func TestOverHTTPS(t *testing.T) {
 			t.Run("event types and data", func(t *testing.T) { eventTypesAndData(t, e, 1, "sse /events") })
 			t.Run("reconnect after max_age", func(t *testing.T) { reconnectAfterMaxAge(t, e, 2, "") })
 			t.Run("reconnect after a reload", func(t *testing.T) { reconnectAfterReload(t, e, 3) })
-			t.Run("reset after a restart", func(t *testing.T) { resetAfterRestart(t, e, 4) })
+			if e.name == "h2" {
+				// The reset is the server's answer to an id of another
+				// epoch, whatever the protocol. Over HTTP/3 the browser
+				// takes 20-30 s to come back after a restart (its QUIC
+				// handshakes to the stopping server are dropped, and it
+				// retries at growing intervals), which this would only
+				// wait for.
+				t.Run("reset after a restart", func(t *testing.T) { resetAfterRestart(t, e, 4) })
+			}
 			t.Run("over capacity", func(t *testing.T) { overCapacity(t, e, 5) })
 			t.Run("heartbeats", func(t *testing.T) { heartbeats(t, e, 13) })
 			t.Run("slow page", func(t *testing.T) { slowPage(t, e, 14) })
