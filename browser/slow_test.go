@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/ssehub/caddy-sse/internal/caddyproc"
@@ -85,7 +86,17 @@ const (
 // once, in order.
 func TestSlowPage(t *testing.T) { slowPage(t, plain, 14) }
 
+// slowPageMu keeps two slow page tests (the HTTP/2 and HTTP/3 runs go side
+// by side) from being busy at once: each page's busy loop takes a CPU.
+var slowPageMu sync.Mutex
+
+// slowWait is the safety net of the slow page test's waits: 37.5 MiB go
+// through Caddy, TLS and Chromium on a machine that may be busy.
+const slowWait = 3 * wait
+
 func slowPage(t *testing.T, e *env, n int) {
+	slowPageMu.Lock()
+	defer slowPageMu.Unlock()
 	p := e.ports(n)
 	base := e.base(p)
 	c := startCaddy(t, p, e.caddyfile(p, `sse {
@@ -106,6 +117,7 @@ func slowPage(t *testing.T, e *env, n int) {
 		respond 204
 	}`)))
 	pg := e.browser(t).openHarness(base)
+	pg.within = slowWait
 	src := pg.open("/events?topic=slow", sourceOptions{Summary: true})
 	pg.waitOpen(src, 1)
 	slowBefore := slowDrops(t, c)
@@ -134,7 +146,7 @@ func slowPage(t *testing.T, e *env, n int) {
 			data = append(data, fmt.Sprintf("%d:%s", len(ev.Data), ev.Data[:40]))
 		}
 	}
-	waitUntil(t, wait, "the server drops the stream as slow", func() bool { return slowDrops(t, c) > slowBefore }, nil)
+	waitUntil(t, slowWait, "the server drops the stream as slow", func() bool { return slowDrops(t, c) > slowBefore }, nil)
 	if err := <-blocked; err != nil {
 		t.Fatal(err)
 	}
