@@ -52,6 +52,33 @@ func TestEncodeLeavesStreamsAlone(t *testing.T) {
 	}
 }
 
+// TestEncodedStreamStaysWhole: when a deferred header takes no-transform
+// away, encode compresses the stream; every event must still go through
+// the compressor (the stream does not write past it once started) and
+// arrive whole and at once.
+func TestEncodedStreamStaysWhole(t *testing.T) {
+	startCaddy(t, "", `route {
+		encode gzip
+		header >Cache-Control "no-cache"
+		sse /events
+	}
+	sse_publish /publish`)
+	// Go's transport asks for gzip itself and decompresses
+	client := &http.Client{Transport: &http.Transport{}}
+	s := openStream(t, client, "/events?topic=gz", nil)
+	if !s.Resp.Uncompressed {
+		t.Fatalf("the stream was not compressed (Content-Encoding %q): the test no longer covers it", s.Resp.Header.Get("Content-Encoding"))
+	}
+	for i := range 5 {
+		want := fmt.Sprintf("event %d %s", i, strings.Repeat("compressible ", 20))
+		publishTo(t, want, "gz")
+		f, err := s.NextEvent(2 * time.Second)
+		if err != nil || f.Data != want {
+			t.Fatalf("event %d: %q, %v", i, f.Data, err)
+		}
+	}
+}
+
 // TestSlowSubscriberIsDropped: a subscriber that does not read is dropped
 // once its queue is full, publishing never waits for it, another
 // subscriber gets everything, and the slow one resumes from history

@@ -68,6 +68,22 @@ func newResponseOutput(w http.ResponseWriter) *responseOutput {
 	}
 }
 
+// direct makes the output write to net/http's own writer from now on,
+// under Caddy's wrappers, once the stream's start has gone out through
+// them: a write then costs what it costs net/http alone (over HTTP/2,
+// Caddy's idle timeout writer moved the stream's deadline before every
+// write, through the connection's serve goroutine). A response that a
+// wrapper encodes (Content-Encoding set, e.g. by encode when a deferred
+// header removed no-transform) keeps its wrappers.
+func (o *responseOutput) direct() {
+	in := innermost(o.w)
+	if in.Header().Get("Content-Encoding") != "" {
+		return
+	}
+	o.w = in
+	o.rc = *http.NewResponseController(in)
+}
+
 // innermost returns the response writer under every wrapper of w.
 func innermost(w http.ResponseWriter) http.ResponseWriter {
 	for {

@@ -349,6 +349,7 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics [
 		return nil
 	}
 	h.hub.counters.replayed.Add(uint64(len(rep.Events)))
+	out.direct()
 	if h.Hijack && r.ProtoMajor == 1 {
 		out.release() // the response is net/http's no more
 		if co, err := takeOver(w, r); err == nil {
