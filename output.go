@@ -34,15 +34,17 @@ type output interface {
 }
 
 // responseOutput writes through the http.ResponseWriter (and Caddy's
-// wrappers of it), flushing with a ResponseController.
+// wrappers of it), flushing with a ResponseController; once the stream's
+// start has gone out, it writes to net/http's own writer (see direct).
 //
 // Other goroutines interrupt it through net/http's own response writer,
 // under Caddy's wrappers: setting a write deadline on it is safe from any
 // goroutine while the handler runs (a connection deadline for HTTP/1.x, a
 // stream deadline for HTTP/2 and HTTP/3), whereas Caddy's wrappers keep
-// state of their own. Caddy's write idle timeout moves the deadline again
-// before each write, so a stream that has ended is interrupted again
-// until it is gone (see Subscribe.checkStream and streamSet.wait).
+// state of their own. During the start, Caddy's write idle timeout moves
+// the deadline again before each write, and net/http may still be closing
+// a TLS connection after a failed write, so a stream that has ended is
+// interrupted again until it is gone (see Subscribe.checkStream and streamSet.wait).
 type responseOutput struct {
 	w  http.ResponseWriter
 	rc http.ResponseController

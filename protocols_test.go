@@ -245,6 +245,7 @@ func openSecure(t *testing.T, client *http.Client, p protocol, path string, head
 // client of that protocol for each client the test made.
 type protocolMode struct {
 	p       protocol
+	hijack  bool // the sse handlers take their HTTP/1.1 connections over
 	mu      sync.Mutex
 	clients map[*http.Client]*http.Client
 	streams atomic.Int64 // streams opened over p
@@ -252,6 +253,9 @@ type protocolMode struct {
 
 func (m *protocolMode) start(t *testing.T, global, site string) {
 	t.Helper()
+	if m.hijack {
+		site = withHijack(site)
+	}
 	startSecure(t, global, site)
 }
 
@@ -312,20 +316,22 @@ var streamSuite = []struct {
 }
 
 // TestProtocolsStreamSuite runs the stream tests again over HTTPS: HTTP/1.1
-// over TLS, HTTP/2 and HTTP/3, each stream checked to have used that
-// protocol. (Streams taken over through TLS: TestHijackOverTLS.)
+// over TLS (served as usual, and taken over with hijack), HTTP/2 and
+// HTTP/3, each stream checked to have used that protocol.
 func TestProtocolsStreamSuite(t *testing.T) {
 	modes := []struct {
-		name string
-		p    protocol
+		name   string
+		p      protocol
+		hijack bool
 	}{
-		{"h1tls", protoH1TLS},
-		{"h2", protoH2},
-		{"h3", protoH3},
+		{"h1tls", protoH1TLS, false},
+		{"h1tls-hijack", protoH1TLS, true},
+		{"h2", protoH2, false},
+		{"h3", protoH3, false},
 	}
 	for _, mode := range modes {
 		t.Run(mode.name, func(t *testing.T) {
-			m := &protocolMode{p: mode.p, clients: make(map[*http.Client]*http.Client)}
+			m := &protocolMode{p: mode.p, hijack: mode.hijack, clients: make(map[*http.Client]*http.Client)}
 			startVia, openVia = m.start, m.open
 			defer func() { startVia, openVia = nil, nil }()
 			for _, c := range streamSuite {
@@ -681,7 +687,7 @@ func rawTLSStream(t *testing.T, path string) (*tls.Conn, *bufio.Reader) {
 // the server instead of two; a client that closes its connection (a TLS
 // close_notify, then FIN) is noticed by the probe within a tick; and the
 // body is chunked and ends with the last chunk. The stream suite runs
-// over it in TestProtocolsStreamSuite.
+// over it in TestProtocolsStreamSuite (h1tls-hijack).
 func TestHijackOverTLS(t *testing.T) {
 	t.Run("goroutines", func(t *testing.T) {
 		const n = 200

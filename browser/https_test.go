@@ -17,7 +17,7 @@ const (
 )
 
 // TestOverHTTPS runs the browser's behaviours again over HTTPS with
-// Caddy's internal CA on 127.0.0.1, with HTTP/2, then with HTTP/3 (Chromium
+// Caddy's internal CA on 127.0.0.1, with HTTP/2 and, side by side, HTTP/3 (Chromium
 // forced onto QUIC for the tests' origins, the certificate accepted by
 // the hash of its public key): one Chromium per protocol, a tab per test,
 // each test checking that its requests used the protocol. Each run
@@ -27,7 +27,7 @@ const (
 //     are flushed through the protocol's framing and Chromium's stack;
 //   - event types and data: events split over the protocol's frames
 //     (a 64 KiB one among them) arrive exactly;
-//   - max_age, reload, restart (SIGTERM): a stream the server ends
+//   - max_age, reload, restart (SIGTERM; HTTP/2 only): a stream the server ends
 //     (END_STREAM, GOAWAY, CONNECTION_CLOSE, a server gone) makes the
 //     browser reconnect on the protocol and resume with Last-Event-ID;
 //   - over capacity: the refusal, a stream that ends, is retried later;
