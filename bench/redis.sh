@@ -19,6 +19,7 @@ REDIS_PORT=${BENCH_REDIS_PORT:-6719}
 CADDY_CPU=${CADDY_CPU:-0}
 TOOL_CPU=${TOOL_CPU:-1}
 REDIS_CPU=${REDIS_CPU:-1}
+REDIS_NICE=${REDIS_NICE:-0} # e.g. -15: Redis runs as soon as it has work, as on a CPU of its own
 SUBS=${SUBS:-1000}
 DURATION=${DURATION:-10s}
 PUBLISHERS=${PUBLISHERS:-8}
@@ -60,7 +61,7 @@ trap 'exit 130' INT TERM
 log "building caddy (-tags ssebench) and ssebench in $work"
 (cd "$root" && go build -tags ssebench -o "$work/caddy" ./cmd/caddy && go build -o "$work/ssebench" ./cmd/ssebench) || die "build failed"
 
-taskset -c "$REDIS_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+nice -n "$REDIS_NICE" taskset -c "$REDIS_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
 	--dir "$work" --logfile "$work/redis.log" &
 redis_pid=$!
 for _ in $(seq 50); do
