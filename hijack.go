@@ -2,6 +2,7 @@ package caddysse
 
 import (
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -34,10 +35,18 @@ type connOutput struct {
 }
 
 // takeOver hijacks the connection of an HTTP/1.x stream whose start has
-// been written and flushed. net/http then forgets the connection.
-func takeOver(w http.ResponseWriter, r *http.Request) (*connOutput, error) {
+// been written and flushed, and releases out: net/http then forgets the
+// connection. A response that a wrapper encodes (Content-Encoding set,
+// e.g. by encode) is not taken over: its encoder must see every write.
+// When it fails, the response and out stay as they were.
+func takeOver(w http.ResponseWriter, r *http.Request, out *responseOutput) (*connOutput, error) {
+	if ce := innermost(w).Header().Get("Content-Encoding"); ce != "" {
+		return nil, fmt.Errorf("the response is encoded (Content-Encoding: %s)", ce)
+	}
+	out.release() // no interrupt through net/http's writer while it lets go
 	conn, _, err := http.NewResponseController(w).Hijack()
 	if err != nil {
+		out.keep()
 		return nil, err
 	}
 	o := &connOutput{conn: conn, chunked: r.ProtoAtLeast(1, 1)}

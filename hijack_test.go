@@ -38,6 +38,7 @@ func TestHijack(t *testing.T) {
 		"ReplayLatest":                TestReplayLatest,
 		"ClientWithoutEventsResumes":  TestClientWithoutEventsResumesFromItsConnection,
 		"EncodeLeavesStreamsAlone":    TestEncodeLeavesStreamsAlone,
+		"EncodedStreamStaysWhole":     TestEncodedStreamStaysWhole,
 		"SlowSubscriberIsDropped":     TestSlowSubscriberIsDropped,
 		"NoLeakWithConnectionChurn":   TestNoLeakWithConnectionChurn,
 		"MaxSubscribers":              TestMaxSubscribers,

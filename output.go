@@ -158,5 +158,16 @@ func (o *responseOutput) release() {
 	o.mu.Unlock()
 }
 
+// keep undoes release for a response that stays net/http's (a take-over
+// that failed): interrupts cut its writes again.
+func (o *responseOutput) keep() {
+	o.mu.Lock()
+	o.released = false
+	if o.recut != nil {
+		o.recut.Reset(recutEvery)
+	}
+	o.mu.Unlock()
+}
+
 // Interface guards
 var _ output = (*responseOutput)(nil)

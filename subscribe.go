@@ -351,8 +351,7 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics [
 	h.hub.counters.replayed.Add(uint64(len(rep.Events)))
 	out.direct()
 	if h.Hijack && r.ProtoMajor == 1 {
-		out.release() // the response is net/http's no more
-		if co, err := takeOver(w, r); err == nil {
+		if co, err := takeOver(w, r, out); err == nil {
 			h.runTakenOver(st, co, life)
 			return nil
 		} else if ce := h.logger.Check(zapcore.DebugLevel, "could not take the connection over"); ce != nil {
