@@ -39,6 +39,7 @@ func TestHijack(t *testing.T) {
 		"ClientWithoutEventsResumes":  TestClientWithoutEventsResumesFromItsConnection,
 		"EncodeLeavesStreamsAlone":    TestEncodeLeavesStreamsAlone,
 		"EncodedStreamStaysWhole":     TestEncodedStreamStaysWhole,
+		"StreamOutlivesWriteIdle":     TestStreamOutlivesWriteIdle,
 		"SlowSubscriberIsDropped":     TestSlowSubscriberIsDropped,
 		"NoLeakWithConnectionChurn":   TestNoLeakWithConnectionChurn,
 		"MaxSubscribers":              TestMaxSubscribers,

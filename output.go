@@ -77,11 +77,21 @@ func newResponseOutput(w http.ResponseWriter) *responseOutput {
 // write, through the connection's serve goroutine). A response that a
 // wrapper encodes (Content-Encoding set, e.g. by encode when a deferred
 // header removed no-transform) keeps its wrappers.
-func (o *responseOutput) direct() {
+//
+// Caddy's idle timeout writer leaves the deadline of its last write armed
+// (over HTTP/1.x and HTTP/3), which no later write would move again: it
+// is put back to hard, the deadline of the server's write timeout (zero
+// for none), unless the output was interrupted meanwhile.
+func (o *responseOutput) direct(hard time.Time) {
 	in := innermost(o.w)
 	if in.Header().Get("Content-Encoding") != "" {
 		return
 	}
+	o.mu.Lock()
+	if !o.released && o.recut == nil {
+		_ = o.inner.SetWriteDeadline(hard)
+	}
+	o.mu.Unlock()
 	o.w = in
 	o.rc = *http.NewResponseController(in)
 }

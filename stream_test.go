@@ -195,3 +195,59 @@ func TestHeartbeatOff(t *testing.T) {
 		t.Fatalf("with heartbeat off, got %+v, %v", f, err)
 	}
 }
+
+// TestStreamOutlivesWriteIdle: Caddy's write_idle timeout arms the
+// connection's write deadline before each write through its wrappers and
+// leaves it armed (except over HTTP/2); a stream that writes past the
+// wrappers once started must still be written to after that deadline,
+// here 1 s after its start, with no heartbeat in between.
+func TestStreamOutlivesWriteIdle(t *testing.T) {
+	startCaddy(t, `servers {
+		timeouts {
+			write_idle 1s
+		}
+	}`, `sse /events {
+		heartbeat off
+	}
+	sse_publish /publish`)
+	hub := findHub(t, "default")
+	s := openStream(t, ssetest.NewClient(), "/events?topic=idle", nil)
+	defer s.Close()
+	// wait past the deadline armed by the start's last write: the sweeper
+	// ticks every write_timeout/3 (10 s), so a clock is the only event
+	time.Sleep(1500 * time.Millisecond)
+	for i := range 3 {
+		want := publishTo(t, fmt.Sprintf("after the idle deadline %d", i), "idle")
+		f, err := s.NextEvent(2 * time.Second)
+		if err != nil || f.LastID != want.ID {
+			t.Fatalf("event %d: got %+v, %v; want %s (subscribers now %d)", i, f, err, want.ID, hub.Stats().Subscribers)
+		}
+	}
+}
+
+// TestWriteTimeoutStillCapsStreams: the server's write timeout stays a
+// hard cap on a stream's life once the stream writes past Caddy's
+// wrappers: an event published before it arrives, the stream is cut
+// after it.
+func TestWriteTimeoutStillCapsStreams(t *testing.T) {
+	startCaddy(t, `servers {
+		timeouts {
+			write 1500ms
+		}
+	}`, `sse /events {
+		heartbeat off
+	}
+	sse_publish /publish`)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=capped", nil)
+	defer s.Close()
+	opened := time.Now()
+	want := publishTo(t, "before the cap", "capped")
+	if f := nextEvent(t, s); f.LastID != want.ID {
+		t.Fatalf("got %+v, want %s", f, want.ID)
+	}
+	time.Sleep(time.Until(opened.Add(1700 * time.Millisecond)))
+	publishTo(t, "after the cap", "capped")
+	if f, err := s.NextEvent(3 * time.Second); err == nil {
+		t.Fatalf("the stream outlived the server's write timeout: got %+v", f)
+	}
+}

@@ -349,7 +349,7 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics [
 		return nil
 	}
 	h.hub.counters.replayed.Add(uint64(len(rep.Events)))
-	out.direct()
+	out.direct(hardWriteDeadline(r, start))
 	if h.Hijack && r.ProtoMajor == 1 {
 		if co, err := takeOver(w, r, out); err == nil {
 			h.runTakenOver(st, co, life)
@@ -360,6 +360,17 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics [
 	}
 	h.endStream(sub, life, h.loop(st, r.Context().Done()))
 	return nil
+}
+
+// hardWriteDeadline is the deadline that the server's write timeout
+// (timeouts { write }) sets on a response that started at start, or zero
+// if it has none. Caddy counts it from a few microseconds earlier.
+func hardWriteDeadline(r *http.Request, start time.Time) time.Time {
+	srv, _ := r.Context().Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server)
+	if srv == nil || srv.WriteTimeout <= 0 {
+		return time.Time{}
+	}
+	return start.Add(time.Duration(srv.WriteTimeout))
 }
 
 // refuseSubscription answers a subscription the hub did not take. Over
