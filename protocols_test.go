@@ -315,6 +315,7 @@ var streamSuite = []struct {
 	{"MaxSubscribers", TestMaxSubscribers},
 	{"StreamOutlivesWriteIdle", TestStreamOutlivesWriteIdle},
 	{"WriteTimeoutStillCapsStreams", TestWriteTimeoutStillCapsStreams},
+	{"StreamOutlivesReadTimeouts", TestStreamOutlivesReadTimeouts},
 }
 
 // appliesTakenOver tells the stream tests that hold for streams taken

@@ -251,3 +251,25 @@ func TestWriteTimeoutStillCapsStreams(t *testing.T) {
 		t.Fatalf("the stream outlived the server's write timeout: got %+v", f)
 	}
 }
+
+// TestStreamOutlivesReadTimeouts: the server's read timeouts bound
+// reading the request, not the stream that answers it (README, Caddy's
+// timeouts): a stream is still written to after they have passed.
+func TestStreamOutlivesReadTimeouts(t *testing.T) {
+	startCaddy(t, `servers {
+		timeouts {
+			read_body 1s
+			read_header 1s
+		}
+	}`, `sse /events {
+		heartbeat off
+	}
+	sse_publish /publish`)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=read", nil)
+	defer s.Close()
+	time.Sleep(1500 * time.Millisecond) // past both timeouts: only time can
+	want := publishTo(t, "after the read timeouts", "read")
+	if f, err := s.NextEvent(2 * time.Second); err != nil || f.LastID != want.ID {
+		t.Fatalf("got %+v, %v; want %s", f, err, want.ID)
+	}
+}
