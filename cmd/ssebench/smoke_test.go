@@ -21,7 +21,8 @@ import (
 // Test ports of this package, before SSE_TEST_PORT_OFFSET: the Caddy of
 // TestSmoke has its admin API on 2700 and its site on 8700; 8709 is its
 // https_port, never bound. TestSmokeProtocols has 2701, 8701 and 8702
-// (proto_test.go); 2702-2709 and 8703-8708 are free for more.
+// (proto_test.go); internal/benchfloor's tests have 2703, 8703 and 8704;
+// 2702, 2704-2709 and 8705-8708 are free for more.
 const (
 	smokeAdminBase = 2700
 	smokeHTTPBase  = 8700
