@@ -200,11 +200,11 @@ func TestHeartbeatOff(t *testing.T) {
 // connection's write deadline before each write through its wrappers and
 // leaves it armed (except over HTTP/2); a stream that writes past the
 // wrappers once started must still be written to after that deadline,
-// here 1 s after its start, with no heartbeat in between.
+// here 300 ms after its start, with no heartbeat in between.
 func TestStreamOutlivesWriteIdle(t *testing.T) {
 	startCaddy(t, `servers {
 		timeouts {
-			write_idle 1s
+			write_idle 300ms
 		}
 	}`, `sse /events {
 		heartbeat off
@@ -215,7 +215,7 @@ func TestStreamOutlivesWriteIdle(t *testing.T) {
 	defer s.Close()
 	// wait past the deadline armed by the start's last write: the sweeper
 	// ticks every write_timeout/3 (10 s), so a clock is the only event
-	time.Sleep(1500 * time.Millisecond)
+	time.Sleep(500 * time.Millisecond)
 	for i := range 3 {
 		want := publishTo(t, fmt.Sprintf("after the idle deadline %d", i), "idle")
 		f, err := s.NextEvent(2 * time.Second)
@@ -232,7 +232,7 @@ func TestStreamOutlivesWriteIdle(t *testing.T) {
 func TestWriteTimeoutStillCapsStreams(t *testing.T) {
 	startCaddy(t, `servers {
 		timeouts {
-			write 1500ms
+			write 1s
 		}
 	}`, `sse /events {
 		heartbeat off
@@ -245,7 +245,7 @@ func TestWriteTimeoutStillCapsStreams(t *testing.T) {
 	if f := nextEvent(t, s); f.LastID != want.ID {
 		t.Fatalf("got %+v, want %s", f, want.ID)
 	}
-	time.Sleep(time.Until(opened.Add(1700 * time.Millisecond)))
+	time.Sleep(time.Until(opened.Add(1200 * time.Millisecond)))
 	publishTo(t, "after the cap", "capped")
 	if f, err := s.NextEvent(3 * time.Second); err == nil {
 		t.Fatalf("the stream outlived the server's write timeout: got %+v", f)
@@ -258,8 +258,8 @@ func TestWriteTimeoutStillCapsStreams(t *testing.T) {
 func TestStreamOutlivesReadTimeouts(t *testing.T) {
 	startCaddy(t, `servers {
 		timeouts {
-			read_body 1s
-			read_header 1s
+			read_body 300ms
+			read_header 300ms
 		}
 	}`, `sse /events {
 		heartbeat off
@@ -267,7 +267,7 @@ func TestStreamOutlivesReadTimeouts(t *testing.T) {
 	sse_publish /publish`)
 	s := openStream(t, ssetest.NewClient(), "/events?topic=read", nil)
 	defer s.Close()
-	time.Sleep(1500 * time.Millisecond) // past both timeouts: only time can
+	time.Sleep(500 * time.Millisecond) // past both timeouts: only time can
 	want := publishTo(t, "after the read timeouts", "read")
 	if f, err := s.NextEvent(2 * time.Second); err != nil || f.LastID != want.ID {
 		t.Fatalf("got %+v, %v; want %s", f, err, want.ID)
