@@ -79,23 +79,13 @@ func unquoteKey(s string) (string, bool) {
 // whatever their content types or the spelling of their bodies; the
 // default type counts the same whether it is named ("message") or not.
 func fingerprint(msgs []transport.Message) string {
-	fp := fingerprinter{h: sha256.New(), buf: make([]byte, 0, 512)}
+	fp := newFingerprinter(512)
 	fp.uint(uint64(len(msgs)))
 	for _, m := range msgs {
-		fp.uint(uint64(len(m.Topics)))
-		for _, t := range m.Topics {
-			fp.string(t)
-		}
-		typ := m.Type
-		if typ == "message" {
-			typ = ""
-		}
-		fp.string(typ)
-		fp.uint(uint64(m.Retry + 1)) // -1, none, is 0
+		fp.fields(m.Topics, m.Type, m.Retry)
 		fp.string(m.Data)
 	}
-	fp.flush()
-	return hex.EncodeToString(fp.h.Sum(nil))
+	return fp.sum()
 }
 
 // fingerprinter hashes numbers and length-prefixed strings through a
@@ -103,6 +93,31 @@ func fingerprint(msgs []transport.Message) string {
 type fingerprinter struct {
 	h   hash.Hash
 	buf []byte
+}
+
+func newFingerprinter(size int) fingerprinter {
+	return fingerprinter{h: sha256.New(), buf: make([]byte, 0, size)}
+}
+
+// fields adds what an event shares with a stream's envelope: its topics,
+// its type (the default type counts the same whether it is named
+// ("message") or not) and its retry hint (-1, none, counts as 0).
+func (fp *fingerprinter) fields(topics []string, typ string, retry int64) {
+	fp.uint(uint64(len(topics)))
+	for _, t := range topics {
+		fp.string(t)
+	}
+	if typ == "message" {
+		typ = ""
+	}
+	fp.string(typ)
+	fp.uint(uint64(retry + 1))
+}
+
+// sum returns the fingerprint of what was added.
+func (fp *fingerprinter) sum() string {
+	fp.flush()
+	return hex.EncodeToString(fp.h.Sum(nil))
 }
 
 func (fp *fingerprinter) uint(n uint64) {

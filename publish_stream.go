@@ -3,8 +3,6 @@ package caddysse
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -187,7 +185,7 @@ func readEnvelope(r *http.Request, format streamFormat, forced []string) (stream
 // the fingerprint of a request of events (which starts with their number,
 // at least 1).
 func (env *streamEnvelope) fingerprint() string {
-	fp := fingerprinter{h: sha256.New(), buf: make([]byte, 0, 256)}
+	fp := newFingerprinter(256)
 	fp.uint(0)
 	fp.string(env.format.String())
 	if env.forced {
@@ -195,18 +193,8 @@ func (env *streamEnvelope) fingerprint() string {
 	} else {
 		fp.uint(0)
 	}
-	fp.uint(uint64(len(env.topics)))
-	for _, t := range env.topics {
-		fp.string(t)
-	}
-	typ := env.typ
-	if typ == "message" {
-		typ = ""
-	}
-	fp.string(typ)
-	fp.uint(uint64(env.retry + 1))
-	fp.flush()
-	return hex.EncodeToString(fp.h.Sum(nil))
+	fp.fields(env.topics, env.typ, env.retry)
+	return fp.sum()
 }
 
 // serveStream publishes a streaming body, event by event as it arrives,
