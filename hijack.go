@@ -40,7 +40,7 @@ type connOutput struct {
 // e.g. by encode) is not taken over: its encoder must see every write.
 // When it fails, the response and out stay as they were.
 func takeOver(w http.ResponseWriter, r *http.Request, out *responseOutput) (*connOutput, error) {
-	if ce := innermost(w).Header().Get("Content-Encoding"); ce != "" {
+	if ce := responseEncoding(w); ce != "" {
 		return nil, fmt.Errorf("the response is encoded (Content-Encoding: %s)", ce)
 	}
 	out.release() // no interrupt through net/http's writer while it lets go

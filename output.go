@@ -83,10 +83,10 @@ func newResponseOutput(w http.ResponseWriter) *responseOutput {
 // is put back to hard, the deadline of the server's write timeout (zero
 // for none), unless the output was interrupted meanwhile.
 func (o *responseOutput) direct(hard time.Time) {
-	in := innermost(o.w)
-	if in.Header().Get("Content-Encoding") != "" {
+	if responseEncoding(o.w) != "" {
 		return
 	}
+	in := innermost(o.w)
 	o.mu.Lock()
 	if !o.released && o.recut == nil {
 		_ = o.inner.SetWriteDeadline(hard)
@@ -94,6 +94,13 @@ func (o *responseOutput) direct(hard time.Time) {
 	o.mu.Unlock()
 	o.w = in
 	o.rc = *http.NewResponseController(in)
+}
+
+// responseEncoding is the Content-Encoding that a wrapper gave the
+// response (encode, when a deferred header removed no-transform), or "":
+// an encoded response must keep going through its encoder.
+func responseEncoding(w http.ResponseWriter) string {
+	return innermost(w).Header().Get("Content-Encoding")
 }
 
 // innermost returns the response writer under every wrapper of w.
