@@ -196,20 +196,21 @@ func TestHeartbeatOff(t *testing.T) {
 	}
 }
 
+// startWithTimeouts serves quiet streams (no heartbeat) and publishing,
+// on a server with the given timeouts { ... } lines.
+func startWithTimeouts(t *testing.T, timeouts ...string) {
+	t.Helper()
+	startCaddy(t, "servers {\n\t\ttimeouts {\n\t\t\t"+strings.Join(timeouts, "\n\t\t\t")+"\n\t\t}\n\t}",
+		"sse /events {\n\t\theartbeat off\n\t}\n\tsse_publish /publish")
+}
+
 // TestStreamOutlivesWriteIdle: Caddy's write_idle timeout arms the
 // connection's write deadline before each write through its wrappers and
 // leaves it armed (except over HTTP/2); a stream that writes past the
 // wrappers once started must still be written to after that deadline,
 // here 300 ms after its start, with no heartbeat in between.
 func TestStreamOutlivesWriteIdle(t *testing.T) {
-	startCaddy(t, `servers {
-		timeouts {
-			write_idle 300ms
-		}
-	}`, `sse /events {
-		heartbeat off
-	}
-	sse_publish /publish`)
+	startWithTimeouts(t, "write_idle 300ms")
 	hub := findHub(t, "default")
 	s := openStream(t, ssetest.NewClient(), "/events?topic=idle", nil)
 	defer s.Close()
@@ -230,14 +231,7 @@ func TestStreamOutlivesWriteIdle(t *testing.T) {
 // wrappers: an event published before it arrives, the stream is cut
 // after it.
 func TestWriteTimeoutStillCapsStreams(t *testing.T) {
-	startCaddy(t, `servers {
-		timeouts {
-			write 1s
-		}
-	}`, `sse /events {
-		heartbeat off
-	}
-	sse_publish /publish`)
+	startWithTimeouts(t, "write 1s")
 	s := openStream(t, ssetest.NewClient(), "/events?topic=capped", nil)
 	defer s.Close()
 	opened := time.Now()
@@ -256,15 +250,7 @@ func TestWriteTimeoutStillCapsStreams(t *testing.T) {
 // reading the request, not the stream that answers it (README, Caddy's
 // timeouts): a stream is still written to after they have passed.
 func TestStreamOutlivesReadTimeouts(t *testing.T) {
-	startCaddy(t, `servers {
-		timeouts {
-			read_body 300ms
-			read_header 300ms
-		}
-	}`, `sse /events {
-		heartbeat off
-	}
-	sse_publish /publish`)
+	startWithTimeouts(t, "read_body 300ms", "read_header 300ms")
 	s := openStream(t, ssetest.NewClient(), "/events?topic=read", nil)
 	defer s.Close()
 	time.Sleep(500 * time.Millisecond) // past both timeouts: only time can
