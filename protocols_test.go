@@ -700,36 +700,10 @@ func rawTLSStream(t *testing.T, path string) (*tls.Conn, *bufio.Reader) {
 // over it in TestProtocolsStreamSuite (h1tls-hijack).
 func TestHijackOverTLS(t *testing.T) {
 	t.Run("goroutines", func(t *testing.T) {
-		const n = 200
-		perStream := func(site string) float64 {
-			startSecure(t, "", site)
-			hub := findHub(t, "default")
-			streamCount(t, hub, 0)
-			runtime.GC()
-			before := runtime.NumGoroutine()
-			conns := make([]*tls.Conn, n)
-			for i := range conns {
-				conns[i], _ = rawTLSStream(t, "/events?topic=g")
-			}
-			streamCount(t, hub, n)
-			var during int
-			eventually(t, "the goroutines settle", func() bool {
-				during = runtime.NumGoroutine()
-				time.Sleep(50 * time.Millisecond)
-				return runtime.NumGoroutine() == during
-			})
-			for _, c := range conns {
-				c.Close()
-			}
-			streamCount(t, hub, 0)
-			return float64(during-before) / n
-		}
-		normal := perStream("sse /events {\n\t\theartbeat 1s\n\t}")
-		taken := perStream("sse /events {\n\t\theartbeat 1s\n\t\thijack\n\t}")
-		t.Logf("goroutines per TLS stream: %.2f through net/http, %.2f taken over", normal, taken)
-		if normal < 1.9 || taken > 1.1 || taken < 0.9 {
-			t.Fatalf("goroutines per TLS stream: %.2f through net/http (want 2), %.2f taken over (want 1)", normal, taken)
-		}
+		checkTakeOverFreesGoroutines(t, "TLS stream", startSecure, func() io.Closer {
+			c, _ := rawTLSStream(t, "/events?topic=g")
+			return c
+		})
 	})
 	t.Run("closed client", func(t *testing.T) {
 		startSecure(t, "", "sse /events {\n\t\theartbeat 3s\n\t\thijack\n\t}")
