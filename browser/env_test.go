@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -140,10 +139,7 @@ func issueCertificate(t *testing.T, storage string, p ports) string {
 	t.Helper()
 	e := &env{secure: true, storage: storage}
 	c := startCaddy(t, p, e.caddyfile(p, "", fmt.Sprintf("https://127.0.0.1:%d {\n\ttls internal\n\trespond ok\n}", p.https)))
-	defer func() {
-		_ = c.Signal(syscall.SIGTERM)
-		_ = c.Wait(10 * time.Second)
-	}()
+	defer func() { _, _ = c.Terminate(10 * time.Second) }()
 	var spki string
 	waitUntil(t, wait, "Caddy serves its certificate for 127.0.0.1", func() bool {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", p.https),

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -220,10 +219,7 @@ func resetAfterRestart(t *testing.T, e *env, n int) {
 // and ports.
 func restart(t *testing.T, c *caddyproc.Caddy, p ports, cfg string) *caddyproc.Caddy {
 	t.Helper()
-	if err := c.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Wait(10 * time.Second); err != nil {
+	if _, err := c.Terminate(10 * time.Second); err != nil {
 		t.Fatalf("caddy did not stop: %v", err)
 	}
 	return startCaddy(t, p, cfg)

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -59,14 +58,11 @@ func TestStopOverHTTPS(t *testing.T) {
 			openStuck(t, client, base+"/events?topic=big", "bogus")
 			openStuck(t, client, base+"/events?topic=live", "")
 			publishLarge(t, base, "live")
-			start := time.Now()
-			if err := proc.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			if err := proc.Wait(c.limit); err != nil {
+			took, err := proc.Terminate(c.limit)
+			if err != nil {
 				t.Fatalf("caddy did not exit within %v of SIGTERM: %v", c.limit, err)
 			}
-			t.Logf("caddy exited %v after SIGTERM", time.Since(start).Round(time.Millisecond))
+			t.Logf("caddy exited %v after SIGTERM", took.Round(time.Millisecond))
 		})
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -280,10 +279,7 @@ func TestRedisRestartAll(t *testing.T) {
 		pubs = append(pubs, opsPublish(t, srv.base+"/publish", fmt.Sprintf("topic=r&data=%d", i)))
 	}
 	for _, srv := range []*opsServer{a, b} {
-		if err := srv.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		if err := srv.Wait(opsWait); err != nil {
+		if _, err := srv.Terminate(opsWait); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -488,14 +487,11 @@ func sigtermWithOpenStreams(t *testing.T, site string) {
 		}
 		streams[i] = s
 	}
-	start := time.Now()
-	if err := c.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Wait(2 * time.Second); err != nil {
+	took, err := c.Terminate(2 * time.Second)
+	if err != nil {
 		t.Fatalf("caddy did not exit within 2s of SIGTERM: %v", err)
 	}
-	t.Logf("caddy exited %v after SIGTERM with 100 open streams", time.Since(start))
+	t.Logf("caddy exited %v after SIGTERM with 100 open streams", took)
 	for i, s := range streams {
 		frames, err := s.ReadAll(waitLimit)
 		if err != nil {

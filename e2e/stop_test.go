@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -76,14 +75,11 @@ func TestStopDoesNotWaitForClientsThatNeverRead(t *testing.T) {
 			if _, err := reader.Next(waitLimit); err != nil {
 				t.Fatal(err)
 			}
-			start := time.Now()
-			if err := c.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.Wait(3 * time.Second); err != nil {
+			took, err := c.Terminate(3 * time.Second)
+			if err != nil {
 				t.Fatalf("caddy did not exit within 3s of SIGTERM: %v", err)
 			}
-			t.Logf("caddy exited %v after SIGTERM", time.Since(start))
+			t.Logf("caddy exited %v after SIGTERM", took)
 			frames, err := reader.ReadAll(waitLimit)
 			if err != nil || len(frames) == 0 || frames[len(frames)-1].Kind != ssetest.KindRetry {
 				t.Fatalf("the reader's stream ended with %+v (%v), want a final retry", frames, err)

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -184,14 +183,11 @@ func TestSIGTERMWithStreamingPublishes(t *testing.T) {
 	}
 	expectEvent(t, s, "message", "admin")
 
-	start := time.Now()
-	if err := srv.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Wait(2 * time.Second); err != nil {
+	took, err := srv.Terminate(2 * time.Second)
+	if err != nil {
 		t.Fatalf("caddy did not exit within 2s of SIGTERM: %v", err)
 	}
-	t.Logf("caddy exited %v after SIGTERM with two open streaming publishes", time.Since(start))
+	t.Logf("caddy exited %v after SIGTERM with two open streaming publishes", took)
 	select {
 	case r := <-routeDone:
 		if r.err != nil || r.status != 503 || r.answer.Count != 1 || r.answer.LastID != id {

@@ -225,6 +225,18 @@ func (c *Caddy) Wait(timeout time.Duration) error {
 	}
 }
 
+// Terminate sends the process SIGTERM and waits up to timeout for it to
+// exit. It returns how long the exit took, and ErrStillRunning if it did
+// not exit in time.
+func (c *Caddy) Terminate(timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	if err := c.Signal(syscall.SIGTERM); err != nil {
+		return 0, err
+	}
+	err := c.Wait(timeout)
+	return time.Since(start), err
+}
+
 // Exited is closed when the process has exited.
 func (c *Caddy) Exited() <-chan struct{} { return c.exited }
 
