@@ -122,16 +122,25 @@ func publishBatch(t *testing.T, base, topic string, items []int) {
 	}
 }
 
+// redisPair starts two Caddy instances sharing the default hub through
+// Redis, under a key prefix of the test's own: a on adminBase and
+// httpBase, b on the next ports. global is their global options, to start
+// or reload them again.
+func redisPair(t *testing.T, adminBase, httpBase int) (a, b *opsServer, global string) {
+	t.Helper()
+	global = redisGlobal(redisPrefix(t), "")
+	a = opsStart(t, adminBase, httpBase, global, redisSite)
+	b = opsStart(t, adminBase+1, httpBase+1, global, redisSite)
+	return a, b, global
+}
+
 // TestRedisTwoInstances: two Caddy processes share a hub through Redis.
 // Events published on either reach the subscribers of both, in one order;
 // a client that switches instance in the middle of a burst, and whose
 // instance reloads, gets each of 10,000 events once, in order.
 func TestRedisTwoInstances(t *testing.T) {
 	t.Parallel()
-	prefix := redisPrefix(t)
-	global := redisGlobal(prefix, "")
-	a := opsStart(t, 2420, 8420, global, redisSite)
-	b := opsStart(t, 2421, 8421, global, redisSite)
+	a, b, global := redisPair(t, 2420, 8420)
 	client := ssetest.NewClient()
 
 	// one event each way; a receipt counts the local subscribers
@@ -229,7 +238,7 @@ func TestRedisTwoInstances(t *testing.T) {
 			stream = ssetest.OpenT(t, client, where.base+"/events?topic=burst", http.Header{"Last-Event-ID": {last}})
 		case len(got) == 5000 && !reloaded:
 			reloaded = true
-			a.reload(t, redisGlobal(prefix, ""), strings.Replace(redisSite, "buffer 20000", "buffer 20000\n\t\theartbeat 10s", 1))
+			a.reload(t, global, strings.Replace(redisSite, "buffer 20000", "buffer 20000\n\t\theartbeat 10s", 1))
 		}
 	}
 	stream.Close()
@@ -269,10 +278,7 @@ func TestRedisTwoInstances(t *testing.T) {
 // history.
 func TestRedisRestartAll(t *testing.T) {
 	t.Parallel()
-	prefix := redisPrefix(t)
-	global := redisGlobal(prefix, "")
-	a := opsStart(t, 2422, 8422, global, redisSite)
-	b := opsStart(t, 2423, 8423, global, redisSite)
+	a, b, global := redisPair(t, 2422, 8422)
 	var pubs []opsPublished
 	for i := range 20 {
 		srv := []*opsServer{a, b}[i%2]
@@ -500,10 +506,7 @@ func TestRedisHistoryLost(t *testing.T) {
 // publishes nothing; another request under the key is a 422 there too.
 func TestRedisIdempotencyAcrossInstances(t *testing.T) {
 	t.Parallel()
-	prefix := redisPrefix(t)
-	global := redisGlobal(prefix, "")
-	a := opsStart(t, 2426, 8426, global, redisSite)
-	b := opsStart(t, 2427, 8427, global, redisSite)
+	a, b, _ := redisPair(t, 2426, 8426)
 	client := ssetest.NewClient()
 	s := ssetest.OpenT(t, client, b.base+"/events?topic=i", nil)
 	post := func(srv *opsServer, body string) opsResponse {

@@ -210,10 +210,7 @@ func TestSIGTERMWithStreamingPublishes(t *testing.T) {
 // at their positions in the stream on either instance).
 func TestRedisStreamRetriedOnAnotherInstance(t *testing.T) {
 	t.Parallel()
-	prefix := redisPrefix(t)
-	global := redisGlobal(prefix, "")
-	a := opsStart(t, 2428, 8428, global, redisSite)
-	b := opsStart(t, 2429, 8429, global, redisSite)
+	a, b, _ := redisPair(t, 2428, 8428)
 	s := ssetest.OpenT(t, ssetest.NewClient(), b.base+"/events?topic=relay", nil)
 	var body strings.Builder
 	for i := range 600 {
