@@ -223,7 +223,7 @@ type subscribeRequest struct {
 // reads what must be replayed to it. Live events already covered by the
 // replay (Seq at or below its Head) are to be skipped by the caller.
 func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber, transport.Replay, error) {
-	s := newSubscriber(req.topics, req.buffer, h.gate, req.out)
+	s := newSubscriber(h, req.topics, req.buffer, req.out)
 	if !h.add(s, req.maxSubscribers) {
 		return nil, transport.Replay{}, errOverCapacity
 	}
@@ -235,16 +235,43 @@ func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber,
 	req.replay.Topics = s.topics
 	rep, err := h.transport.Replay(ctx, req.replay)
 	if err != nil {
-		h.Unsubscribe(s)
+		h.release(s)
 		return nil, transport.Replay{}, fmt.Errorf("reading history of hub %q: %w", h.name, err)
 	}
 	h.counters.connections.Add(1)
 	return s, rep, nil
 }
 
-// Unsubscribe removes s from the hub, if it is still there, and releases
-// its topics in the transport, once its stream has ended.
-func (h *Hub) Unsubscribe(s *subscriber) {
+// Unsubscribe takes s out of the hub once its stream has ended, and
+// counts the stream's end for reason (a slow one was counted when it was
+// dropped).
+func (h *Hub) Unsubscribe(s *subscriber, reason endReason) {
+	h.release(s)
+	if reason != endSlow {
+		h.counters.disconnects[reason].Add(1)
+	}
+}
+
+// wrote counts the events written to local subscribers: live ones, and
+// replayed ones from the history.
+func (h *Hub) wrote(live, replayed int) {
+	if live > 0 {
+		h.counters.delivered.Add(uint64(live))
+	}
+	if replayed > 0 {
+		h.counters.replayed.Add(uint64(replayed))
+	}
+}
+
+// refused counts a subscription refused for reason (capacity, or the
+// transport unavailable).
+func (h *Hub) refused(reason endReason) {
+	h.counters.disconnects[reason].Add(1)
+}
+
+// release removes s from the hub, if it is still there, and releases its
+// topics in the transport.
+func (h *Hub) release(s *subscriber) {
 	h.removeLocal(s)
 	if s.watched {
 		s.watched = false

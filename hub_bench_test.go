@@ -136,7 +136,7 @@ func BenchmarkSubscribeChurn(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		h.Unsubscribe(s)
+		h.Unsubscribe(s, endClient)
 	}
 }
 

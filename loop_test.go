@@ -16,8 +16,8 @@ func (failingOutput) flush() error            { return nil }
 func (failingOutput) interrupt(time.Duration) {}
 
 // idleSubscriber returns a subscriber whose writer waits for work.
-func idleSubscriber(limit int, gate *wakeGate, out output) *subscriber {
-	s := newSubscriber([]string{"t"}, limit, gate, out)
+func idleSubscriber(h *Hub, limit int, out output) *subscriber {
+	s := newSubscriber(h, []string{"t"}, limit, out)
 	s.idle()
 	return s
 }
@@ -27,17 +27,18 @@ func idleSubscriber(limit int, gate *wakeGate, out output) *subscriber {
 // is not counted a second time as a client disconnect.
 func TestLoopKeepsTheEndReason(t *testing.T) {
 	for _, reason := range []endReason{endSlow, endShutdown} {
-		sub := idleSubscriber(16, newWakeGate(), failingOutput{})
+		sub := idleSubscriber(&Hub{gate: newWakeGate()}, 16, failingOutput{})
 		sub.enqueue(transport.NewEvent("e", 1, transport.Message{Topics: []string{"t"}, Data: "x", Retry: -1}, time.Now()))
 		sub.finish(reason)
-		h := &Subscribe{}
-		if got := h.loop(&stream{out: failingOutput{}, sub: sub}, nil); got != reason {
+		st := &stream{route: &Subscribe{}, out: failingOutput{}, sub: sub}
+		if got := st.loop(nil); got != reason {
 			t.Errorf("ended as %s, want %s", got, reason)
 		}
 	}
-	sub := idleSubscriber(16, newWakeGate(), failingOutput{})
+	sub := idleSubscriber(&Hub{gate: newWakeGate()}, 16, failingOutput{})
 	sub.enqueue(transport.NewEvent("e", 1, transport.Message{Topics: []string{"t"}, Data: "x", Retry: -1}, time.Now()))
-	if got := (&Subscribe{}).loop(&stream{out: failingOutput{}, sub: sub}, nil); got != endClient {
+	st := &stream{route: &Subscribe{}, out: failingOutput{}, sub: sub}
+	if got := st.loop(nil); got != endClient {
 		t.Errorf("a failed write ended the stream as %s, want client", got)
 	}
 }

@@ -47,86 +47,55 @@ func (h *Subscribe) tick() time.Duration {
 	return max(t, 10*time.Millisecond)
 }
 
-// sweep looks at every stream of the handler once a tick (checkStream)
+// sweep looks at every stream of the handler once a tick (stream.check)
 // until the handler is cleaned up.
 func (h *Subscribe) sweep(interval time.Duration) {
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
-	var subs []*subscriber
+	var streams []*stream
 	for {
 		select {
 		case <-h.stop:
 			return
 		case <-tick.C:
-			subs = h.streams.snapshot(subs)
+			streams = h.streams.snapshot(streams)
 			now := clock()
-			for _, s := range subs {
-				h.checkStream(s, now)
+			for _, st := range streams {
+				st.check(now)
 			}
-			clear(subs)
+			clear(streams)
 		}
-	}
-}
-
-// checkStream is one stream's tick: a stream whose writes made no progress
-// for write_timeout ends as slow, an ended one still writing after
-// endWait has its write cut, one whose connection (taken over) the client
-// has closed ends, and one that wrote nothing during a whole tick is sent
-// a heartbeat.
-func (h *Subscribe) checkStream(s *subscriber, now int64) {
-	stuck := s.stuckFor(now)
-	if s.endReason() != endNone {
-		if stuck >= endWait {
-			s.interrupt() // Caddy's write timeouts may have moved the deadline again
-		}
-		return
-	}
-	if stuck >= time.Duration(h.WriteTimeout) {
-		if s.finish(endSlow) {
-			h.hub.dropSlow(s)
-		}
-		return
-	}
-	if ref := s.out.Load(); ref != nil {
-		if co, ok := ref.output.(*connOutput); ok && co.peerClosed() {
-			s.finish(endClient)
-			return
-		}
-	}
-	if h.Heartbeat > 0 && !s.wrote.Swap(false) {
-		s.beat.Store(true)
-		s.wakeUp()
 	}
 }
 
 // streamSet is the set of a handler's open streams.
 type streamSet struct {
 	mu     sync.Mutex
-	subs   map[*subscriber]struct{}
+	set    map[*stream]struct{}
 	closed bool
 	empty  chan struct{} // closed once the set is closed and empty
 }
 
 func (ss *streamSet) init() {
-	ss.subs = make(map[*subscriber]struct{})
+	ss.set = make(map[*stream]struct{})
 	ss.empty = make(chan struct{})
 }
 
 // add adds s, unless the set was closed.
-func (ss *streamSet) add(s *subscriber) bool {
+func (ss *streamSet) add(st *stream) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.closed {
 		return false
 	}
-	ss.subs[s] = struct{}{}
+	ss.set[st] = struct{}{}
 	return true
 }
 
-func (ss *streamSet) remove(s *subscriber) {
+func (ss *streamSet) remove(st *stream) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	delete(ss.subs, s)
+	delete(ss.set, st)
 	ss.signalEmpty()
 }
 
@@ -135,7 +104,7 @@ func (ss *streamSet) signalEmpty() {
 	if ss.empty == nil { // never initialised: the handler did not provision
 		return
 	}
-	if ss.closed && len(ss.subs) == 0 {
+	if ss.closed && len(ss.set) == 0 {
 		select {
 		case <-ss.empty:
 		default:
@@ -147,12 +116,12 @@ func (ss *streamSet) signalEmpty() {
 // snapshot appends the streams of the set to buf[:0] and returns it, so
 // that they can be looked at without holding the set's lock (probing a
 // connection is a system call).
-func (ss *streamSet) snapshot(buf []*subscriber) []*subscriber {
+func (ss *streamSet) snapshot(buf []*stream) []*stream {
 	buf = buf[:0]
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	for s := range ss.subs {
-		buf = append(buf, s)
+	for st := range ss.set {
+		buf = append(buf, st)
 	}
 	return buf
 }
@@ -164,11 +133,11 @@ func (ss *streamSet) close(reason endReason) int {
 	ss.closed = true
 	ss.signalEmpty()
 	ss.mu.Unlock()
-	subs := ss.snapshot(nil)
-	for _, s := range subs {
-		s.finish(reason)
+	streams := ss.snapshot(nil)
+	for _, st := range streams {
+		st.sub.finish(reason)
 	}
-	return len(subs)
+	return len(streams)
 }
 
 // wait waits up to timeout for a closed set to empty, and reports whether
@@ -181,7 +150,7 @@ func (ss *streamSet) wait(timeout time.Duration) bool {
 	deadline := time.Now().Add(timeout)
 	t := time.NewTimer(min(endWait, timeout))
 	defer t.Stop()
-	var subs []*subscriber
+	var streams []*stream
 	for {
 		select {
 		case <-ss.empty:
@@ -192,9 +161,9 @@ func (ss *streamSet) wait(timeout time.Duration) bool {
 		if left <= 0 {
 			return false
 		}
-		subs = ss.snapshot(subs)
-		for _, s := range subs {
-			s.interrupt()
+		streams = ss.snapshot(streams)
+		for _, st := range streams {
+			st.sub.interrupt()
 		}
 		t.Reset(min(100*time.Millisecond, left))
 	}

@@ -317,7 +317,7 @@ func jittered(d time.Duration) int64 {
 // serveStream subscribes and streams until the client leaves or the
 // stream is ended.
 func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics []string, q streamQuery) error {
-	start := time.Now()
+	began := time.Now()
 	out := newResponseOutput(w)
 	defer out.release()
 	req := subscribeRequest{topics: topics, buffer: h.Buffer, maxSubscribers: h.MaxSubscribers, out: out}
@@ -332,33 +332,16 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics [
 		h.refuseSubscription(w, r, topics, err)
 		return nil
 	}
-	if !h.streams.add(sub) {
+	st := newStream(h, sub, out, r, began)
+	if !h.streams.add(st) {
 		// opened (and counted) while this config was stopping
-		h.hub.Unsubscribe(sub)
-		h.hub.counters.disconnects[endShutdown].Add(1)
+		h.hub.Unsubscribe(sub, endShutdown)
 		h.logRefusal(r, topics, endShutdown, nil)
 		h.refuse(w, h.finalRetry(), "this server is reloading or stopping")
 		return nil
 	}
-	st := &stream{out: out, sub: sub}
 	h.logOpen(r, sub, rep, req.replay)
-	life := streamLife{start: start, remoteAddr: r.RemoteAddr, maxAge: h.startMaxAge(sub)}
-	err = st.start(w, jittered(time.Duration(h.Retry)), rep, req.replay.LastEventID, h.resetEventType())
-	if err != nil {
-		h.endStream(sub, life, failedWrite(sub))
-		return nil
-	}
-	h.hub.counters.replayed.Add(uint64(len(rep.Events)))
-	out.direct(hardWriteDeadline(r, start))
-	if h.Hijack && r.ProtoMajor == 1 {
-		if co, err := takeOver(w, r, out); err == nil {
-			h.runTakenOver(st, co, life)
-			return nil
-		} else if ce := h.logger.Check(zapcore.DebugLevel, "could not take the connection over"); ce != nil {
-			ce.Write(zap.Error(err))
-		}
-	}
-	h.endStream(sub, life, h.loop(st, r.Context().Done()))
+	st.serve(w, r, rep, req.replay.LastEventID)
 	return nil
 }
 
@@ -381,11 +364,11 @@ func (h *Subscribe) refuseSubscription(w http.ResponseWriter, r *http.Request, t
 	later := jittered(max(time.Duration(h.Retry), capacityRetry))
 	switch {
 	case errors.Is(err, errOverCapacity):
-		h.hub.counters.disconnects[endCapacity].Add(1)
+		h.hub.refused(endCapacity)
 		h.logRefusal(r, topics, endCapacity, nil)
 		h.refuse(w, later, "this hub has reached its subscriber limit")
 	case errors.Is(err, transport.ErrUnavailable):
-		h.hub.counters.disconnects[endUnavailable].Add(1)
+		h.hub.refused(endUnavailable)
 		h.logRefusal(r, topics, endUnavailable, err)
 		h.refuse(w, later, "this hub is unavailable for a moment")
 	default:
@@ -405,55 +388,12 @@ func (h *Subscribe) refuse(w http.ResponseWriter, retryMS int64, why string) {
 	_ = http.NewResponseController(w).Flush()
 }
 
-// streamLife is what ending a stream needs to know of its start.
-type streamLife struct {
-	start      time.Time
-	remoteAddr string
-	maxAge     *time.Timer
-}
-
-// startMaxAge ends the subscriber's stream after a random 80-100% of
-// max_age, if set.
-func (h *Subscribe) startMaxAge(sub *subscriber) *time.Timer {
-	if h.MaxAge <= 0 {
-		return nil
-	}
-	lifetime := time.Duration(h.MaxAge) * 4 / 5
-	lifetime += rand.N(time.Duration(h.MaxAge) - lifetime + 1)
-	return time.AfterFunc(lifetime, func() { sub.finish(endMaxAge) })
-}
-
 // resetEventType is the type of the reset event, or "" for none.
 func (h *Subscribe) resetEventType() string {
 	if h.ResetEvent == "off" {
 		return ""
 	}
 	return h.ResetEvent
-}
-
-// runTakenOver runs a stream whose connection was taken over, in a
-// goroutine of its own, and lets net/http's goroutine go.
-func (h *Subscribe) runTakenOver(st *stream, out *connOutput, life streamLife) {
-	st.out = out
-	st.sub.setOutput(out)
-	go func() {
-		reason := h.loop(st, nil)
-		out.end(reason != endSlow && reason != endClient)
-		h.endStream(st.sub, life, reason)
-	}()
-}
-
-// endStream takes an ended stream out of the hub, counts and logs it.
-func (h *Subscribe) endStream(sub *subscriber, life streamLife, reason endReason) {
-	if life.maxAge != nil {
-		life.maxAge.Stop()
-	}
-	h.streams.remove(sub)
-	h.hub.Unsubscribe(sub)
-	if reason != endSlow { // counted when dropped
-		h.hub.counters.disconnects[reason].Add(1)
-	}
-	h.logClose(sub, life, reason)
 }
 
 // The logs of a stream's life, at debug level: never the payloads.
@@ -470,14 +410,6 @@ func (h *Subscribe) logRefusal(r *http.Request, topics []string, reason endReaso
 	if ce := h.logger.Check(zapcore.DebugLevel, "stream refused"); ce != nil {
 		ce.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("hub", h.hub.name),
 			zap.Strings("topics", topics), zap.Stringer("reason", reason), zap.Error(err))
-	}
-}
-
-func (h *Subscribe) logClose(sub *subscriber, life streamLife, reason endReason) {
-	if ce := h.logger.Check(zapcore.DebugLevel, "stream closed"); ce != nil {
-		ce.Write(zap.String("remote_addr", life.remoteAddr), zap.String("hub", h.hub.name),
-			zap.Strings("topics", sub.topics), zap.Duration("duration", time.Since(life.start)),
-			zap.Stringer("reason", reason))
 	}
 }
 

@@ -46,6 +46,7 @@ func clock() int64 { return int64(time.Since(clockBase)) + 1 }
 // appends events to its queue and wakes its writer, which takes the whole
 // queue at once. Neither side ever waits for the other's socket.
 type subscriber struct {
+	hub    *Hub
 	topics []string
 	wake   chan struct{} // capacity 1: "look at me"
 	gated  *wakeGate     // the hub's: hands out wake-ups in turn
@@ -87,13 +88,14 @@ type subscriber struct {
 // stream takes its connection over.
 type outputRef struct{ output }
 
-// newSubscriber returns a subscriber, woken through gate, whose stream
-// writes to out and is busy starting.
-func newSubscriber(topics []string, limit int, gate *wakeGate, out output) *subscriber {
+// newSubscriber returns a subscriber of hub, woken through its wake gate,
+// whose stream writes to out and is busy starting.
+func newSubscriber(hub *Hub, topics []string, limit int, out output) *subscriber {
 	s := &subscriber{
+		hub:    hub,
 		topics: topics,
 		wake:   make(chan struct{}, 1),
-		gated:  gate,
+		gated:  hub.gate,
 		limit:  limit,
 	}
 	s.busy.Store(true)

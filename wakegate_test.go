@@ -10,12 +10,12 @@ import (
 
 // gated returns n subscribers behind one gate.
 func gated(n int) (*wakeGate, []*subscriber) {
-	g := newWakeGate()
+	h := &Hub{gate: newWakeGate()}
 	subs := make([]*subscriber, n)
 	for i := range subs {
-		subs[i] = idleSubscriber(16, g, nil)
+		subs[i] = idleSubscriber(h, 16, nil)
 	}
-	return g, subs
+	return h.gate, subs
 }
 
 // TestWakeGateOrder: once the grants are out, subscribers are woken in
