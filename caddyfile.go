@@ -41,7 +41,7 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		heartbeat       <duration>|off
 //		retry           <duration>
 //		max_age         <duration>
-//		buffer          <events>
+//		buffer          <size>|<events>
 //		write_timeout   <duration>
 //		replay          <events>
 //		max_topics      <n>
@@ -69,7 +69,7 @@ func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "max_age":
 			h.MaxAge, err = positiveDuration(d)
 		case "buffer":
-			h.Buffer, err = intArg(d, 1)
+			h.BufferSize, h.Buffer, err = bufferArg(d)
 		case "write_timeout":
 			h.WriteTimeout, err = positiveDuration(d)
 		case "replay":
@@ -294,6 +294,30 @@ func sizeArg(d *caddyfile.Dispenser) (int64, error) {
 		return 0, d.Errf("%s: %q is not a positive size, such as 512KiB or 64MiB", opt, s)
 	}
 	return int64(n), nil
+}
+
+// bufferArg reads the buffer of an sse route: a size in wire bytes (such
+// as 1MiB), or a bare number, which keeps its version 1 meaning, a number
+// of events.
+func bufferArg(d *caddyfile.Dispenser) (size int64, events int, err error) {
+	if !d.NextArg() {
+		return 0, 0, d.ArgErr()
+	}
+	s := d.Val()
+	if d.NextArg() {
+		return 0, 0, d.ArgErr()
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 {
+			return 0, 0, d.Errf("buffer: %q is not a positive size, such as 256KiB or 1MiB, nor a positive number of events", s)
+		}
+		return 0, n, nil
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n == 0 || n > 1<<62 {
+		return 0, 0, d.Errf("buffer: %q is not a positive size, such as 256KiB or 1MiB, nor a positive number of events", s)
+	}
+	return int64(n), 0, nil
 }
 
 // positiveDuration reads the duration of an option: greater than zero.

@@ -48,12 +48,27 @@ func TestCaddyfileErrors(t *testing.T) {
 	sse {
 		buffer 0
 	}
-}`, "at least 1"},
-		{"buffer not a number", `:80 {
+}`, "not a positive size"},
+		{"buffer zero bytes", `:80 {
+	sse {
+		buffer 0KiB
+	}
+}`, "not a positive size"},
+		{"buffer negative", `:80 {
+	sse {
+		buffer -5
+	}
+}`, "not a positive size"},
+		{"buffer neither a size nor a number", `:80 {
 	sse {
 		buffer lots
 	}
-}`, "not an integer"},
+}`, "not a positive size, such as 256KiB or 1MiB, nor a positive number of events"},
+		{"buffer with two values", `:80 {
+	sse {
+		buffer 1MiB 2MiB
+	}
+}`, "wrong argument count"},
 		{"bad duration", `:80 {
 	sse {
 		retry soon
@@ -122,7 +137,7 @@ func TestCaddyfileErrors(t *testing.T) {
 	sse {
 		buffer 0
 	}
-}`, `buffer: "0" is not an integer of at least 1`},
+}`, `buffer: "0" is not a positive size`},
 		{"a duration without a unit", `:80 {
 	sse {
 		heartbeat 15
@@ -205,6 +220,7 @@ func TestProvisionErrors(t *testing.T) {
 	jsonCases := []struct{ name, handler, want string }{
 		{"reset event with a newline", `{"handler":"sse","reset_event":"a\nb"}`, "CR, LF or NUL"},
 		{"negative buffer", `{"handler":"sse","buffer":-1}`, "buffer must not be negative"},
+		{"negative buffer_size", `{"handler":"sse","buffer_size":-1}`, "buffer_size must not be negative"},
 		{"negative max_size", `{"handler":"sse_publish","max_size":-1}`, "max_size must not be negative"},
 		{"negative stream_timeout", `{"handler":"sse_publish","stream_timeout":-1}`, "stream_timeout must not be negative"},
 		{"unknown field", `{"handler":"sse","topic":"x"}`, "unknown field"},

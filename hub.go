@@ -32,6 +32,9 @@ type Hub struct {
 	topics      map[string]*topicSubs
 	subscribers int
 	gate        *wakeGate
+	backlog     backlog
+	gone        []*transport.Event // scratch of Deliver and Evicted, which never overlap
+	slow        []*subscriber      // likewise
 
 	keysMu sync.Mutex
 	keys   map[string]struct{} // idempotency keys of requests in progress
@@ -50,11 +53,6 @@ type hubCounters struct {
 	disconnects [numEndReasons]atomic.Uint64
 }
 
-// topicSubs are the local subscribers of one topic.
-type topicSubs struct {
-	subs []*subscriber
-}
-
 // newHub opens a hub on an unopened transport.
 func newHub(name string, t transport.Transport, limits transport.Limits, logger *zap.Logger) (*Hub, error) {
 	h := &Hub{
@@ -66,6 +64,7 @@ func newHub(name string, t transport.Transport, limits transport.Limits, logger 
 		gate:          newWakeGate(),
 		keys:          make(map[string]struct{}),
 	}
+	h.backlog.init()
 	if err := t.Open(name, limits, h); err != nil {
 		return nil, fmt.Errorf("opening transport of hub %q: %w", name, err)
 	}
@@ -122,20 +121,29 @@ func (h *Hub) releaseKey(key string) {
 	delete(h.keys, key)
 }
 
-// Deliver implements transport.Sink: it queues ev for every local
-// subscriber of its topics, once each, without waiting for any of them.
-// A subscriber whose queue is full is dropped. The transport calls
-// Deliver for one event at a time; Deliver never calls the transport.
+// Deliver implements transport.Sink: it puts ev in the delivery window of
+// the topics that have local subscribers and wakes those subscribers'
+// writers, without waiting for any of them; it returns how many distinct
+// subscribers it woke. The window is trimmed to its size: a subscriber
+// that had not taken an event trimmed, which the history no longer holds
+// either, is dropped as slow. The transport calls Deliver for one event
+// at a time; Deliver never calls the transport.
 func (h *Hub) Deliver(ev *transport.Event) int {
-	var slow []*subscriber
-	n := 0
-	multi := len(ev.Topics) > 1
 	h.mu.RLock()
+	var buf [4]*topicSubs
+	held := buf[:0]
 	for _, name := range ev.Topics {
-		ts := h.topics[name]
-		if ts == nil {
-			continue
+		if ts := h.topics[name]; ts != nil {
+			held = append(held, ts)
 		}
+	}
+	h.backlog.mu.Lock()
+	h.gone = h.backlog.add(ev, held, h.topics, h.gone[:0])
+	h.slow = h.behind(h.gone, h.slow[:0])
+	h.backlog.mu.Unlock()
+	n := 0
+	multi := len(held) > 1
+	for _, ts := range held {
 		for _, s := range ts.subs {
 			if multi {
 				if s.lastSeq == ev.Seq {
@@ -143,18 +151,61 @@ func (h *Hub) Deliver(ev *transport.Event) int {
 				}
 				s.lastSeq = ev.Seq
 			}
-			if s.enqueue(ev) {
-				n++
-			} else if s.endReason() == endSlow {
-				slow = append(slow, s)
-			}
+			s.wakeUp()
+			n++
 		}
 	}
 	h.mu.RUnlock()
-	for _, s := range slow {
-		h.dropSlow(s)
-	}
+	h.dropAll()
 	return n
+}
+
+// Evicted implements transport.Sink: a subscriber that has not taken ev,
+// which has left the delivery window already, is dropped as slow.
+func (h *Hub) Evicted(ev *transport.Event) {
+	h.gone = append(h.gone[:0], ev)
+	h.mu.RLock()
+	h.backlog.mu.RLock()
+	h.slow = h.behind(h.gone, h.slow[:0])
+	h.backlog.mu.RUnlock()
+	h.mu.RUnlock()
+	h.dropAll()
+}
+
+// behind appends to slow the subscribers that have not taken an event of
+// gone (events of their topics that have left the history) and cannot
+// find it in the delivery window any more. The caller holds the hub's
+// lock and the backlog's.
+func (h *Hub) behind(gone []*transport.Event, slow []*subscriber) []*subscriber {
+	for _, ev := range gone {
+		for _, name := range ev.Topics {
+			ts := h.topics[name]
+			if ts == nil || ev.Seq > ts.floor {
+				continue // nobody follows it here, or it is still in the window
+			}
+			for _, s := range ts.subs {
+				if s.behind(ev.Seq) && s.endReason() == endNone {
+					slow = append(slow, s)
+				}
+			}
+		}
+	}
+	clear(gone)
+	return slow
+}
+
+// dropAll drops the subscribers that Deliver or Evicted found slow.
+func (h *Hub) dropAll() {
+	if len(h.slow) == 0 {
+		return
+	}
+	for _, s := range h.slow {
+		if s.finish(endSlow) {
+			h.dropSlow(s)
+		}
+	}
+	clear(h.slow)
+	h.slow = h.slow[:0]
 }
 
 // slowWarnInterval is the least time between two slow-client warnings of
@@ -178,8 +229,8 @@ func (h *Hub) dropSlow(s *subscriber) {
 		return
 	}
 	h.slowUnwarned.Add(-unwarned)
-	h.logger.Warn("disconnected slow subscribers: their queues were full or their writes stalled",
-		zap.Int64("count", unwarned), zap.Strings("topics", s.topics), zap.Int("buffer", s.limit))
+	h.logger.Warn("disconnected slow subscribers: events they had yet to be sent left the history and the delivery window, or their writes stalled",
+		zap.Int64("count", unwarned), zap.Strings("topics", s.topics), zap.Int64("window_bytes", h.backlog.stats().MaxBytes))
 }
 
 // Interrupt implements transport.Sink: it ends the streams that follow
@@ -213,17 +264,16 @@ func (h *Hub) Interrupt(topics []string, reason string) {
 // subscribeRequest is what a stream asks of the hub.
 type subscribeRequest struct {
 	topics         []string
-	buffer         int
 	maxSubscribers int
 	replay         transport.ReplayQuery
 	out            output // where the stream writes
 }
 
 // Subscribe registers a subscriber for live events of req.topics, then
-// reads what must be replayed to it. Live events already covered by the
-// replay (Seq at or below its Head) are to be skipped by the caller.
+// reads the first page of what must be replayed to it; its stream reads
+// the rest of the replay itself, from its position.
 func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber, transport.Replay, error) {
-	s := newSubscriber(h, req.topics, req.buffer, req.out)
+	s := newSubscriber(h, req.topics, req.out)
 	if !h.add(s, req.maxSubscribers) {
 		return nil, transport.Replay{}, errOverCapacity
 	}
@@ -233,6 +283,7 @@ func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber,
 	}
 	s.watched = true
 	req.replay.Topics = s.topics
+	req.replay.MaxBytes = pageBytes
 	rep, err := h.transport.Replay(ctx, req.replay)
 	if err != nil {
 		h.release(s)
@@ -288,13 +339,17 @@ func (h *Hub) add(s *subscriber, max int) bool {
 		return false
 	}
 	s.slots = make([]int, len(s.topics))
+	s.logs = make([]*topicSubs, len(s.topics))
 	for i, name := range s.topics {
 		ts := h.topics[name]
 		if ts == nil {
-			ts = new(topicSubs)
+			// nothing of the topic is in the window yet; Deliver, which
+			// sets backlog.last, is excluded by the hub's lock
+			ts = &topicSubs{floor: h.backlog.last}
 			h.topics[name] = ts
 		}
 		s.slots[i] = len(ts.subs)
+		s.logs[i] = ts
 		ts.subs = append(ts.subs, s)
 	}
 	s.registered = true
@@ -352,6 +407,9 @@ type HubStats struct {
 	Disconnects map[string]uint64 `json:"disconnects"`
 	// History describes the retained events.
 	History transport.Stats `json:"history"`
+	// Window describes the delivery window: the newest events, held once
+	// for the local subscribers, that they may still have to be sent.
+	Window WindowStats `json:"window"`
 	// TransportState is the transport's health: whether it can serve now,
 	// its last error, the topics it watches for this node, and its
 	// resynchronisations by reason.
@@ -373,6 +431,7 @@ func (h *Hub) Stats() HubStats {
 		st.Disconnects[r.String()] = h.counters.disconnects[r].Load()
 	}
 	st.History = h.transport.Stats()
+	st.Window = h.backlog.stats()
 	st.TransportState = st.History.State
 	return st
 }

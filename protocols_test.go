@@ -487,8 +487,8 @@ func closeConnections(t *testing.T, c *http.Client) {
 // TestSlowStreamSharesConnection puts a stream that never reads and one
 // that reads everything on one HTTP/2 connection (and on one QUIC
 // connection; over HTTP/1.1 each has its own), both following one topic of 8 KiB events published every
-// 2 ms. The slow stream fills its flow-control window, then its queue of
-// 16, and is dropped as slow. Its handler must then end without the
+// 2 ms. The slow stream fills its flow-control window, its writes stall,
+// and it is dropped as slow after its write_timeout (1 s). Its handler must then end without the
 // client reading anything (the server resets the stream), and the other
 // stream must receive every event, in order.
 //
@@ -512,17 +512,16 @@ func TestSlowStreamSharesConnection(t *testing.T) {
 		}
 	}`, `sse /events {
 		hub shared
-		buffer 16
+		write_timeout 1s
 		heartbeat 1m
 	}
 	sse /fast {
 		hub shared
-		buffer 100000
 		heartbeat 1m
 	}
 	sse /taken {
 		hub shared
-		buffer 16
+		write_timeout 1s
 		heartbeat 1m
 		hijack
 	}

@@ -1,7 +1,9 @@
 package caddysse
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -17,16 +19,34 @@ import (
 // the request into messages and hands them to the hub's transport
 // (Hub.Publish), which assigns ids, stores the events in the history and
 // hands each, in id order, to the hub of every node (Hub.Deliver). The
-// hub appends the event, serialised once, to the queue of every local
-// subscriber of its topics (subscriber.enqueue) and wakes their writers
-// through its wake gate, without waiting for any socket; a subscriber
-// whose queue is full is dropped as slow. Each stream (below) runs its
-// own writer, in the request's goroutine or, with hijack, in one of its
-// own: it takes its whole queue at once and writes it in pieces of at
+// hub puts the event, serialised once, in its delivery window (backlog.go)
+// for the topics that have local subscribers, and wakes their writers
+// through its wake gate, without waiting for any socket. Each stream
+// (below) runs its own writer, in the request's goroutine or, with
+// hijack, in one of its own: from its position in the hub's sequence, it
+// takes the events of its topics from the window (or, when it is behind
+// the window, a page of the history) and writes them in pieces of at
 // most batchSize bytes and one flush (stream.pump), to the response or
-// the connection it took over (output.go, hijack.go). The route's sweeper
-// (streams.go) looks at every stream once a tick (stream.check): it sends
-// heartbeats to silent streams and ends those whose writes stall.
+// the connection it took over (output.go, hijack.go). A stream whose next
+// event has left both the window and the history is dropped as slow. The
+// route's sweeper (streams.go) looks at every stream once a tick
+// (stream.check): it sends heartbeats to silent streams and ends those
+// whose writes stall.
+
+// How much a stream takes at once: from the delivery window, and from the
+// history (a page, which a shared transport reads into memory of its own).
+// Each round is written with one flush.
+const (
+	roundBytes = 128 << 10
+	pageBytes  = 64 << 10
+	// maxRounds is how many rounds a writer writes before it lets the
+	// others that were woken go first.
+	maxRounds = 8
+)
+
+// maxSparePieces is the largest list of parts a stream keeps between
+// writes; a larger one is given back to the garbage collector.
+const maxSparePieces = 64
 
 // partsPool holds the lists of byte slices a stream sends at once.
 var partsPool = sync.Pool{New: func() any {
@@ -51,14 +71,16 @@ type stream struct {
 	remoteAddr string
 	maxAge     *time.Timer // ends the stream at its max_age; nil without
 
-	head   uint64    // live events up to this Seq were covered by the replay
+	ctx    context.Context // of its reads of the history
+	cancel context.CancelFunc
+	epoch  string    // of the ids of its position
 	single [1][]byte // the parts of a one-piece send, without allocating
 	piece  [][]byte  // the parts of the piece being written
 }
 
 // newStream returns the stream of sub on route, writing to out.
 func newStream(route *Subscribe, sub *subscriber, out output, r *http.Request, began time.Time) *stream {
-	return &stream{route: route, sub: sub, out: out, began: began, remoteAddr: r.RemoteAddr}
+	return &stream{route: route, sub: sub, out: out, began: began, remoteAddr: r.RemoteAddr, ctx: r.Context()}
 }
 
 // The header values of every stream, shared as Caddy shares its Server
@@ -113,6 +135,8 @@ func (st *stream) serve(w http.ResponseWriter, r *http.Request, rep transport.Re
 func (st *stream) runTakenOver(out *connOutput) {
 	st.out = out
 	st.sub.setOutput(out)
+	// the request's context ends with this handler
+	st.ctx, st.cancel = context.WithCancel(context.WithoutCancel(st.ctx))
 	go func() {
 		reason := st.loop(nil)
 		out.end(reason != endSlow && reason != endClient)
@@ -133,14 +157,22 @@ func (st *stream) startMaxAge() {
 }
 
 // start sends the headers, the retry hint, the reset event if the
-// resumption is incomplete, and the replayed events, and flushes. When
-// nothing is replayed, an id-only block sets the client's last event id
-// to the hub's head, so that a client that reconnects before its first
-// event still resumes from where it connected.
+// resumption is incomplete, and the first page of the replay, and
+// flushes; the stream's position is then the end of that page, or the
+// hub's head when it was the whole replay. When nothing is replayed, an
+// id-only block sets the client's last event id to the hub's head, so
+// that a client that reconnects before its first event still resumes
+// from where it connected.
 func (st *stream) start(w http.ResponseWriter, retryMS int64, rep transport.Replay, lastID, resetEvent string) error {
 	setStreamHeaders(w)
 	w.WriteHeader(http.StatusOK)
-	st.head = rep.Head
+	st.epoch, _, _ = transport.ParseID(rep.HeadID)
+	st.sub.seam = rep.Head
+	pos := rep.Head
+	if rep.More {
+		pos = rep.Events[len(rep.Events)-1].Seq
+	}
+	st.sub.pos.Store(pos)
 
 	bp := batchPool.Get().(*[]byte)
 	defer batchPool.Put(bp)
@@ -170,7 +202,7 @@ type resetData struct {
 	LastEventID string `json:"last_event_id"`
 }
 
-// loop writes live events until the stream ends, and says why it ended.
+// loop writes the stream's events until it ends, and says why it ended.
 // done is closed when the client has gone (nil for a stream whose
 // connection was taken over: its client's departure is noticed by the
 // sweeper's probe, or by a failed write). A stream the server ends gets a
@@ -182,11 +214,9 @@ func (st *stream) loop(done <-chan struct{}) endReason {
 			return endClient
 		case <-st.sub.wake:
 		}
-		n, err := st.pump()
-		if err != nil { // not delivered
+		if err := st.pump(); err != nil { // not delivered
 			return failedWrite(st.sub)
 		}
-		st.sub.hub.wrote(n, 0)
 		if reason := st.sub.endReason(); reason != endNone {
 			if reason != endSlow && reason != endClient {
 				_ = st.finish(st.route.finalRetry())
@@ -211,6 +241,9 @@ func (st *stream) end(reason endReason) {
 	if st.maxAge != nil {
 		st.maxAge.Stop()
 	}
+	if st.cancel != nil {
+		st.cancel()
+	}
 	st.route.streams.remove(st)
 	st.sub.hub.Unsubscribe(st.sub, reason)
 	if ce := st.route.logger.Check(zapcore.DebugLevel, "stream closed"); ce != nil {
@@ -220,40 +253,112 @@ func (st *stream) end(reason endReason) {
 	}
 }
 
-// pump sends everything queued, or a heartbeat if one is due and there is
-// nothing else, in one send. It returns the number of events sent.
-func (st *stream) pump() (int, error) {
-	q := st.sub.take()
-	n, err := st.sendQueue(q)
-	st.sub.recycle(q)
-	st.sub.idle()
-	return n, err
+// pump writes what the stream has to send: the events of its topics after
+// its position, in rounds of at most roundBytes with one flush each, until
+// it has caught up (or, after maxRounds, has let the other woken writers
+// go first); or a heartbeat, when one is due and there was nothing else.
+func (st *stream) pump() error {
+	s := st.sub
+	s.take()
+	sent := false
+	for range maxRounds {
+		if s.endReason() != endNone {
+			s.idle()
+			return nil
+		}
+		more, err := st.round()
+		if err != nil {
+			s.idle()
+			return err
+		}
+		if !more {
+			if !sent && s.beat.Swap(false) {
+				err = st.sendOne(heartbeat)
+			}
+			s.idle()
+			return err
+		}
+		sent = true
+	}
+	s.idle()
+	s.wakeUp() // more to write, in its turn
+	return nil
 }
 
-func (st *stream) sendQueue(q []*transport.Event) (int, error) {
-	for len(q) > 0 && q[0].Seq <= st.head {
-		q = q[1:] // covered by the replay
-	}
-	if len(q) == 0 {
-		if !st.sub.beat.Swap(false) {
-			return 0, nil
-		}
-		return 0, st.sendOne(heartbeat)
-	}
-	st.sub.beat.Store(false)
-	if len(q) == 1 {
-		return 1, st.sendOne(q[0].Wire)
-	}
+// round takes the stream's next events (next) and writes them, and
+// reports whether there may be more.
+func (st *stream) round() (bool, error) {
 	pp := partsPool.Get().(*[][]byte)
-	parts := (*pp)[:0]
-	for _, ev := range q {
-		parts = append(parts, ev.Wire)
+	parts, live, replayed, more := st.next((*pp)[:0])
+	var err error
+	if len(parts) > 0 {
+		st.sub.beat.Store(false)
+		if err = st.send(parts); err == nil {
+			st.sub.hub.wrote(live, replayed)
+		}
 	}
-	err := st.send(parts)
 	clear(parts)
 	*pp = parts[:0]
 	partsPool.Put(pp)
-	return len(q), err
+	return more, err
+}
+
+// next appends to parts the stream's next events after its position, and
+// moves its position past them: from the hub's delivery window when it
+// holds every event after the position, else a page of the history. It
+// returns how many came from each, and whether there may be more.
+func (st *stream) next(parts [][]byte) (_ [][]byte, live, replayed int, more bool) {
+	s := st.sub
+	parts, live, ok := s.hub.backlog.take(s, parts, roundBytes)
+	if ok {
+		return parts, live, 0, live > 0
+	}
+	parts, replayed, more = st.page(parts)
+	return parts, 0, replayed, more
+}
+
+// page appends a page of the history after the stream's position to
+// parts, and moves its position past it (to the hub's head, when the page
+// ends the replay). A history that no longer has every event after the
+// position drops the stream as slow; one that cannot be read now (a
+// transport unavailable for a moment) is read again at the next wake-up
+// (the sweeper's heartbeat wakes it).
+func (st *stream) page(parts [][]byte) (_ [][]byte, n int, more bool) {
+	s := st.sub
+	s.paging.Store(true)
+	defer s.paging.Store(false)
+	pos := s.pos.Load()
+	rep, err := s.hub.transport.Replay(st.ctx, transport.ReplayQuery{
+		Topics:      s.topics,
+		Resume:      true,
+		LastEventID: transport.FormatID(st.epoch, pos),
+		MaxBytes:    pageBytes,
+	})
+	switch {
+	case errors.Is(err, transport.ErrUnavailable) || st.ctx.Err() != nil:
+		return parts, 0, false
+	case err != nil:
+		st.route.logger.Error("reading the history for a stream", zap.String("hub", s.hub.name), zap.Error(err))
+		s.finish(endResync)
+		return parts, 0, false
+	case rep.Reset:
+		if s.finish(endSlow) {
+			s.hub.dropSlow(s)
+		}
+		return parts, 0, false
+	}
+	next := max(pos, rep.Head)
+	for _, ev := range rep.Events {
+		if ev.Seq > pos {
+			parts = append(parts, ev.Wire)
+			n++
+		}
+	}
+	if rep.More {
+		next = rep.Events[len(rep.Events)-1].Seq
+	}
+	s.pos.Store(next)
+	return parts, n, next > pos
 }
 
 // sendOne sends one piece of the stream.
@@ -285,7 +390,7 @@ func (st *stream) send(parts [][]byte) error {
 		err = st.writePiece(piece)
 	}
 	clear(piece[:cap(piece)])
-	if cap(piece) > maxSpareQueue {
+	if cap(piece) > maxSparePieces {
 		piece = nil // an idle stream keeps no large list
 	}
 	st.piece = piece[:0]

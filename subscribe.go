@@ -26,7 +26,6 @@ const (
 	DefaultHeartbeat    = 15 * time.Second
 	DefaultRetry        = 3 * time.Second
 	DefaultWriteTimeout = 30 * time.Second
-	DefaultBuffer       = 256
 	DefaultMaxTopics    = 64
 	DefaultResetEvent   = "reset"
 )
@@ -62,9 +61,20 @@ type Subscribe struct {
 	// retry hint; the client reconnects and resumes. Default: no limit.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
 
-	// How many events may wait for one subscriber; a subscriber that falls
-	// further behind is disconnected and resumes from history when it
-	// reconnects. It also bounds the events sent after a reset. Default: 256.
+	// How far a stream may fall behind, in wire bytes: the hub keeps at
+	// least this much of its newest events for its streams, once for all
+	// of them, beyond its history. A stream behind these reads the history
+	// instead; one whose next event has left both is disconnected as slow,
+	// and its client resumes from history (or gets a reset). A burst is
+	// not slowness: a stream that reads at network speed keeps up with any
+	// publish. The hub keeps the largest buffer of its routes.
+	// Default: 1 MiB, unless buffer is set.
+	BufferSize int64 `json:"buffer_size,omitempty"`
+
+	// The same as a number of events, the meaning of a bare number in the
+	// Caddyfile (version 1): the hub keeps at least this many of its
+	// newest events; a reset then sends at most this many. Default: 0, use
+	// buffer_size.
 	Buffer int `json:"buffer,omitempty"`
 
 	// The longest a stream may wait to write to its client: a client that
@@ -101,11 +111,12 @@ type Subscribe struct {
 	// Default: off.
 	Hijack bool `json:"hijack,omitempty"`
 
-	hub     *Hub
-	cors    *corsPolicy
-	streams streamSet
-	logger  *zap.Logger
-	stop    chan struct{} // closed by Cleanup: ends the heartbeat ticker
+	hub      *Hub
+	cors     *corsPolicy
+	streams  streamSet
+	logger   *zap.Logger
+	stop     chan struct{} // closed by Cleanup: ends the heartbeat ticker
+	unwindow func()        // gives the route's delivery window back to the hub
 }
 
 // CaddyModule returns the Caddy module information.
@@ -128,6 +139,7 @@ func (h *Subscribe) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.hub = hub
+	h.unwindow = hub.backlog.use(window{bytes: h.BufferSize, events: h.Buffer})
 	h.cors = newCORSPolicy(h.CORSOrigins, "GET")
 	h.streams.init()
 	if err := onEvent(ctx, "stopping", eventHandler{"sse: end the streams of the old config", h.shutdown}); err != nil {
@@ -148,8 +160,8 @@ func (h *Subscribe) setDefaults() {
 	if h.Retry == 0 {
 		h.Retry = caddy.Duration(DefaultRetry)
 	}
-	if h.Buffer == 0 {
-		h.Buffer = DefaultBuffer
+	if h.Buffer == 0 && h.BufferSize == 0 {
+		h.BufferSize = DefaultBufferSize
 	}
 	if h.WriteTimeout == 0 {
 		h.WriteTimeout = caddy.Duration(DefaultWriteTimeout)
@@ -172,6 +184,8 @@ func (h *Subscribe) validate() error {
 		return fmt.Errorf("write_timeout must not be negative")
 	case h.Buffer < 0:
 		return fmt.Errorf("buffer must not be negative")
+	case h.BufferSize < 0:
+		return fmt.Errorf("buffer_size must not be negative")
 	case h.Replay < 0:
 		return fmt.Errorf("replay must not be negative")
 	case h.MaxTopics < 0:
@@ -234,6 +248,9 @@ func (h *Subscribe) Cleanup() error {
 		close(h.stop)
 	}
 	h.shutdown()
+	if h.unwindow != nil {
+		h.unwindow()
+	}
 	return nil
 }
 
@@ -320,7 +337,7 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics [
 	began := time.Now()
 	out := newResponseOutput(w)
 	defer out.release()
-	req := subscribeRequest{topics: topics, buffer: h.Buffer, maxSubscribers: h.MaxSubscribers, out: out}
+	req := subscribeRequest{topics: topics, maxSubscribers: h.MaxSubscribers, out: out}
 	req.replay.LastEventID, req.replay.Resume = lastEventID(r, q)
 	if req.replay.Resume {
 		req.replay.ResetLatest = h.Buffer

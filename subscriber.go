@@ -1,7 +1,6 @@
 package caddysse
 
 import (
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -14,7 +13,7 @@ type endReason int32
 const (
 	endNone        endReason = iota
 	endClient                // the client went away or a write failed
-	endSlow                  // the subscriber's queue overflowed or its writes stalled
+	endSlow                  // it fell out of the history and the delivery window, or its writes stalled
 	endMaxAge                // the stream reached its max_age
 	endShutdown              // the config was reloaded or Caddy is stopping
 	endCapacity              // refused: max_subscribers reached
@@ -27,10 +26,6 @@ var endReasonNames = [numEndReasons]string{"", "client", "slow", "max_age", "shu
 
 func (r endReason) String() string { return endReasonNames[r] }
 
-// maxSpareQueue is the largest queue capacity a subscriber keeps between
-// bursts; a larger one is given back to the garbage collector.
-const maxSpareQueue = 64
-
 // endWait is how long a stream that the server ends (reload, shutdown,
 // max_age, resync) is given to write its final retry hint; a write still
 // pending then is cut.
@@ -42,9 +37,12 @@ var clockBase = time.Now()
 // clock returns a monotonic time in nanoseconds, never 0.
 func clock() int64 { return int64(time.Since(clockBase)) + 1 }
 
-// subscriber is one stream's registration in a hub: the hub's fan-out
-// appends events to its queue and wakes its writer, which takes the whole
-// queue at once. Neither side ever waits for the other's socket.
+// subscriber is one stream's registration in a hub: its topics, its
+// position in the hub's sequence, and how its writer is woken. The hub's
+// fan-out wakes the writer, which takes the events after its position
+// from the hub's delivery window (or, when it is behind, from the
+// history) and moves its position past them. Neither side ever waits for
+// the other's socket, and no event is copied or queued per subscriber.
 type subscriber struct {
 	hub    *Hub
 	topics []string
@@ -55,16 +53,23 @@ type subscriber struct {
 	// guarded by the hub's lock
 	slots      []int // index in each topic's subscriber list
 	registered bool
-	lastSeq    uint64 // last event queued; set only by the hub's fan-out
+	lastSeq    uint64 // last event counted for it; set only by the hub's fan-out
 
-	watched bool // the transport watches its topics; owned by the stream's goroutine
+	// set when it is registered, read by its writer
+	logs []*topicSubs // its topics in the hub, in the order of topics
 
-	mu     sync.Mutex
-	queue  []*transport.Event
-	limit  int
-	closed bool
+	// owned by its writer
+	watched bool                 // the transport watches its topics
+	seam    uint64               // the Seq up to which its first replay covered the history
+	cursors [][]*transport.Event // scratch space to merge its topics
 
-	spare []*transport.Event // owned by the writer
+	// pos is the Seq up to which its writer has taken the events of its
+	// topics: every later one is still in the hub's window or the
+	// history, or it is slow. noPosition until its replay is read.
+	pos atomic.Uint64
+	// paging is set while its writer reads a page of the history, whose
+	// events it holds before its position moves past them.
+	paging atomic.Bool
 
 	end   atomic.Int32 // endReason, set once
 	beat  atomic.Bool  // a heartbeat is due
@@ -84,20 +89,27 @@ type subscriber struct {
 	out atomic.Pointer[outputRef] // where the stream writes
 }
 
+// noPosition is the position of a subscriber whose replay has not been
+// read yet: nothing it will be sent can have left the hub yet.
+const noPosition = ^uint64(0)
+
 // outputRef holds an output, so that it can be swapped atomically when a
 // stream takes its connection over.
 type outputRef struct{ output }
 
 // newSubscriber returns a subscriber of hub, woken through its wake gate,
 // whose stream writes to out and is busy starting.
-func newSubscriber(hub *Hub, topics []string, limit int, out output) *subscriber {
+func newSubscriber(hub *Hub, topics []string, out output) *subscriber {
 	s := &subscriber{
 		hub:    hub,
 		topics: topics,
 		wake:   make(chan struct{}, 1),
 		gated:  hub.gate,
-		limit:  limit,
 	}
+	if len(topics) > 1 {
+		s.cursors = make([][]*transport.Event, 0, len(topics))
+	}
+	s.pos.Store(noPosition)
 	s.busy.Store(true)
 	if out != nil {
 		s.out.Store(&outputRef{out})
@@ -162,52 +174,24 @@ func (s *subscriber) signal() {
 	}
 }
 
-// enqueue queues ev. When the queue is full, the subscriber ends as slow,
-// its queue is freed and enqueue reports false; the caller drops it
-// (Hub.dropSlow).
-func (s *subscriber) enqueue(ev *transport.Event) bool {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return false
-	}
-	if len(s.queue) >= s.limit {
-		s.closed = true
-		s.queue = nil
-		s.mu.Unlock()
-		s.finish(endSlow)
-		return false
-	}
-	s.queue = append(s.queue, ev)
-	s.mu.Unlock()
-	s.wakeUp()
-	return true
+// behind reports whether the subscriber has not taken the event at seq:
+// once that event has left the hub's window and the history, it cannot
+// be served in full. A subscriber reading a page of the history holds
+// what it read before its position moves: it finds out from the next
+// page.
+func (s *subscriber) behind(seq uint64) bool {
+	return s.pos.Load() < seq && !s.paging.Load()
 }
 
-// take hands the writer everything queued so far. The writer is busy from
-// then on, until it calls idle.
-func (s *subscriber) take() []*transport.Event {
+// take tells that the writer looks for work: it is busy from then on,
+// until it calls idle, and gives its wake-up grant back.
+func (s *subscriber) take() {
 	s.busy.Store(true) // before the grant goes back: wake-ups need none from now on
 	s.gated.taking(s)
-	s.mu.Lock()
-	q := s.queue
-	s.queue = s.spare
-	s.mu.Unlock()
-	s.spare = nil
-	return q
 }
 
 // idle tells that the writer is about to wait for work.
 func (s *subscriber) idle() { s.busy.Store(false) }
-
-// recycle gives a queue returned by take back for reuse.
-func (s *subscriber) recycle(q []*transport.Event) {
-	if cap(q) > maxSpareQueue {
-		return
-	}
-	clear(q)
-	s.spare = q[:0]
-}
 
 // finish ends the stream for reason, unless it has already ended, and
 // reports whether it did. A stream the server ends gets endWait to write

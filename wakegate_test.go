@@ -13,7 +13,7 @@ func gated(n int) (*wakeGate, []*subscriber) {
 	h := &Hub{gate: newWakeGate()}
 	subs := make([]*subscriber, n)
 	for i := range subs {
-		subs[i] = idleSubscriber(h, 16, nil)
+		subs[i] = idleSubscriber(h, nil)
 	}
 	return h.gate, subs
 }

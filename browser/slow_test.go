@@ -66,21 +66,18 @@ func heartbeats(t *testing.T, e *env, n int) {
 
 // slowEvents and slowBatch: the slow page test publishes slowEvents
 // events of 64 KiB (37.5 MiB), slowBatch per request: more than Chromium
-// and the kernel hold for one stream over any of the protocols, plus the
-// stream's queue of slowBuffer events. The queue is larger than a batch,
-// so that only writes that stall can fill it: a reader that keeps up
-// drains it between two publishes.
+// and the kernel hold for one stream over any of the protocols.
 const (
 	slowEvents = 600
 	slowBatch  = 20
-	slowBuffer = 64
 )
 
-// TestSlowPage keeps the page's main thread busy while 37.5 MiB of events
-// are published to its stream: the page reads nothing, so the server's
-// writes stall once the browser's buffers (and, over HTTP/2 and HTTP/3,
-// its flow-control windows) are full, and the stream, whose queue holds
-// 64 events, is dropped as slow. When the page wakes up, its EventSource
+// TestSlowPage keeps the page's main thread busy for 6 s while 37.5 MiB of
+// events are published to its stream: the page reads nothing, so the
+// server's writes stall once the browser's buffers (and, over HTTP/2 and
+// HTTP/3, its flow-control windows) are full, and the stream, whose
+// write_timeout is 2 s, is dropped as slow (the history still holds
+// everything it was not sent). When the page wakes up, its EventSource
 // reads what was buffered, sees the stream end, reconnects with the id of
 // the last event it got, and gets the rest from history: every event
 // once, in order.
@@ -106,7 +103,7 @@ func slowPage(t *testing.T, e *env, n int) {
 		}
 	}`, e.site(t, p, `
 	sse /events {
-		buffer `+fmt.Sprint(slowBuffer)+`
+		write_timeout 2s
 		retry 500ms
 		heartbeat 1m
 	}

@@ -14,13 +14,13 @@ const metricsGlobal = `sse {
 			history 100
 		}
 		hub slow {
-			history 5000
+			history 50
 		}
 	}`
 
 // metricsSite has a hub "ops" behind two sse routes, the first with room
-// for maxSubscribers, a hub "slow" with small subscriber queues, and the
-// metrics handler.
+// for maxSubscribers, a hub "slow" with a small history and delivery
+// window, and the metrics handler.
 func metricsSite(maxSubscribers int) string {
 	return fmt.Sprintf(`sse /ops/events {
 		hub ops
@@ -34,7 +34,7 @@ func metricsSite(maxSubscribers int) string {
 	}
 	sse /slow/events {
 		hub slow
-		buffer 16
+		buffer 64KiB
 	}
 	sse_publish /slow/publish {
 		hub slow
@@ -135,15 +135,17 @@ func TestMetricsAfterKnownTrafficAndReload(t *testing.T) {
 	slow.connections, slow.published = 1, len(slowIDs)
 	slow.disconnects["slow"] = 1
 	// the drop cuts the pending write: what was written before it counts
-	// as delivered, and the client read that and perhaps part of the cut
-	// write (at most one queue of 16 and a request of 4)
+	// as delivered (live, or from the history once the client was behind
+	// the delivery window), and the client read that and perhaps part of
+	// the cut write (at most one round of 128 KiB)
 	series, _ := opsScrape(t, adminMetrics)
 	delivered := int(series[`caddy_sse_events_delivered_total{hub="slow"}`])
-	if delivered > slowRead || delivered < slowRead-20 {
-		t.Fatalf("%d events delivered to the slow client, which read %d", delivered, slowRead)
+	replayed := int(series[`caddy_sse_events_replayed_total{hub="slow"}`])
+	if delivered+replayed > slowRead || delivered+replayed < slowRead-20 {
+		t.Fatalf("%d events delivered and %d replayed to the slow client, which read %d", delivered, replayed, slowRead)
 	}
-	slow.delivered = delivered
-	first := max(0, len(slowIDs)-5000) // history 5000
+	slow.delivered, slow.replayed = delivered, replayed
+	first := max(0, len(slowIDs)-50) // history 50
 	slow.historyEvents = len(slowIDs) - first
 	for i := first; i < len(slowIDs); i++ {
 		slow.historyBytes += opsEventSize(slowIDs[i], "s", slowPayload(i))
@@ -187,8 +189,9 @@ func slowPayload(i int) string {
 }
 
 // dropSlowSubscriber subscribes to the slow hub with a client that does
-// not read, publishes 8 KiB events, 4 per request (fewer than the
-// subscriber's buffer of 16), until the subscriber is dropped, then reads
+// not read, publishes 8 KiB events, 4 per request, until the subscriber
+// is dropped (what it had yet to be sent left the history and the
+// delivery window), then reads
 // what was written to it until its stream ends. It returns the ids
 // published and the number of events the client read.
 func dropSlowSubscriber(t *testing.T, srv *opsServer) ([]string, int) {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,6 +49,20 @@ import (
 // Events (when newer than the resume point), and every event with Seq
 // above Head must reach the sink after Watch returned.
 //
+// # Pages and positions
+//
+// A stream is a position in the hub's sequence, not a copy of what it has
+// yet to send. The hub keeps the newest events (its delivery window) once
+// for all its local subscribers; a stream that is behind it, resuming
+// from an old id or slower than the others, reads the history a page at
+// a time (ReplayQuery.MaxBytes), each page resuming from the last event
+// of the one before, so that no stream ever holds more than a page. Only
+// when the history no longer has every event after its position does the
+// stream end (a reset for a new one, slow for a live one). A transport
+// that keeps its history in this process tells the sink when an event
+// leaves it (Sink.Evicted), so that a stream that needs an event that is
+// gone ends at once, even while its client reads nothing.
+//
 // # Batches
 //
 // Publish stores a batch of messages atomically: all of them or none, with
@@ -56,8 +71,8 @@ import (
 //
 // # Calling the sink
 //
-// Deliver and Interrupt are never called concurrently for one hub, and
-// never after Close returns. A transport may hold its own locks while it
+// Deliver, Interrupt and Evicted are never called concurrently for one
+// hub, and never after Close returns. A transport may hold its own locks while it
 // calls them: the sink never calls back into the transport from inside
 // either call (it does so later, from other goroutines). The sink does
 // not block on subscribers' sockets; it returns quickly.
@@ -122,8 +137,9 @@ type Transport interface {
 // Sink receives a hub's events from its transport. It never calls back
 // into the transport from inside its methods.
 type Sink interface {
-	// Deliver queues ev for the local subscribers of its topics and returns
-	// how many distinct subscribers it was queued for.
+	// Deliver hands ev to the local subscribers of its topics (the hub
+	// holds it once in its delivery window and wakes their writers) and
+	// returns how many distinct subscribers it was queued for.
 	Deliver(ev *Event) int
 
 	// Interrupt ends the local streams that follow any of topics, or every
@@ -133,6 +149,17 @@ type Sink interface {
 	// deliver events in order (a gap) or has lost the history (a new
 	// epoch); reason labels the count in the metrics ("gap", "epoch").
 	Interrupt(topics []string, reason string)
+
+	// Evicted tells that ev has left the history (by count, age or size,
+	// or because the limits shrank), after ev.Evicted reports true; it
+	// may not have been delivered yet (a history of 0 evicts an event as
+	// it is stored). A local stream that has not been sent ev and no
+	// longer finds it among the hub's newest events cannot be served in
+	// full: the hub ends it as slow, and its client resumes with a reset.
+	// A transport that keeps its history in this process calls it for
+	// every event it evicts; one whose history lives elsewhere (Redis)
+	// need not: its streams find out when they next read the history.
+	Evicted(ev *Event)
 }
 
 // PublishRequest is what a publisher asks of Publish.
@@ -180,8 +207,8 @@ type Receipt struct {
 	Repeated bool
 }
 
-// Event is a published event, shared read-only by the history and every
-// subscriber queue that holds it.
+// Event is a published event, shared read-only by the history, the hub's
+// delivery window and every stream that is writing it.
 type Event struct {
 	// Seq is the event's position in the hub's sequence; it increases by
 	// one with every event published to the hub.
@@ -194,7 +221,17 @@ type Event struct {
 	Time time.Time
 	// Wire is the event serialised for the stream, blank line included.
 	Wire []byte
+
+	evicted atomic.Bool
 }
+
+// MarkEvicted records that the event has left its hub's history; a
+// transport calls it before Sink.Evicted.
+func (e *Event) MarkEvicted() { e.evicted.Store(true) }
+
+// Evicted reports whether the event has left its hub's history, as far as
+// the transport tells (see Sink.Evicted).
+func (e *Event) Evicted() bool { return e.evicted.Load() }
 
 // eventOverhead approximates what an event keeps alive besides its wire
 // bytes, id and topic names: the Event and its topic list, and a history's
@@ -238,12 +275,18 @@ type ReplayQuery struct {
 	// LastEventID is the id the client sent, as sent.
 	LastEventID string
 	// Latest, without Resume, asks for up to this many of the newest
-	// retained events of Topics.
+	// retained events of Topics, none older than an event any of the
+	// topics has lost (see Replay.Reset).
 	Latest int
 	// ResetLatest, when positive, bounds the events of a reset (see
-	// Replay.Reset) to this many of the newest, so that a bogus id cannot
-	// make the server send a whole history.
+	// Replay.Reset) to this many of the newest.
 	ResetLatest int
+	// MaxBytes, when positive, makes the replay a page: Events holds the
+	// oldest events of the replay, in order, whose wire bytes together are
+	// at most MaxBytes, and always at least one; More is set when the
+	// replay has events after them, which the caller reads with a query
+	// that resumes from the page's last event. 0: the whole replay at once.
+	MaxBytes int
 }
 
 // Replay is what a new subscription is sent before live events.
@@ -253,7 +296,10 @@ type Replay struct {
 	// Reset is set when a resumption cannot be served completely (the id
 	// is malformed, unknown, from another incarnation of the hub, or events
 	// after it were evicted). Events then holds the retained events of the
-	// topics, the newest ReplayQuery.ResetLatest of them if that is set.
+	// topics newer than the newest event that any of them has lost, the
+	// newest ReplayQuery.ResetLatest of them if that is set: what follows
+	// a reset is whole, and a page of it can be resumed from any of its
+	// events.
 	Reset bool
 	// Head is the Seq of the hub's newest event when the history was read:
 	// live events at or below it are already covered by Events.
@@ -261,6 +307,11 @@ type Replay struct {
 	// HeadID is the id of Head, a valid resumption point for the topics
 	// when Events is empty.
 	HeadID string
+	// More is set when Events is a page (ReplayQuery.MaxBytes) that the
+	// replay goes on after: the events of the topics newer than the
+	// page's last event are to be read with a query resuming from it.
+	// Without More, Events covers the topics up to Head.
+	More bool
 }
 
 // Limits bound a hub's history.

@@ -85,10 +85,13 @@ type history struct {
 	idle      int    // topics without retained events
 	idleBytes int    // what the idle topics' records take
 	forgotten uint64 // highest topicLog.evicted of forgotten topics
+
+	evicted func(*transport.Event) // called for every event that leaves
 }
 
-func (h *history) init() {
+func (h *history) init(evicted func(*transport.Event)) {
 	h.topics = make(map[string]*topicLog)
+	h.evicted = evicted
 }
 
 // add stores ev, keeping at most perTopic events in each of its topics.
@@ -143,6 +146,7 @@ func (h *history) release(rec *record) {
 	}
 	h.retained--
 	h.bytes -= rec.ev.Size()
+	h.evicted(rec.ev)
 	h.dead++
 	if h.dead >= 64 && h.dead*2 >= len(h.log)-h.logHead {
 		h.compactLog()

@@ -6,7 +6,6 @@ package memory
 
 import (
 	"context"
-	"slices"
 	"sync"
 	"time"
 
@@ -76,7 +75,10 @@ func (t *Transport) Open(_ string, limits transport.Limits, sink transport.Sink)
 		t.now = time.Now
 	}
 	t.watched = make(map[string]int)
-	t.history.init()
+	t.history.init(func(ev *transport.Event) {
+		ev.MarkEvicted()
+		sink.Evicted(ev)
+	})
 	t.keys.init()
 	t.stop = make(chan struct{})
 	t.done = make(chan struct{})
@@ -175,7 +177,8 @@ func (t *Transport) Unwatch(topics []string) {
 	}
 }
 
-// Replay implements transport.Transport.
+// Replay implements transport.Transport. A page costs its own events,
+// found from each topic's position: no replay is gathered whole to be cut.
 func (t *Transport) Replay(_ context.Context, q transport.ReplayQuery) (transport.Replay, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -184,18 +187,21 @@ func (t *Transport) Replay(_ context.Context, q transport.ReplayQuery) (transpor
 	}
 	t.expire()
 	r := transport.Replay{Head: t.seq, HeadID: t.headID}
+	var after uint64
 	switch {
 	case q.Resume:
-		after, ok := t.resumable(q.LastEventID, q.Topics)
+		var ok bool
+		after, ok = t.resumable(q.LastEventID, q.Topics)
 		r.Reset = !ok
-		if r.Reset && q.ResetLatest > 0 {
-			r.Events = t.latest(q.Topics, q.ResetLatest)
-		} else {
-			r.Events = t.since(q.Topics, after)
+		if r.Reset {
+			after = max(t.horizon(q.Topics), t.latestStart(q.Topics, q.ResetLatest))
 		}
 	case q.Latest > 0:
-		r.Events = t.latest(q.Topics, q.Latest)
+		after = max(t.horizon(q.Topics), t.latestStart(q.Topics, q.Latest))
+	default:
+		return r, nil
 	}
+	r.Events, r.More = t.page(q.Topics, after, q.MaxBytes)
 	return r, nil
 }
 
@@ -212,6 +218,20 @@ func (t *Transport) resumable(id string, topics []string) (uint64, bool) {
 		}
 	}
 	return seq, true
+}
+
+// horizon returns the newest Seq after which none of topics has lost an
+// event: a replay that starts there can be resumed from any of its events.
+func (t *Transport) horizon(topics []string) uint64 {
+	var h uint64
+	for _, name := range topics {
+		if tl := t.topics[name]; tl != nil {
+			h = max(h, tl.evicted)
+		} else {
+			h = max(h, t.forgotten)
+		}
+	}
+	return h
 }
 
 // SetLimits implements transport.Transport.
@@ -270,60 +290,83 @@ func (t *Transport) expire() {
 	}
 }
 
-// merged returns the events of lists in Seq order, without duplicates.
-func merged(lists [][]*record) []*transport.Event {
-	n := 0
-	for _, l := range lists {
-		n += len(l)
-	}
-	if n == 0 {
-		return nil
-	}
-	out := make([]*transport.Event, 0, n)
-	for _, l := range lists {
-		for _, rec := range l {
-			out = append(out, rec.ev)
+// page returns the retained events of topics after seq, in Seq order and
+// each once, at most maxBytes of them (at least one; 0: all), and whether
+// more remain.
+func (t *Transport) page(topics []string, seq uint64, maxBytes int) ([]*transport.Event, bool) {
+	var lists [][]*record
+	if len(topics) == 1 {
+		if tl := t.topics[topics[0]]; tl != nil {
+			lists = [][]*record{tl.after(seq)}
 		}
-	}
-	if len(lists) > 1 {
-		slices.SortFunc(out, func(a, b *transport.Event) int {
-			switch {
-			case a.Seq < b.Seq:
-				return -1
-			case a.Seq > b.Seq:
-				return 1
+	} else {
+		lists = make([][]*record, 0, len(topics))
+		for _, name := range topics {
+			if tl := t.topics[name]; tl != nil {
+				if l := tl.after(seq); len(l) > 0 {
+					lists = append(lists, l)
+				}
 			}
+		}
+	}
+	var out []*transport.Event
+	size := 0
+	for {
+		next := -1 // the list whose first event is the oldest
+		for i, l := range lists {
+			if len(l) > 0 && (next < 0 || l[0].ev.Seq < lists[next][0].ev.Seq) {
+				next = i
+			}
+		}
+		if next < 0 {
+			return out, false
+		}
+		ev := lists[next][0].ev
+		if maxBytes > 0 && len(out) > 0 && size+len(ev.Wire) > maxBytes {
+			return out, true
+		}
+		out = append(out, ev)
+		size += len(ev.Wire)
+		for i, l := range lists { // an event of several topics is at their front together
+			if len(l) > 0 && l[0].ev == ev {
+				lists[i] = l[1:]
+			}
+		}
+	}
+}
+
+// latestStart returns the Seq after which the newest n retained events of
+// topics begin: 0 when they have n or fewer, or for n <= 0.
+func (t *Transport) latestStart(topics []string, n int) uint64 {
+	if n <= 0 {
+		return 0
+	}
+	tails := make([][]*record, 0, len(topics))
+	for _, name := range topics {
+		if tl := t.topics[name]; tl != nil {
+			tails = append(tails, tl.last(n))
+		}
+	}
+	for count := 0; ; {
+		next := -1 // the list whose last event is the newest
+		for i, l := range tails {
+			if len(l) > 0 && (next < 0 || l[len(l)-1].ev.Seq > tails[next][len(tails[next])-1].ev.Seq) {
+				next = i
+			}
+		}
+		if next < 0 {
 			return 0
-		})
-		out = slices.CompactFunc(out, func(a, b *transport.Event) bool { return a.Seq == b.Seq })
-	}
-	return out
-}
-
-// since returns the retained events of topics after seq.
-func (t *Transport) since(topics []string, seq uint64) []*transport.Event {
-	lists := make([][]*record, 0, len(topics))
-	for _, name := range topics {
-		if tl := t.topics[name]; tl != nil {
-			lists = append(lists, tl.after(seq))
+		}
+		ev := tails[next][len(tails[next])-1].ev
+		if count++; count == n {
+			return ev.Seq - 1
+		}
+		for i, l := range tails {
+			if len(l) > 0 && l[len(l)-1].ev == ev {
+				tails[i] = l[:len(l)-1]
+			}
 		}
 	}
-	return merged(lists)
-}
-
-// latest returns the newest n retained events of topics.
-func (t *Transport) latest(topics []string, n int) []*transport.Event {
-	lists := make([][]*record, 0, len(topics))
-	for _, name := range topics {
-		if tl := t.topics[name]; tl != nil {
-			lists = append(lists, tl.last(n))
-		}
-	}
-	out := merged(lists)
-	if len(out) > n {
-		out = out[len(out)-n:]
-	}
-	return out
 }
 
 // Interface guards

@@ -99,6 +99,10 @@ func (s *sink) Interrupt(topics []string, reason string) {
 	s.changed = make(chan struct{})
 }
 
+// Evicted implements transport.Sink; the Redis transport keeps its
+// history in Redis and never calls it.
+func (s *sink) Evicted(*transport.Event) {}
+
 // await waits until cond holds on the sink's records.
 func (s *sink) await(t testing.TB, what string, cond func(events []*transport.Event, ints []interruption) bool) {
 	t.Helper()

@@ -76,10 +76,16 @@ func TestPublishAndReplay(t *testing.T) {
 	}
 }
 
-// retained reads every retained event of topics through a fresh replay.
+// retained reads every retained event of topics, in Seq order, through a
+// replay of each topic: a replay of several starts after the newest event
+// any of them lost.
 func retained(t *testing.T, n *node, topics ...string) []*transport.Event {
-	r := n.replay(t, transport.ReplayQuery{Topics: topics, Latest: 1 << 30})
-	return r.Events
+	var evs []*transport.Event
+	for _, topic := range topics {
+		evs = append(evs, n.replay(t, transport.ReplayQuery{Topics: []string{topic}, Latest: 1 << 30}).Events...)
+	}
+	slices.SortFunc(evs, func(a, b *transport.Event) int { return cmpSeq(a.Seq, b.Seq) })
+	return slices.CompactFunc(evs, func(a, b *transport.Event) bool { return a.Seq == b.Seq })
 }
 
 func sizeOf(evs []*transport.Event) int64 {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/ssehub/caddy-sse/transport"
 )
@@ -26,7 +27,7 @@ func (t *Transport) Unwatch(topics []string) {
 }
 
 // Replay implements transport.Transport: one script reads the history of
-// the topics and the head it covers.
+// the topics, a page of it when q.MaxBytes is set, and the head it covers.
 func (t *Transport) Replay(ctx context.Context, q transport.ReplayQuery) (transport.Replay, error) {
 	if t.closed.Load() {
 		return transport.Replay{}, transport.ErrClosed
@@ -39,37 +40,17 @@ func (t *Transport) Replay(ctx context.Context, q transport.ReplayQuery) (transp
 	}
 	ctx, cancel := t.withTimeout(ctx)
 	defer cancel()
-	lim := t.limits.Load()
-	mode, epoch, after := "latest", "", uint64(0)
-	switch {
-	case q.Resume:
-		mode = "since"
-		if e, seq, ok := transport.ParseID(q.LastEventID); ok {
-			epoch, after = e, seq
-		}
-	case q.Latest > 0:
-		after = uint64(q.Latest)
-	}
-	cand := t.candidate()
-	args := make([]any, 0, 8+len(q.Topics))
-	args = append(args, t.base, cand, lim.TTL.Milliseconds(), mode, epoch, after, 0, max(q.ResetLatest, 0))
-	for _, topic := range q.Topics {
-		args = append(args, topic)
-	}
-	res, err := readScript.Run(ctx, t.client, t.keys, args...).StringSlice()
+	res, err := t.readReplay(ctx, q)
 	if err != nil {
-		return transport.Replay{}, redisError(fmt.Errorf("reading the history: %w", err))
+		return transport.Replay{}, err
 	}
-	if len(res) < 3 {
-		return transport.Replay{}, fmt.Errorf("reading the history: unexpected answer from redis: %q", res)
-	}
-	t.used(cand, res[0])
 	head, err := strconv.ParseUint(res[1], 10, 64)
 	if err != nil {
 		return transport.Replay{}, fmt.Errorf("reading the history: bad head %q", res[1])
 	}
 	rep := transport.Replay{
-		Reset:  res[2] == "R",
+		Reset:  strings.Contains(res[2], "R"),
+		More:   strings.Contains(res[2], "M"),
 		Head:   head,
 		HeadID: transport.FormatID(res[0], head),
 	}
@@ -83,16 +64,8 @@ func (t *Transport) Replay(ctx context.Context, q transport.ReplayQuery) (transp
 	}
 	slices.SortFunc(events, func(a, b *transport.Event) int { return cmpSeq(a.Seq, b.Seq) })
 	events = slices.CompactFunc(events, func(a, b *transport.Event) bool { return a.Seq == b.Seq })
-	n := 0
-	switch {
-	case rep.Reset:
-		n = q.ResetLatest
-	case !q.Resume:
-		n = q.Latest
-	}
-	if n > 0 && len(events) > n {
-		events = events[len(events)-n:]
-	}
+	events, cut := firstPage(events, q.MaxBytes)
+	rep.More = rep.More || cut
 	if len(events) > 0 {
 		rep.Events = events
 	}
@@ -100,4 +73,54 @@ func (t *Transport) Replay(ctx context.Context, q transport.ReplayQuery) (transp
 		t.rd.kickProbe() // the hub's epoch changed: let the reader see it now
 	}
 	return rep, nil
+}
+
+// readReplay runs the read script for q and returns its answer:
+// {epoch, head, status, entries...} (see readScript).
+func (t *Transport) readReplay(ctx context.Context, q transport.ReplayQuery) ([]string, error) {
+	lim := t.limits.Load()
+	mode, epoch, after := "latest", "", uint64(0)
+	switch {
+	case q.Resume:
+		mode = "since"
+		if e, seq, ok := transport.ParseID(q.LastEventID); ok {
+			epoch, after = e, seq
+		}
+	case q.Latest > 0:
+		after = uint64(q.Latest)
+	}
+	cand := t.candidate()
+	args := make([]any, 0, 9+len(q.Topics))
+	args = append(args, t.base, cand, lim.TTL.Milliseconds(), mode, epoch, after, 0,
+		max(q.ResetLatest, 0), max(q.MaxBytes, 0))
+	for _, topic := range q.Topics {
+		args = append(args, topic)
+	}
+	res, err := readScript.Run(ctx, t.client, t.keys, args...).StringSlice()
+	if err != nil {
+		return nil, redisError(fmt.Errorf("reading the history: %w", err))
+	}
+	if len(res) < 3 {
+		return nil, fmt.Errorf("reading the history: unexpected answer from redis: %q", res)
+	}
+	t.used(cand, res[0])
+	return res, nil
+}
+
+// firstPage returns the oldest of events whose wire bytes together are at
+// most maxBytes (at least one; 0: all of them), and whether it left any
+// out. The script already bounds its answer so; this holds the page to
+// the contract whatever it returned.
+func firstPage(events []*transport.Event, maxBytes int) ([]*transport.Event, bool) {
+	if maxBytes <= 0 {
+		return events, false
+	}
+	size := 0
+	for i, ev := range events {
+		size += len(ev.Wire)
+		if i > 0 && size > maxBytes {
+			return events[:i], true
+		}
+	}
+	return events, false
 }

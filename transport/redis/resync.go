@@ -55,8 +55,8 @@ func (r *reader) resync(ctx context.Context) error {
 	)
 	for i := 0; i == 0 || i < len(topics); i += resyncChunk {
 		chunk := topics[i:min(i+resyncChunk, len(topics))]
-		args := make([]any, 0, 8+len(chunk))
-		args = append(args, t.base, t.candidate(), lim.TTL.Milliseconds(), "resync", epoch, from, head, 0)
+		args := make([]any, 0, 9+len(chunk))
+		args = append(args, t.base, t.candidate(), lim.TTL.Milliseconds(), "resync", epoch, from, head, 0, 0)
 		for _, topic := range chunk {
 			args = append(args, topic)
 		}

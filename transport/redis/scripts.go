@@ -309,18 +309,31 @@ return out
 //
 // ARGV: base, candidate epoch, ttl ms, mode ("since", "latest" or
 // "resync"), the caller's epoch, after (a seq; for "latest" a count),
-// bound (entries above this seq are left out; 0: none), reset latest (for
-// "since": a reset returns this many newest events, 0: all), then topics.
+// bound (for "resync": entries above this seq are left out; 0: none),
+// reset latest (for "since": a reset returns this many newest events, 0:
+// all), max bytes (for "since" and "latest": the page's size, 0: the
+// whole replay), then topics.
 //
-// Returns {epoch, head, complete, entries...}: complete holds a '1' or '0'
-// per topic, whether every event of it after "after" is retained (for
-// "since", "R" when the resumption must reset).
+// For "resync", returns {epoch, head, complete, entries...}: complete
+// holds a '1' or '0' per topic, whether every event of it after "after"
+// is retained, or is "E" when "after" is not of the hub's epoch.
+//
+// For "since" and "latest", returns {epoch, head, status, entries...}:
+// the replay's entries in seq order, each once, where status holds 'R'
+// for a reset and 'M' when the replay goes on after the entries (a page).
+// A replay starts after the resume point, or, for a reset or the newest
+// events, after the topics' horizon: the newest event any of them lost.
+// A page is read by walking the topics' lists together from there, in
+// seq order, until the next entry would take the page's stream forms past
+// max bytes, so that it costs Redis and the caller a page, never the
+// whole replay.
 var readScript = goredis.NewScript(luaLib + `
 local ttl = tonumber(ARGV[3])
 local mode = ARGV[4]
 local after = tonumber(ARGV[6])
 local bound = tonumber(ARGV[7])
 local reset_latest = tonumber(ARGV[8])
+local max_bytes = tonumber(ARGV[9])
 local E = ensure(ARGV[2])
 local seq, forgotten = SEQ, FORGOTTEN
 local cutoff = -1
@@ -334,15 +347,6 @@ local function emit(e, s)
 	if s <= bound and not seen[s] then
 		seen[s] = true
 		out[#out + 1] = e
-	end
-end
-
--- newest returns up to n newest unexpired entries of a topic.
-local function newest(topic, n)
-	local es = redis.call('LRANGE', tk(E, topic), -n, -1)
-	for _, e in ipairs(es) do
-		local s, tm = head(e)
-		if tm >= cutoff then emit(e, s) end
 	end
 end
 
@@ -379,39 +383,230 @@ local function since(topic, c)
 	return complete
 end
 
-local topics = {}
-for j = 9, #ARGV do topics[#topics + 1] = ARGV[j] end
+-- The replay of a subscription ("since" and "latest") walks the lists of
+-- its topics together, in seq order, from where it starts: a list is
+-- {topic, key, len}.
 
-if mode == 'latest' then
-	if after > 0 then
-		for _, t in ipairs(topics) do newest(t, after) end
+-- search returns the index of the first entry of list l for which ok
+-- holds (it holds for every later one too), and that entry; the list's
+-- length when there is none.
+local function search(l, ok)
+	local n = l.len
+	if n == 0 then return 0 end
+	local e = redis.call('LINDEX', l.key, n - 1)
+	if not ok(e) then return n end
+	if n == 1 then return 0, e end
+	local f = redis.call('LINDEX', l.key, 0)
+	if ok(f) then return 0, f end
+	local lo, hi = 1, n - 1 -- ok fails at lo - 1 and holds at hi, whose entry is e
+	while lo < hi do
+		local mid = math.floor((lo + hi) / 2)
+		local m = redis.call('LINDEX', l.key, mid)
+		if ok(m) then hi, e = mid, m else lo = mid + 1 end
 	end
-	return out
+	return hi, e
 end
 
-if ARGV[5] ~= E or after > seq then
-	if mode == 'resync' then
+-- horizon returns the seq of the newest event of list l's topic that left
+-- the history (evicted, expired or forgotten): every later one is
+-- retained.
+local function horizon(l)
+	local i, e = l.len, nil
+	if cutoff < 0 then
+		if l.len > 0 then i, e = 0, redis.call('LINDEX', l.key, 0) end
+	else
+		i, e = search(l, function(x)
+			local _, tm = head(x)
+			return tm >= cutoff
+		end)
+	end
+	if i < l.len then return prev_of(e, l.topic) end
+	local s = redis.call('ZSCORE', last, l.topic)
+	if s then return tonumber(s) end
+	return forgotten
+end
+
+-- parse returns the seq of entry e and the length of its stream form, id
+-- line included.
+local function parse(e)
+	local _, stop, ep, s, n = string.find(e, '^(%S+) (%d+) %d+ %d+ (%d+)\n')
+	local pos = stop + 1
+	for _ = 1, tonumber(n) do pos = string.find(e, '\n', pos, true) + 1 end
+	return tonumber(s), #'id: -\n' + #ep + #s + #e - pos + 1
+end
+
+-- A cursor walks the entries of list l from index from to index to,
+-- backwards when to is below from, reading them in growing chunks. Its
+-- e, seq and wire are its entry, the entry's seq and the length of its
+-- stream form; e and seq are nil past its end.
+local function cursor(l, from, to)
+	local step = 1
+	if to < from then step = -1 end
+	return {key = l.key, next = from, to = to, step = step, pos = 0, left = 0, chunk = 4}
+end
+
+-- advance moves the cursor to its next entry (to its first, at first).
+local function advance(c)
+	if c.left > 1 then
+		c.pos, c.left = c.pos + c.step, c.left - 1
+	else
+		c.left = 0
+		local rest = (c.to - c.next) * c.step + 1
+		if rest > 0 then
+			local a = c.next
+			local b = a + (math.min(c.chunk, rest) - 1) * c.step
+			if c.step > 0 then
+				c.buf = redis.call('LRANGE', c.key, a, b)
+				c.pos = 1
+			else
+				c.buf = redis.call('LRANGE', c.key, b, a)
+				c.pos = #c.buf
+			end
+			c.left = #c.buf
+			c.next = b + c.step
+			c.chunk = math.min(c.chunk * 2, 256)
+		end
+	end
+	if c.left > 0 then
+		c.e = c.buf[c.pos]
+		c.seq, c.wire = parse(c.e)
+	else
+		c.e, c.seq, c.buf = nil, nil, nil
+	end
+end
+
+-- A heap holds cursors by the seq of their entries, the oldest on top,
+-- or the newest when its newest is set: walking the lists of many topics
+-- together costs a few steps per entry.
+local function above(h, a, b)
+	if h.newest then return a.seq > b.seq end
+	return a.seq < b.seq
+end
+
+-- down moves the cursor at i down the heap to its place.
+local function down(h, i)
+	local n = #h
+	while true do
+		local l, m = 2 * i, i
+		if l <= n and above(h, h[l], h[m]) then m = l end
+		if l + 1 <= n and above(h, h[l + 1], h[m]) then m = l + 1 end
+		if m == i then return end
+		h[i], h[m] = h[m], h[i]
+		i = m
+	end
+end
+
+-- push starts cursor c and adds it to the heap, unless it has no entry.
+local function push(h, c)
+	advance(c)
+	if not c.seq then return end
+	local i = #h + 1
+	h[i] = c
+	while i > 1 do
+		local p = math.floor(i / 2)
+		if not above(h, h[i], h[p]) then return end
+		h[i], h[p] = h[p], h[i]
+		i = p
+	end
+end
+
+-- pass moves past the entry on top of the heap every cursor that is at
+-- it: an event of several topics is in each of their lists.
+local function pass(h)
+	local s = h[1].seq
+	while h[1] and h[1].seq == s do
+		local c = h[1]
+		advance(c)
+		if not c.seq then
+			h[1] = h[#h]
+			h[#h] = nil
+		end
+		if h[1] then down(h, 1) end
+	end
+end
+
+-- latest_start returns the seq after which the n newest entries of the
+-- lists newer than floor begin, or floor when there are n or fewer.
+local function latest_start(lists, n, floor)
+	local total, only = 0, nil
+	for _, l in ipairs(lists) do
+		total = total + l.len
+		if l.len > 0 then only = (only == nil) and l or false end
+	end
+	if n <= 0 or total <= n then return floor end
+	if only then -- one list: its n-th newest entry, without a walk
+		return math.max(floor, head(redis.call('LINDEX', only.key, only.len - n)) - 1)
+	end
+	local h = {newest = true}
+	for _, l in ipairs(lists) do
+		if l.len > 0 then push(h, cursor(l, l.len - 1, 0)) end
+	end
+	for i = 1, n do
+		if not h[1] or h[1].seq <= floor then return floor end
+		if i == n then return h[1].seq - 1 end
+		pass(h)
+	end
+end
+
+-- page emits the entries of the lists after seq start, oldest first and
+-- each once, until the next one would take their stream forms past
+-- max_bytes (at least one), and returns whether entries remain. With
+-- max_bytes 0 it emits them all, unordered.
+local function page(lists, start, max_bytes)
+	local h = {}
+	local after_start = function(x) return (head(x)) > start end
+	for _, l in ipairs(lists) do
+		local i = search(l, after_start)
+		if i < l.len and max_bytes <= 0 then
+			for _, e in ipairs(redis.call('LRANGE', l.key, i, -1)) do emit(e, (head(e))) end
+		elseif i < l.len then
+			push(h, cursor(l, i, l.len - 1))
+		end
+	end
+	local used = 0
+	while h[1] do
+		local c = h[1]
+		if used > 0 and used + c.wire > max_bytes then return true end
+		out[#out + 1] = c.e
+		used = used + c.wire
+		pass(h)
+	end
+	return false
+end
+
+local topics = {}
+for j = 10, #ARGV do topics[#topics + 1] = ARGV[j] end
+
+if mode == 'resync' then
+	if ARGV[5] ~= E or after > seq then
 		out[3] = 'E'
 		return out
 	end
-	out[3] = 'R'
-else
 	local flags = {}
 	for _, t in ipairs(topics) do
 		flags[#flags + 1] = since(t, after) and '1' or '0'
 	end
 	out[3] = table.concat(flags)
-	if mode == 'resync' or not string.find(out[3], '0', 1, true) then
-		return out
-	end
-	out[3] = 'R'
+	return out
 end
--- a reset: the newest retained events instead
-out = {E, fmt(seq), 'R'}
-seen = {}
-local n = reset_latest
-if n <= 0 then n = 2147483647 end
-for _, t in ipairs(topics) do newest(t, n) end
+
+if mode == 'latest' and after <= 0 then return out end
+local lists, hz = {}, 0
+for _, t in ipairs(topics) do
+	local l = {topic = t, key = tk(E, t)}
+	l.len = redis.call('LLEN', l.key)
+	lists[#lists + 1] = l
+	hz = math.max(hz, horizon(l))
+end
+local start, status = after, ''
+if mode == 'latest' then
+	start = latest_start(lists, after, hz)
+elseif ARGV[5] ~= E or after > seq or hz > after then
+	-- a reset: the newest events that follow the horizon instead
+	start, status = latest_start(lists, reset_latest, hz), 'R'
+end
+if page(lists, start, max_bytes) then status = status .. 'M' end
+out[3] = status
 return out
 `)
 

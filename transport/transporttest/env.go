@@ -159,10 +159,17 @@ func (n *node) latest(count int, topics ...string) transport.Replay {
 	return n.replay(transport.ReplayQuery{Topics: topics, Latest: count})
 }
 
-// retained returns the Seqs of every retained event of topics.
+// retained returns the Seqs of every retained event of topics, in order:
+// those of each topic (a replay of several starts where none has lost an
+// event).
 func (n *node) retained(topics ...string) []uint64 {
 	n.t.Helper()
-	return seqs(n.latest(1<<30, topics...).Events)
+	var out []uint64
+	for _, topic := range topics {
+		out = append(out, seqs(n.latest(1<<30, topic).Events)...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // epoch returns the epoch of the hub's ids.

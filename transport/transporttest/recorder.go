@@ -20,6 +20,7 @@ type Recorder struct {
 	mu          sync.Mutex
 	events      []*transport.Event
 	interrupts  []Interruption
+	evicted     []*transport.Event
 	changed     chan struct{} // closed and replaced on every delivery
 	subscribers int
 	onDeliver   func(*transport.Event)
@@ -93,6 +94,31 @@ func (r *Recorder) Interrupt(topics []string, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.interrupts = append(r.interrupts, Interruption{Topics: slices.Clone(topics), Reason: reason})
+}
+
+// Evicted implements transport.Sink; it records the call.
+func (r *Recorder) Evicted(ev *transport.Event) {
+	if r.inside.CompareAndSwap(false, true) {
+		defer r.inside.Store(false)
+	} else {
+		r.problem("Evicted(%s) called while another call of the sink was running", ev.ID)
+	}
+	if r.closed.Load() {
+		r.problem("Evicted(%s) called after the transport's Close returned", ev.ID)
+	}
+	if !ev.Evicted() {
+		r.problem("Evicted(%s) called before the event was marked evicted", ev.ID)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.evicted = append(r.evicted, ev)
+}
+
+// EvictedEvents returns the events reported evicted so far, in order.
+func (r *Recorder) EvictedEvents() []*transport.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clip(r.evicted)
 }
 
 // SetSubscribers sets what Deliver returns from now on.

@@ -47,6 +47,15 @@ func (h *sharedHub) Interrupt(topics []string, reason string) {
 	}
 }
 
+// Evicted hands the call to every open node.
+func (h *sharedHub) Evicted(ev *transport.Event) {
+	h.nodesMu.Lock()
+	defer h.nodesMu.Unlock()
+	for _, nd := range h.nodes {
+		nd.sink.Evicted(ev)
+	}
+}
+
 func (h *sharedHub) join(t *testing.T, sink transport.Sink) *sharedNode {
 	nd := &sharedNode{hub: h, sink: sink, watched: make(map[string]int)}
 	h.nodesMu.Lock()

@@ -114,6 +114,11 @@ var cases = []testCase{
 	{"ReplayHeadIsTheNewestEvent", testReplayHead},
 	{"ReplayAndLiveEventsMeetAtHead", testSeam},
 
+	// pages.go
+	{"ReplayPagesGiveTheWholeReplay", testReplayPages},
+	{"ResetStartsWhereNoTopicLost", testResetStartsWhereNoTopicLost},
+	{"EvictionsAreReportedToTheSink", testEvictionsReported},
+
 	// history.go
 	{"EvictsByCountPerTopic", testEvictByCount},
 	{"EvictsOldestByHubBytesAcrossTopics", testEvictByBytes},

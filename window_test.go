@@ -1,0 +1,338 @@
+package caddysse
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ssehub/caddy-sse/internal/ssetest"
+	"github.com/ssehub/caddy-sse/transport"
+)
+
+// readN reads events from s until it has n of them, and returns their
+// ids; it fails t on anything else (an error, a reset, the stream's end).
+func readN(t *testing.T, s *ssetest.Stream, n int) []string {
+	t.Helper()
+	ids := make([]string, 0, n)
+	for len(ids) < n {
+		f, err := s.NextEvent(wait)
+		if err != nil {
+			t.Errorf("after %d of %d events: %v", len(ids), n, err)
+			return ids
+		}
+		if f.Type == "reset" {
+			t.Errorf("a reset after %d of %d events", len(ids), n)
+			return ids
+		}
+		ids = append(ids, f.LastID)
+	}
+	return ids
+}
+
+// numberedArray is a JSON array of n events to topic, their data numbered.
+func numberedArray(topic string, n, size int) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	pad := strings.Repeat("x", size)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"topic":%q,"data":"%d %s"}`, topic, i, pad)
+	}
+	b.WriteByte(']')
+	return b.String()
+}
+
+// TestBurstReachesEveryReader: with the default settings, one publish of
+// a 1,000-event JSON array (the most the API accepts) reaches each of 100
+// subscribers that read as fast as they can, whole and in order, on their
+// first connection: a burst is not slowness. None is dropped as slow.
+func TestBurstReachesEveryReader(t *testing.T) {
+	startCaddy(t, "", basicSite)
+	hub := findHub(t, "default")
+	slowBefore := hub.counters.disconnects[endSlow].Load()
+	const readers, events = 100, 1000
+	client := ssetest.NewClient()
+	streams := make([]*ssetest.Stream, readers)
+	for i := range streams {
+		streams[i] = openStream(t, client, "/events?topic=burst", nil)
+	}
+	r := post(t, "/publish", "application/json", numberedArray("burst", events, 64))
+	if r.Status != http.StatusOK {
+		t.Fatalf("publish: %d %s", r.Status, r.Body)
+	}
+	var results []publishResult
+	mustUnmarshal(t, r.Body, &results)
+	want := make([]string, len(results))
+	for i, res := range results {
+		want[i] = res.ID
+		if res.Subscribers != readers {
+			t.Fatalf("event %d queued for %d subscribers, want %d", i, res.Subscribers, readers)
+		}
+	}
+	var wg sync.WaitGroup
+	for i, s := range streams {
+		wg.Go(func() {
+			if got := readN(t, s, events); strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Errorf("reader %d got %d events, not the %d published in order", i, len(got), events)
+			}
+		})
+	}
+	wg.Wait()
+	if n := hub.counters.disconnects[endSlow].Load() - slowBefore; n != 0 {
+		t.Fatalf("%d readers dropped as slow", n)
+	}
+	if n := hub.Stats().Subscribers; n != readers {
+		t.Fatalf("%d subscribers left, want %d", n, readers)
+	}
+}
+
+// TestStreamingBurstReachesAReader: a streaming publish of 20,000 small
+// events, written in one go (a read of the body holds thousands of them),
+// reaches a subscriber that reads as fast as it can, whole and in order,
+// without dropping it; and so do ten 1,000-event arrays back to back.
+func TestStreamingBurstReachesAReader(t *testing.T) {
+	startCaddy(t, "", basicSite)
+	hub := findHub(t, "default")
+	slowBefore := hub.counters.disconnects[endSlow].Load()
+	s := openStream(t, ssetest.NewClient(), "/events?topic=sburst", nil)
+
+	const events = 20000
+	var body strings.Builder
+	for i := range events {
+		fmt.Fprintf(&body, "data: %d\n\n", i)
+	}
+	a := postStream(t, testBase+"/publish?topic=sburst", sseType, body.String(), nil)
+	if a.Status != http.StatusOK || a.Count != events {
+		t.Fatalf("streaming publish: %d %s", a.Status, a.Body)
+	}
+	got := readN(t, s, events)
+	if len(got) != events || got[0] != a.FirstID || got[len(got)-1] != a.LastID {
+		t.Fatalf("got %d events from %s to %s, want %d from %s to %s", len(got), first(got), last(got), events, a.FirstID, a.LastID)
+	}
+	for i := 1; i < len(got); i++ {
+		if seqOf(got[i]) != seqOf(got[i-1])+1 {
+			t.Fatalf("event %d is %s after %s", i, got[i], got[i-1])
+		}
+	}
+
+	var want []string
+	for range 10 {
+		r := post(t, "/publish", "application/json", numberedArray("sburst", 1000, 200))
+		if r.Status != http.StatusOK {
+			t.Fatalf("publish: %d %s", r.Status, r.Body)
+		}
+		var results []publishResult
+		mustUnmarshal(t, r.Body, &results)
+		for _, res := range results {
+			want = append(want, res.ID)
+		}
+	}
+	if got := readN(t, s, len(want)); strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("got %d of the %d events of ten arrays, or not in order", len(got), len(want))
+	}
+	if n := hub.counters.disconnects[endSlow].Load() - slowBefore; n != 0 {
+		t.Fatalf("%d streams dropped as slow", n)
+	}
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return s[0]
+}
+
+func last(s []string) string {
+	if len(s) == 0 {
+		return "none"
+	}
+	return s[len(s)-1]
+}
+
+// TestNonReaderIsDroppedReaderGetsAll: a subscriber that reads nothing,
+// on a route with buffer 64KiB and a hub that keeps 200 events, is dropped
+// as slow once the events it has yet to be sent have left the history and
+// the delivery window, while a subscriber that reads gets every event and
+// publishing never waits. The dropped client resumes with a reset, since
+// what it missed is gone.
+func TestNonReaderIsDroppedReaderGetsAll(t *testing.T) {
+	startCaddy(t, `sse {
+		hub small {
+			history 200
+		}
+	}`, `sse /events {
+		hub small
+		buffer 64KiB
+	}
+	sse_publish /publish {
+		hub small
+	}`)
+	hub := findHub(t, "small")
+	slowBefore := hub.counters.disconnects[endSlow].Load()
+	if w := hub.Stats().Window; w.MaxBytes != 64<<10 {
+		t.Fatalf("the hub's window is %d bytes, want 64 KiB", w.MaxBytes)
+	}
+	slow := openStream(t, ssetest.NewSmallBufferClient(4096), "/events?topic=nr", nil)
+	fast := openStream(t, ssetest.NewClient(), "/events?topic=nr", nil)
+	var fastGot []string
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			f, err := fast.NextEvent(wait)
+			if err != nil {
+				t.Errorf("the reader: %v", err)
+				return
+			}
+			if f.Data == "stop" {
+				return
+			}
+			fastGot = append(fastGot, f.LastID)
+		}
+	})
+
+	payload := strings.Repeat("y", 8<<10)
+	var ids []string
+	var slowest time.Duration
+	for i := 0; i < 5000 && hub.counters.disconnects[endSlow].Load() == slowBefore; i++ {
+		start := time.Now()
+		ids = append(ids, publishTo(t, payload, "nr").ID)
+		slowest = max(slowest, time.Since(start))
+	}
+	if hub.counters.disconnects[endSlow].Load() == slowBefore {
+		t.Fatalf("the subscriber that reads nothing was not dropped after %d events of 8 KiB", len(ids))
+	}
+	if slowest > time.Second {
+		t.Errorf("a publish took %v: publishing waited for the slow subscriber", slowest)
+	}
+	eventually(t, "only the reader is left", func() bool { return hub.Stats().Subscribers == 1 })
+	publishTo(t, "stop", "nr")
+	wg.Wait()
+	if strings.Join(fastGot, ",") != strings.Join(ids, ",") {
+		t.Fatalf("the reader got %d of %d events, or not in order; %+v", len(fastGot), len(ids), hub.Stats().Disconnects)
+	}
+	if n := hub.counters.disconnects[endSlow].Load() - slowBefore; n != 1 {
+		t.Errorf("%d slow disconnects counted, want 1", n)
+	}
+
+	// the dropped client reads what it was sent, then resumes: what it
+	// missed is gone, so it gets a reset and the retained events
+	for {
+		if _, err := slow.Next(wait); err != nil {
+			break
+		}
+	}
+	resumed := openStream(t, ssetest.NewClient(), "/events?topic=nr", http.Header{"Last-Event-ID": {slow.LastID()}})
+	if f := nextEvent(t, resumed); f.Type != "reset" {
+		t.Fatalf("resumed with %q, want a reset", f.Type)
+	}
+	t.Logf("dropped after %d events of 8 KiB; slowest publish %v", len(ids), slowest)
+}
+
+// TestBacklogIsHeldOnce: 10,000 subscribers that are all 1,000 events
+// behind cost the hub those events once, not once per subscriber: the
+// heap grows by about the events' size, and each subscriber still gets
+// all of them when its writer takes them.
+func TestBacklogIsHeldOnce(t *testing.T) {
+	h := testHub(t)
+	const subscribers, events, size = 10000, 1000, 1000
+	subs := make([]*subscriber, subscribers)
+	for i := range subs {
+		subs[i] = startedStream(t, h, nil).sub
+	}
+	before := heapInUse()
+	msgs := make([]transport.Message, 100)
+	for i := range msgs {
+		msgs[i] = transport.Message{Topics: []string{"t"}, Data: strings.Repeat("z", size), Retry: -1}
+	}
+	for range events / len(msgs) {
+		if _, err := h.Publish(context.Background(), transport.PublishRequest{Messages: msgs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	growth := heapInUse() - before
+	wire := int64(events * (size + 20))
+	t.Logf("%d subscribers %d events behind: heap +%.1f MB for %.1f MB of events", subscribers, events, float64(growth)/1e6, float64(wire)/1e6)
+	// per-subscriber queues of pointers alone would be 80 MB
+	if growth > 3*wire {
+		t.Fatalf("the heap grew by %d bytes for %d bytes of events", growth, wire)
+	}
+	for _, s := range []*subscriber{subs[0], subs[subscribers/2], subs[subscribers-1]} {
+		n := 0
+		for {
+			_, got, ok := h.backlog.take(s, nil, roundBytes)
+			if !ok {
+				t.Fatal("the window does not hold the subscriber's events")
+			}
+			if got == 0 {
+				break
+			}
+			n += got
+		}
+		if n != events {
+			t.Fatalf("a subscriber took %d events from the window, want %d", n, events)
+		}
+	}
+}
+
+// TestReplayIsAPosition: 500 subscribers resuming from the oldest id of a
+// hub whose 64 topics hold 1,000 events each cost each a page of the
+// history (which they hold while their clients read nothing), not the
+// 64,000 events they have yet to be sent.
+func TestReplayIsAPosition(t *testing.T) {
+	h := testHub(t)
+	topics := make([]string, 64)
+	for i := range topics {
+		topics[i] = fmt.Sprintf("topic-%02d", i)
+	}
+	msgs := make([]transport.Message, len(topics))
+	for i, topic := range topics {
+		msgs[i] = transport.Message{Topics: []string{topic}, Data: strings.Repeat("w", 64), Retry: -1}
+	}
+	var firstID string
+	for range 1000 {
+		rs, err := h.Publish(context.Background(), transport.PublishRequest{Messages: msgs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if firstID == "" {
+			firstID = rs[0].ID
+		}
+	}
+	const streams = 500
+	before := heapInUse()
+	pages := make([]transport.Replay, streams)
+	for i := range pages {
+		req := subscribeRequest{topics: topics}
+		req.replay = transport.ReplayQuery{Resume: true, LastEventID: firstID}
+		sub, rep, err := h.Subscribe(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.Reset || !rep.More {
+			t.Fatalf("the first page: reset %v, more %v", rep.Reset, rep.More)
+		}
+		sub.pos.Store(rep.Events[len(rep.Events)-1].Seq)
+		pages[i] = rep // held, as a stream that cannot write it holds it
+	}
+	perStream := (heapInUse() - before) / streams
+	t.Logf("a resuming stream costs %d bytes with its first page of %d events (of 63,999 to send)", perStream, len(pages[0].Events))
+	if perStream > 64<<10 {
+		t.Fatalf("a resuming stream costs %d bytes", perStream)
+	}
+	runtime.KeepAlive(pages)
+}
+
+// heapInUse returns the bytes of live heap objects, after a collection.
+func heapInUse() int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
+}
