@@ -4,6 +4,7 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/ssehub/caddy-sse/internal/seqmerge"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -251,31 +252,19 @@ func takeMerged(s *subscriber, pos uint64, parts [][]byte, maxBytes int) ([][]by
 		}
 	}
 	size, n := 0, 0
-	for {
-		next := -1
-		for i, l := range lists {
-			if len(l) > 0 && (next < 0 || l[0].Seq < lists[next][0].Seq) {
-				next = i
-			}
-		}
-		if next < 0 {
-			break
-		}
-		ev := lists[next][0]
+	seqmerge.Merge(lists, eventSeq, func(ev *transport.Event) bool {
 		if n > 0 && size+len(ev.Wire) > maxBytes {
-			break
+			return false
 		}
 		parts = append(parts, ev.Wire)
 		size += len(ev.Wire)
 		pos = ev.Seq
 		n++
-		for i, l := range lists {
-			if len(l) > 0 && l[0] == ev {
-				lists[i] = l[1:]
-			}
-		}
-	}
+		return true
+	})
 	clear(lists)
 	s.cursors = lists[:0]
 	return parts, n, pos
 }
+
+func eventSeq(ev *transport.Event) uint64 { return ev.Seq }

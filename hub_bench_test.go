@@ -127,6 +127,42 @@ func BenchmarkReplay(b *testing.B) {
 	}
 }
 
+// BenchmarkReplayPage reads one page (64 KiB) of the history, as a stream
+// behind the delivery window does, from 1 and 64 full topics of 64-byte
+// events: the time the memory transport's lock is held per page.
+func BenchmarkReplayPage(b *testing.B) {
+	for _, n := range []int{1, 64} {
+		b.Run(fmt.Sprintf("topics=%d", n), func(b *testing.B) {
+			h := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
+			topics := make([]string, n)
+			msgs := make([]transport.Message, n)
+			for i := range topics {
+				topics[i] = fmt.Sprintf("t%d", i)
+				msgs[i] = transport.Message{Topics: []string{topics[i]}, Data: payload64, Retry: -1}
+			}
+			ctx := context.Background()
+			var first string
+			for range 1000 {
+				r, err := h.Publish(ctx, transport.PublishRequest{Messages: msgs})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if first == "" {
+					first = r[0].ID
+				}
+			}
+			q := transport.ReplayQuery{Topics: topics, Resume: true, LastEventID: first, MaxBytes: pageBytes}
+			b.ReportAllocs()
+			for b.Loop() {
+				rep, err := h.transport.Replay(ctx, q)
+				if err != nil || !rep.More {
+					b.Fatalf("%d events, more %v, %v", len(rep.Events), rep.More, err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkSubscribeChurn subscribes and unsubscribes on a hub that has
 // 10,000 subscribers on the same topic.
 func BenchmarkSubscribeChurn(b *testing.B) {

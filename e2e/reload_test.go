@@ -413,7 +413,7 @@ func TestReloadWithHistoryChanged(t *testing.T) {
 
 	// the new limit applies to the hub that survived: of 400 more events,
 	// only 300 are retained, so resuming from before them resets, and the
-	// reset is followed by the newest buffer (256) of them
+	// reset is followed by the 300 retained, oldest first
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	first, err := publishWith(client, "/publish", "first of 400")
 	if err != nil {
@@ -436,16 +436,14 @@ func TestReloadWithHistoryChanged(t *testing.T) {
 	if err != nil || ev.Type != "reset" {
 		t.Fatalf("resuming from before 400 events with history 300: %+v %v", ev, err)
 	}
-	count := 0
-	for count < 256 {
+	for count := uint64(0); count < 300; count++ {
 		ev, err := s.NextEvent(waitLimit)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if count == 0 && seq(t, ev.LastID) != n+400-256 {
-			t.Fatalf("oldest event after the reset %s, want seq %d", ev.LastID, n+400-256)
+		if seq(t, ev.LastID) != n+100+count {
+			t.Fatalf("event %d after the reset is %s, want seq %d", count, ev.LastID, n+100+count)
 		}
-		count++
 	}
 	// resuming from the oldest retained event is served whole: 299 events
 	s.Close()

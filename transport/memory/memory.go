@@ -12,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
+	"github.com/ssehub/caddy-sse/internal/seqmerge"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -294,46 +295,40 @@ func (t *Transport) expire() {
 // each once, at most maxBytes of them (at least one; 0: all), and whether
 // more remain.
 func (t *Transport) page(topics []string, seq uint64, maxBytes int) ([]*transport.Event, bool) {
-	var lists [][]*record
-	if len(topics) == 1 {
-		if tl := t.topics[topics[0]]; tl != nil {
-			lists = [][]*record{tl.after(seq)}
-		}
-	} else {
+	var one [1][]*record
+	lists := one[:0]
+	if len(topics) > 1 {
 		lists = make([][]*record, 0, len(topics))
-		for _, name := range topics {
-			if tl := t.topics[name]; tl != nil {
-				if l := tl.after(seq); len(l) > 0 {
-					lists = append(lists, l)
-				}
+	}
+	n := 0
+	for _, name := range topics {
+		if tl := t.topics[name]; tl != nil {
+			if l := tl.after(seq); len(l) > 0 {
+				lists = append(lists, l)
+				n += len(l)
 			}
 		}
 	}
-	var out []*transport.Event
+	if n == 0 {
+		return nil, false
+	}
+	if maxBytes > 0 {
+		n = min(n, maxBytes/64+1) // a guess: most pages hold events of 64 bytes or more
+	}
+	out := make([]*transport.Event, 0, n)
 	size := 0
-	for {
-		next := -1 // the list whose first event is the oldest
-		for i, l := range lists {
-			if len(l) > 0 && (next < 0 || l[0].ev.Seq < lists[next][0].ev.Seq) {
-				next = i
-			}
+	more := seqmerge.Merge(lists, recordSeq, func(rec *record) bool {
+		if maxBytes > 0 && len(out) > 0 && size+len(rec.ev.Wire) > maxBytes {
+			return false
 		}
-		if next < 0 {
-			return out, false
-		}
-		ev := lists[next][0].ev
-		if maxBytes > 0 && len(out) > 0 && size+len(ev.Wire) > maxBytes {
-			return out, true
-		}
-		out = append(out, ev)
-		size += len(ev.Wire)
-		for i, l := range lists { // an event of several topics is at their front together
-			if len(l) > 0 && l[0].ev == ev {
-				lists[i] = l[1:]
-			}
-		}
-	}
+		out = append(out, rec.ev)
+		size += len(rec.ev.Wire)
+		return true
+	})
+	return out, more
 }
+
+func recordSeq(rec *record) uint64 { return rec.ev.Seq }
 
 // latestStart returns the Seq after which the newest n retained events of
 // topics begin: 0 when they have n or fewer, or for n <= 0.
