@@ -546,3 +546,38 @@ func TestRedisIdempotencyAcrossInstances(t *testing.T) {
 		t.Fatalf("ids %s then %s: a repeat was published", p1.ID, next.ID)
 	}
 }
+
+// TestRedisPausedReaderCatchesUpFromHistory: through Redis, a subscriber
+// that stops reading while 9.6 MB of events are published (more than its
+// socket buffers and the 64 KiB delivery window hold) is not dropped:
+// when it reads again, its stream reads the history from Redis, a page at
+// a time, and the client gets every event once, in order, on its first
+// connection.
+func TestRedisPausedReaderCatchesUpFromHistory(t *testing.T) {
+	t.Parallel()
+	srv := opsStart(t, 2427, 8427, redisGlobal(redisPrefix(t), ""), `sse /events {
+		buffer 64KiB
+	}
+	sse_publish /publish`)
+	s := ssetest.OpenT(t, ssetest.NewSmallBufferClient(4096), srv.base+"/events?topic=p", nil)
+	payload := strings.Repeat("p", 8<<10)
+	var ids []string
+	for range 1200 {
+		ids = append(ids, opsPublish(t, srv.base+"/publish", "topic=p&data="+payload).ID)
+	}
+	for i, want := range ids {
+		f := s.EventT(t, opsWait)
+		if f.Type == "reset" || f.LastID != want {
+			t.Fatalf("event %d: %s %s, want %s", i, f.Type, f.LastID, want)
+		}
+	}
+	var hub adminHub
+	opsDecode(t, opsDo(t, http.MethodGet, srv.AdminURL("/sse/hubs/default"), "", "").body, &hub)
+	if hub.Disconnects["slow"] != 0 || hub.Subscribers != 1 {
+		t.Fatalf("%d streams dropped as slow, %d subscribers", hub.Disconnects["slow"], hub.Subscribers)
+	}
+	if hub.Replayed == 0 {
+		t.Fatal("nothing was read from the history: the test no longer covers it")
+	}
+	t.Logf("%d of %d events came from the history in Redis", hub.Replayed, len(ids))
+}
