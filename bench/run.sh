@@ -10,7 +10,9 @@
 #   bench/run.sh [--proto P] search [N...]    highest rate without loss, default 1000 10000
 #   bench/run.sh publish [ours|floor...]      PUBLISHERS publishers, no subscribers
 #   bench/run.sh stream                       streaming publishes against per-request ones
-#   bench/run.sh [--proto P] all              all of the above with their defaults
+#   bench/run.sh [--proto P] burst [EVENTS...] SUBS subscribers, bursts in arrays, default 1000 10000,
+#                                             then STREAM_EVENTS through one streaming publish
+#   bench/run.sh [--proto P] all              idle, fanout, search and publish with their defaults
 #
 # P is the subscribers' protocol: h1 (plain HTTP/1.1, the default), h1tls
 # (HTTPS with HTTP/1.1), h2 (HTTPS with HTTP/2) or h3 (HTTP/3); each
@@ -30,7 +32,7 @@ PROTO=${PROTO:-h1}               # subscribers' protocol (or --proto)
 CADDY_CPU=${CADDY_CPU:-0}        # taskset CPU list of Caddy
 TOOL_CPU=${TOOL_CPU:-1}          # taskset CPU list of ssebench
 HOLD=${HOLD:-10s}                # idle: how long the streams are held
-SUBS=${SUBS:-1000}               # fanout: subscribers
+SUBS=${SUBS:-1000}               # fanout, burst: subscribers
 TOPICS=${TOPICS:-1}              # fanout, search: topics
 DURATION=${DURATION:-10s}        # fanout, publish: measured phase
 STEP_DURATION=${STEP_DURATION:-5s} # search: each step
@@ -38,7 +40,9 @@ START=${START:-}                 # search: first rate (default 50000/N events/s)
 STEP=${STEP:-}                   # search: rate step (default 50000/N events/s)
 MAX_RATE=${MAX_RATE:-100000}     # search: highest rate tried
 MAX_P99=${MAX_P99:-100ms}        # search: highest acceptable p99
-PUBLISHERS=${PUBLISHERS:-8}      # publish: concurrent publishers
+PUBLISHERS=${PUBLISHERS:-8}      # publish, burst: concurrent publishers
+BATCH=${BATCH:-1000}             # burst: events per array
+STREAM_EVENTS=${STREAM_EVENTS:-10000} # burst: events of the streaming burst (0: none)
 SSEBENCH_FLAGS=${SSEBENCH_FLAGS:-} # more ssebench flags, for every run
 OUT=${OUT:-}                     # also append the JSON lines to this file
 PROFILE=${PROFILE:-}             # a directory: Caddy's CPU profile of each fanout (and of a
@@ -52,7 +56,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -325,10 +329,33 @@ scenario_stream() {
 		--rate-max "$MAX_RATE" --duration "$STEP_DURATION" --max-p99 "$MAX_P99" --late 100ms
 }
 
+# scenario_burst measures bursts (a burst is not slowness): SUBS
+# subscribers of one topic, then each burst of EVENTS events at once, in
+# JSON arrays of BATCH events over PUBLISHERS publishers (a burst of 1,000
+# is one array), then STREAM_EVENTS events through one streaming publish;
+# every burst in a fresh Caddy. Each line says how many subscribers got
+# every event on their first connection, those disconnected, and the time
+# to deliver the burst.
+scenario_burst() {
+	local sizes=("$@")
+	[ ${#sizes[@]} -gt 0 ] || sizes=(1000 10000)
+	check_files "$SUBS"
+	for events in "${sizes[@]}"; do
+		log "burst: $events events in arrays of $BATCH over $PUBLISHERS publishers to $SUBS subscribers"
+		once ours burst "burst-$(tag)ours-$SUBS-$events" -n "$SUBS" --events "$events" --batch "$BATCH" \
+			--publishers "$PUBLISHERS"
+	done
+	if [ "$STREAM_EVENTS" -gt 0 ]; then
+		log "burst: $STREAM_EVENTS events through one streaming publish to $SUBS subscribers"
+		once ours burst "burst-stream-$(tag)ours-$SUBS-$STREAM_EVENTS" -n "$SUBS" --events "$STREAM_EVENTS" \
+			--pub-stream --publishers 1
+	fi
+}
+
 scenario=$1
 shift
 case $scenario in
-idle | fanout | search | publish | stream)
+idle | fanout | search | publish | stream | burst)
 	build
 	"scenario_$scenario" "$@"
 	;;

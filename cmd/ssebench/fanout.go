@@ -101,7 +101,7 @@ func newPublisherFor(c *config) (*publisher, error) {
 		return nil, err
 	}
 	return newPublisher(pubOptions{
-		url: c.pubURL, body: c.pubBody, contentType: c.pubType, escape: c.pubEscape, client: c.pubClient,
+		url: c.pubURL, body: c.pubBody, batch: c.pubBatch, contentType: c.pubType, escape: c.pubEscape, client: c.pubClient,
 		headers: c.pubHeaders, size: c.size, conns: max(c.publishers, c.maxPublishers), timeout: c.pubTimeout,
 		tls: tlsConf,
 	})

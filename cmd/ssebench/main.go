@@ -9,6 +9,7 @@
 //	ssebench fanout  -n 1000 --rate 300 --duration 10s --pid ...
 //	ssebench search  -n 1000 --rate 50 --rate-step 50 --duration 5s
 //	ssebench publish --publishers 8 --duration 10s --pid ...
+//	ssebench burst   -n 1000 --events 10000 --batch 1000 --pid ...
 //
 // Subscribers speak HTTP/1.1 (raw, read with epoll), HTTPS with HTTP/1.1,
 // HTTP/2 or HTTP/3 (--proto), one connection each, spread over several
@@ -72,6 +73,7 @@ type config struct {
 	pubTimeout time.Duration
 	pubClient  string
 	pubStream  bool
+	pubBatch   string
 
 	subscribers   int
 	topics        int
@@ -82,6 +84,8 @@ type config struct {
 	maxPublishers int
 	warmup        time.Duration
 	grace         time.Duration
+	events        int
+	batch         int
 
 	rateStep float64
 	rateMax  float64
@@ -122,9 +126,16 @@ modes:
            drops a stream, or has a p99 latency above --max-p99
   publish  --publishers concurrent keep-alive publishers for --duration, no
            subscribers: publishes/s and latency
+  burst    open -n subscribers over --topics topics, publish --events events
+           at once, as JSON arrays of --batch events over --publishers
+           publishers (or one streaming publish: --pub-stream), and report
+           how many subscribers got every event on their first connection,
+           those disconnected, and the time to deliver the burst
 
 Templates: {topic} is t0..t(K-1); {data} the event's data, escaped as
---pub-escape says; {seq} its number in the run.
+--pub-escape says; {seq} its number in the run. A burst's body is
+--pub-batch-template for each event, joined with commas inside brackets;
+its URL's placeholders are those of the array's first event.
 
 flags:
 `
@@ -160,12 +171,15 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.subscribers, "n", 1000, "subscribers")
 	fs.IntVar(&c.topics, "topics", 1, "topics K: subscriber i follows t(i mod K), event s goes to t(s mod K)")
 	fs.Float64Var(&c.rate, "rate", 50, "events published per second (search: the first rate)")
-	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of the measured phase (idle: the hold; search: each step)")
+	fs.DurationVar(&c.duration, "duration", 10*time.Second, "length of the measured phase (idle: the hold; search: each step; burst: the server's CPU profile with --profile-out)")
 	fs.IntVar(&c.size, "size", 64, "bytes of data per event (at least the ~30 of its header)")
-	fs.IntVar(&c.publishers, "publishers", 8, "publish: concurrent publishers; fanout, search: publishers started at once")
+	fs.IntVar(&c.publishers, "publishers", 8, "publish, burst: concurrent publishers (burst --pub-stream: streams, 1 by default); fanout, search: publishers started at once")
 	fs.IntVar(&c.maxPublishers, "max-publishers", 256, "fanout, search: most publishers, each with its own connection, started when every one is busy as an event falls due")
 	fs.DurationVar(&c.warmup, "warmup", time.Second, "wait between the last subscriber connecting and the first publish")
-	fs.DurationVar(&c.grace, "grace", 5*time.Second, "longest wait for deliveries after the last publish")
+	fs.DurationVar(&c.grace, "grace", 5*time.Second, "longest wait for deliveries after the last publish (burst: 30s by default)")
+	fs.IntVar(&c.events, "events", 1000, "burst: events of the burst")
+	fs.IntVar(&c.batch, "batch", 1000, "burst: events per publish request, one JSON array (our hub takes at most 1,000)")
+	fs.StringVar(&c.pubBatch, "pub-batch-template", defaultBatchTemplate, "burst: one event of a publish request's array (--pub-type application/json by default); the body is these joined with commas inside brackets")
 	fs.Float64Var(&c.rateStep, "rate-step", 50, "search: rate added at each step")
 	fs.Float64Var(&c.rateMax, "rate-max", 100000, "search: highest rate tried")
 	fs.DurationVar(&c.maxP99, "max-p99", 100*time.Millisecond, "highest acceptable p99 latency of a run that is ok (search: of a step)")
@@ -181,19 +195,22 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress on stderr")
 	fs.StringVar(&c.cpuProfile, "cpuprofile", "", "write the tool's own CPU profile to this file")
 	fs.StringVar(&c.pprofURL, "pprof", "", "the server's net/http/pprof base URL (Caddy's admin API: http://127.0.0.1:2019/debug/pprof): with --profile-out, fetch its profiles")
-	fs.StringVar(&c.profileOut, "profile-out", "", "with --pprof: write the server's CPU profile of the measured phase (fanout; search: its first step) to PREFIX.cpu.pb.gz, and its heap at the end of the hold (idle) to PREFIX.heap.pb.gz")
+	fs.StringVar(&c.profileOut, "profile-out", "", "with --pprof: write the server's CPU profile of the measured phase (fanout; search: its first step; burst: --duration from the first publish) to PREFIX.cpu.pb.gz, and its heap at the end of the hold (idle) to PREFIX.heap.pb.gz")
 	if err := fs.Parse(args[1:]); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
+	set := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if c.mode == "burst" {
+		c.burstDefaults(set)
+	}
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
 	if c.pubStream {
-		set := make(map[string]bool)
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		if err := c.streamDefaults(set); err != nil {
 			return nil, err
 		}
@@ -204,9 +221,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 // validate checks the flags of the mode.
 func (c *config) validate() error {
 	switch c.mode {
-	case "idle", "fanout", "search", "publish":
+	case "idle", "fanout", "search", "publish", "burst":
 	default:
-		return fmt.Errorf("unknown mode %q: want idle, fanout, search or publish", c.mode)
+		return fmt.Errorf("unknown mode %q: want idle, fanout, search, publish or burst", c.mode)
 	}
 	switch {
 	case c.subscribers < 0 || (c.subscribers == 0 && c.mode != "publish"):
@@ -237,6 +254,10 @@ func (c *config) validate() error {
 		return errors.New("--size must be between 0 and 1MiB")
 	case (c.pprofURL == "") != (c.profileOut == ""):
 		return errors.New("--pprof and --profile-out go together")
+	case c.events < 1 || c.batch < 1:
+		return errors.New("--events and --batch must be at least 1")
+	case c.grace < 0:
+		return errors.New("--grace must not be negative")
 	}
 	if c.reader == "auto" {
 		c.reader = "goroutine"
@@ -280,6 +301,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		result, err = runSearch(ctx, c, pr)
 	case "publish":
 		result, err = runPublish(ctx, c, pr)
+	case "burst":
+		result, err = runBurst(ctx, c, pr)
 	}
 	if err != nil {
 		return err

@@ -30,10 +30,13 @@ func appendPayload(b []byte, run int, seq uint64, sentNS int64, size int) []byte
 	b = strconv.AppendInt(b, sentNS, 10)
 	b = append(b, ':')
 	for len(b)-start < size {
-		b = append(b, 'x')
+		b = append(b, padding[:min(size-(len(b)-start), len(padding))]...)
 	}
 	return b
 }
+
+// padding pads the data of an event, a piece at a time.
+const padding = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 
 // parsePayload reads the fields of data made by appendPayload.
 func parsePayload(data []byte) (run int, seq uint64, sentNS int64, ok bool) {

@@ -155,6 +155,7 @@ func (pl *poller) handle(events []syscall.EpollEvent) {
 			continue
 		}
 		s.pool.reads.Add(1)
+		s.pool.bytes.Add(uint64(n))
 		s.now = since()
 		s.arrival = s.now
 		if arrivedWall > 0 {

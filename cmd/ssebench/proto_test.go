@@ -28,7 +28,8 @@ const (
 // HTTP/1.1, HTTP/2 and HTTP/3 against Caddy (its internal CA, verified
 // with --ca): idle streams, then a fan-out whose every delivery is
 // checked, then one of 64 KiB events, more than a stream's flow-control
-// window, which only passes if the client gives credit back as it reads.
+// window, which only passes if the client gives credit back as it reads,
+// then a burst.
 func TestSmokeProtocols(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs Caddy")
@@ -89,6 +90,11 @@ https://localhost:%d {
 				"--grace", "10s")
 			checkClean(t, m)
 			expectEqual(t, m, map[string]float64{"expected": 300})
+
+			// a burst of 500 events in arrays of 250 reaches every subscriber
+			m = runTool(t, "burst", subURL, pubURL, "--proto", proto, "--ca", ca, "-n", "5", "--events", "500",
+				"--batch", "250", "--warmup", "100ms")
+			checkBurst(t, m, 5, 500)
 
 			// refusals are counted by cause
 			m = runTool(t, "idle", "--sub-url="+secure+"/nowhere", "--proto", proto, "--ca", ca, "-n", "3", "--duration", "100ms")

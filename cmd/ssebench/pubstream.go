@@ -279,10 +279,7 @@ func (r *fanRun) publishStreamed(ctx context.Context, pub *publisher, n int, sta
 		}
 		streams[j] = s
 	}
-	pick := func(i int) int { return i%k + k*((i/k)%(n/k)) } // a stream of the event's topic
-	if slices.Contains(pub.body.holes, holeTopic) {
-		pick = func(i int) int { return i % n } // the body names the topic
-	}
+	pick := streamFor(pub, n, k)
 	interval := float64(time.Second) / r.rate
 	for i := range r.total {
 		due := start + time.Duration(float64(i)*interval)
@@ -304,20 +301,36 @@ func (r *fanRun) publishStreamed(ctx context.Context, pub *publisher, n int, sta
 		r.statuses[i].Store(-1) // until its stream's answer says otherwise
 	}
 	for _, s := range streams {
-		res := s.finish()
-		for idx, seq := range s.seqs {
-			switch {
-			case idx < res.count && res.status/100 == 2:
-				r.statuses[seq].Store(int32(res.status)) // acknowledged
-			case res.status/100 != 2 && res.status != 0:
-				r.statuses[seq].Store(int32(res.status))
-			}
-		}
-		if res.err != nil {
-			r.errors.Add(uint64(len(s.seqs) - min(res.count, len(s.seqs))))
-			msg := res.err.Error()
-			r.firstErr.CompareAndSwap(nil, &msg)
-		}
+		r.acknowledge(s, s.finish())
 	}
 	return n
+}
+
+// streamFor returns which of n streams carries event i, of topic i mod
+// k: one of its topic's (stream j publishes to topic j mod k, and n is a
+// multiple of k), or stream i mod n when the body names the topic.
+func streamFor(pub *publisher, n, k int) func(i int) int {
+	if slices.Contains(pub.body.holes, holeTopic) {
+		return func(i int) int { return i % n }
+	}
+	return func(i int) int { return i%k + k*((i/k)%(n/k)) }
+}
+
+// acknowledge records a stream's answer as the status of each event it
+// carried (s.seqs): the first res.count of them were published. Its
+// events stay unanswered (-1) unless the answer says otherwise.
+func (r *fanRun) acknowledge(s *pubStream, res streamResult) {
+	for idx, seq := range s.seqs {
+		switch {
+		case idx < res.count && res.status/100 == 2:
+			r.statuses[seq].Store(int32(res.status)) // acknowledged
+		case res.status/100 != 2 && res.status != 0:
+			r.statuses[seq].Store(int32(res.status))
+		}
+	}
+	if res.err != nil {
+		r.errors.Add(uint64(len(s.seqs) - min(res.count, len(s.seqs))))
+		msg := res.err.Error()
+		r.firstErr.CompareAndSwap(nil, &msg)
+	}
 }

@@ -36,12 +36,8 @@ func newRawClient(addr string, timeout time.Duration) *rawClient {
 // start of its body. On any error the connection is closed; the next
 // request opens another.
 func (c *rawClient) do(req []byte) (int, []byte, error) {
-	if c.conn == nil {
-		conn, err := net.DialTimeout("tcp", c.addr, c.timeout)
-		if err != nil {
-			return 0, nil, err
-		}
-		c.conn = conn
+	if err := c.dial(); err != nil {
+		return 0, nil, err
 	}
 	status, body, keep, err := c.roundTrip(req)
 	if err != nil || !keep {
@@ -49,6 +45,19 @@ func (c *rawClient) do(req []byte) (int, []byte, error) {
 		c.conn = nil
 	}
 	return status, body, err
+}
+
+// dial opens the connection unless it is open.
+func (c *rawClient) dial() error {
+	if c.conn != nil {
+		return nil
+	}
+	conn, err := net.DialTimeout("tcp", c.addr, c.timeout)
+	if err != nil {
+		return err
+	}
+	c.conn = conn
+	return nil
 }
 
 func (c *rawClient) roundTrip(req []byte) (status int, body []byte, keep bool, err error) {

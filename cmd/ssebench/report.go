@@ -137,6 +137,44 @@ type publishReport struct {
 	Tool         toolReport        `json:"tool"`
 }
 
+// burstReport is the summary of the burst mode.
+type burstReport struct {
+	Mode   string `json:"mode"`
+	Label  string `json:"label,omitempty"`
+	Stream bool   `json:"stream,omitempty"`
+	connectReport
+	Topics          int            `json:"topics"`
+	Size            int            `json:"size"`
+	Events          int            `json:"events"`
+	Batch           int            `json:"batch,omitempty"`
+	Publishers      int            `json:"publishers"`
+	PublishersUsed  int            `json:"publishers_used"`
+	Subscribed      int            `json:"subscribed"`
+	Published       uint64         `json:"published"`
+	PublishRequests int            `json:"publish_requests"`
+	PublishErrors   uint64         `json:"publish_errors"`
+	PublishError    string         `json:"publish_error,omitempty"`
+	PublishMS       float64        `json:"publish_ms"`
+	PubLatencyMS    latencySummary `json:"publish_latency_ms"`
+	Complete        int            `json:"complete"`
+	tally
+	ReceivedPerSub       countSummary   `json:"received_per_sub"`
+	DisconnectedReceived countSummary   `json:"disconnected_received"`
+	Stale                uint64         `json:"stale"`
+	Foreign              uint64         `json:"foreign"`
+	DeliverMS            float64        `json:"deliver_ms"`
+	TimedOut             bool           `json:"timed_out"`
+	DeliveriesPerS       float64        `json:"deliveries_per_s"`
+	StreamBytes          uint64         `json:"stream_bytes"`
+	MiBPerS              float64        `json:"stream_mib_per_s"`
+	LatencyMS            latencySummary `json:"latency_ms"`
+	ReadLatencyMS        latencySummary `json:"read_latency_ms"`
+	OK                   bool           `json:"ok"`
+	Why                  string         `json:"why,omitempty"`
+	Server               *serverReport  `json:"server,omitempty"`
+	Tool                 toolReport     `json:"tool"`
+}
+
 // seconds returns d in seconds, rounded to milliseconds.
 func seconds(d time.Duration) float64 { return round(d.Seconds(), 3) }
 

@@ -100,6 +100,28 @@ func checkClean(t *testing.T, m map[string]any) {
 	}
 }
 
+// checkBurst checks a burst: each of subs subscribers got the perSub
+// events of its topic, once, on its first connection.
+func checkBurst(t *testing.T, m map[string]any, subs, perSub float64) {
+	t.Helper()
+	expectEqual(t, m, map[string]float64{"connected": subs, "subscribed": subs, "complete": subs,
+		"expected": subs * perSub, "received": subs * perSub, "distinct": subs * perSub, "lost": 0, "duplicated": 0,
+		"unexpected": 0, "disconnected": 0, "publish_errors": 0, "disconnected_received.total": 0,
+		"received_per_sub.min": perSub, "received_per_sub.median": perSub, "received_per_sub.max": perSub})
+	if m["ok"] != true || m["timed_out"] != false {
+		t.Errorf("ok = %v (%v), timed_out = %v", m["ok"], m["why"], m["timed_out"])
+	}
+	for _, p := range []string{"publish_ms", "deliver_ms", "latency_ms.p50", "latency_ms.p99", "latency_ms.max",
+		"publish_latency_ms.max", "deliveries_per_s", "stream_bytes", "stream_mib_per_s"} {
+		if num(t, m, p) <= 0 {
+			t.Errorf("%s is not positive", p)
+		}
+	}
+	if deliver, latency := num(t, m, "deliver_ms"), num(t, m, "read_latency_ms.max"); deliver+0.001 < latency {
+		t.Errorf("deliver_ms %v is less than the largest latency to a read, %v ms", deliver, latency)
+	}
+}
+
 // TestSmoke runs every mode at a tiny scale against Caddy with the hub.
 // It checks correctness and the shape of the summaries, never speed.
 func TestSmoke(t *testing.T) {
@@ -209,6 +231,23 @@ http://localhost:%d {
 		expectEqual(t, m, map[string]float64{"errors": 0, "statuses.200": 2, "publishers": 2})
 		num(t, m, "publishes_per_s")
 		num(t, m, "server.cpu_us_per_publish")
+	})
+	t.Run("burst arrays", func(t *testing.T) {
+		m := runTool(t, "burst", subURL, pubURL, "-n", "6", "--topics", "2", "--events", "200", "--batch", "100",
+			"--publishers", "3", "--warmup", "100ms", "--pid", pid)
+		checkBurst(t, m, 6, 100)
+		expectEqual(t, m, map[string]float64{"published": 200, "publish_requests": 2, "batch": 100, "publishers": 3, "publishers_used": 2,
+			"server.pid": float64(c.PID())})
+		num(t, m, "server.cpu_s")
+		num(t, m, "server.rss_peak_kib")
+	})
+	t.Run("burst through a stream", func(t *testing.T) {
+		m := runTool(t, "burst", subURL, pubURL, "--pub-stream", "-n", "4", "--events", "200", "--warmup", "100ms")
+		checkBurst(t, m, 4, 200)
+		expectEqual(t, m, map[string]float64{"published": 200, "publish_requests": 1, "publishers": 1, "publishers_used": 1})
+		if m["stream"] != true {
+			t.Errorf("stream = %v", m["stream"])
+		}
 	})
 	t.Run("refused", func(t *testing.T) {
 		m := runTool(t, "idle", "--sub-url="+base+"/nowhere", "-n", "3", "--duration", "100ms")

@@ -44,6 +44,7 @@ type subPool struct {
 	stale      atomic.Uint64 // events of an earlier run
 	heartbeats atomic.Uint64 // comment lines
 	reads      atomic.Uint64 // reads that returned stream bytes
+	bytes      atomic.Uint64 // stream bytes those reads returned
 
 	failMu   sync.Mutex
 	failures map[string]int
@@ -207,6 +208,7 @@ func (s *subscriber) read() {
 		n, err := s.reader.Read(s.buf)
 		if n > 0 {
 			s.pool.reads.Add(1)
+			s.pool.bytes.Add(uint64(n))
 			s.now = since()
 			s.arrival = s.now
 			if perr := s.p.feed(s.buf[:n]); perr != nil && err == nil {
@@ -232,6 +234,7 @@ func (s *subscriber) readH2() {
 		data, err := s.h2.next()
 		if len(data) > 0 {
 			s.pool.reads.Add(1)
+			s.pool.bytes.Add(uint64(len(data)))
 			s.now = since()
 			s.arrival = s.now
 			if perr := s.p.feed(data); perr != nil && err == nil {

@@ -126,20 +126,25 @@ func appendPercent(b, v []byte, plus bool) []byte {
 	return b
 }
 
-// escapeJSON escapes v as the inside of a JSON string.
+// escapeJSON escapes v as the inside of a JSON string. Runs of bytes
+// that need no escape (all of the tool's payload) are copied at once.
 func escapeJSON(b, v []byte) []byte {
 	const hex = "0123456789abcdef"
-	for _, c := range v {
+	plain := 0 // start of the run not yet copied
+	for i, c := range v {
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		b = append(b, v[plain:i]...)
+		plain = i + 1
 		switch {
 		case c == '"' || c == '\\':
 			b = append(b, '\\', c)
 		case c == '\n':
 			b = append(b, '\\', 'n')
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
 		default:
-			b = append(b, c)
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
 		}
 	}
-	return b
+	return append(b, v[plain:]...)
 }
