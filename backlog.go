@@ -23,6 +23,13 @@ const DefaultBufferSize = 1 << 20
 // largest buffer of the hub's routes. A stream whose position falls
 // behind the window reads the history instead, a page at a time; one
 // whose next event has left both is slow.
+//
+// Since a stream is a position, what it has to send lives in the hub and
+// not on its writer's stack: the only other state of a write in progress
+// is its round (the hub's shared bytes) and how far it got. So a small
+// pool of writers could serve streams whose connection was taken over,
+// with non-blocking writes, parking a stream until its socket is writable,
+// instead of a goroutine each.
 type backlog struct {
 	mu sync.RWMutex // held for writing by Deliver, for reading by streams
 

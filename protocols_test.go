@@ -488,7 +488,7 @@ func closeConnections(t *testing.T, c *http.Client) {
 // that reads everything on one HTTP/2 connection (and on one QUIC
 // connection; over HTTP/1.1 each has its own), both following one topic of 8 KiB events published every
 // 2 ms. The slow stream fills its flow-control window, its writes stall,
-// and it is dropped as slow after its write_timeout (1 s). Its handler must then end without the
+// and it is dropped as slow after its write_timeout (500 ms). Its handler must then end without the
 // client reading anything (the server resets the stream), and the other
 // stream must receive every event, in order.
 //
@@ -512,7 +512,7 @@ func TestSlowStreamSharesConnection(t *testing.T) {
 		}
 	}`, `sse /events {
 		hub shared
-		write_timeout 1s
+		write_timeout 500ms
 		heartbeat 1m
 	}
 	sse /fast {
@@ -521,7 +521,7 @@ func TestSlowStreamSharesConnection(t *testing.T) {
 	}
 	sse /taken {
 		hub shared
-		write_timeout 1s
+		write_timeout 500ms
 		heartbeat 1m
 		hijack
 	}
@@ -575,13 +575,13 @@ func slowStreamSharesConnection(t *testing.T, hub *Hub, p protocol, o clientOpti
 		}
 	}()
 
-	// publish until the slow stream has been dropped for a second
+	// publish until the slow stream has been dropped for half a second
 	payload := strings.Repeat("x", 8<<10)
 	var ids []string
 	start := time.Now()
 	var droppedAt time.Time
 	tick := time.NewTicker(2 * time.Millisecond)
-	for i := 0; i < 5000 && (droppedAt.IsZero() || time.Since(droppedAt) < time.Second); i++ {
+	for i := 0; i < 5000 && (droppedAt.IsZero() || time.Since(droppedAt) < 500*time.Millisecond); i++ {
 		<-tick.C
 		ids = append(ids, publishTo(t, fmt.Sprintf("%d %s", i, payload), topic).ID)
 		if droppedAt.IsZero() && hub.counters.disconnects[endSlow].Load() > slowBefore {

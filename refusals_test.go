@@ -278,8 +278,11 @@ func TestTopicTemplates(t *testing.T) {
 }
 
 func TestMaxSubscribers(t *testing.T) {
+	// heartbeat 1s: the sweeper's probe notices a closed client of a
+	// connection taken over within a third of it (hijack runs)
 	startCaddy(t, "", `sse /events {
 		max_subscribers 2
+		heartbeat 1s
 	}`)
 	hub := findHub(t, "default")
 	refusedBefore := hub.counters.disconnects[endCapacity].Load()

@@ -26,7 +26,7 @@ func TestClientsThatNeverReadDelayNoOne(t *testing.T) {
 		}
 	}`, `sse /events {
 		hub stall
-		write_timeout 8s
+		write_timeout 4s
 	}
 	sse_publish /publish {
 		hub stall

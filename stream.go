@@ -33,15 +33,17 @@ import (
 // (stream.check): it sends heartbeats to silent streams and ends those
 // whose writes stall.
 
-// How much a stream takes at once: from the delivery window, and from the
-// history (a page, which a shared transport reads into memory of its own).
-// Each round is written with one flush.
+// How much a stream takes at once: a round from the delivery window,
+// written with one flush (a piece of at most batchSize bytes: what a
+// writer blocked on its client holds is a round's list of the hub's shared
+// bytes and the piece being written), and a page of the history (which a
+// shared transport reads into memory of its own).
 const (
-	roundBytes = 128 << 10
+	roundBytes = batchSize
 	pageBytes  = 64 << 10
 	// maxRounds is how many rounds a writer writes before it lets the
 	// others that were woken go first.
-	maxRounds = 8
+	maxRounds = 16
 )
 
 // maxSparePieces is the largest list of parts a stream keeps between

@@ -147,9 +147,9 @@ func TestDefaultTopic(t *testing.T) {
 }
 
 func TestHeartbeat(t *testing.T) {
-	const interval = 600 * time.Millisecond
+	const interval = 400 * time.Millisecond
 	startCaddy(t, "", `sse /events {
-		heartbeat 600ms
+		heartbeat 400ms
 	}
 	sse_publish /publish`)
 	s := openStream(t, ssetest.NewClient(), "/events?topic=hb", nil)

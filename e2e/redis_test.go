@@ -25,9 +25,10 @@ import (
 	"github.com/ssehub/caddy-sse/transport"
 )
 
-// The Redis tests run two Caddy processes that share hubs through the
-// Redis at 127.0.0.1:6379, under a key prefix of their own; they use the
-// base ports admin 2420-2423 and http 8420-8423.
+// The Redis tests run Caddy processes that share hubs through the Redis
+// at 127.0.0.1:6379, under a key prefix of their own; they use the base
+// ports admin 2420-2430 and http 8420-8430 (a pair takes two: give each
+// test ports of its own, or two Caddys share one port, SO_REUSEPORT).
 
 const sharedRedis = "127.0.0.1:6379"
 
@@ -555,7 +556,7 @@ func TestRedisIdempotencyAcrossInstances(t *testing.T) {
 // connection.
 func TestRedisPausedReaderCatchesUpFromHistory(t *testing.T) {
 	t.Parallel()
-	srv := opsStart(t, 2427, 8427, redisGlobal(redisPrefix(t), ""), `sse /events {
+	srv := opsStart(t, 2430, 8430, redisGlobal(redisPrefix(t), ""), `sse /events {
 		buffer 64KiB
 	}
 	sse_publish /publish`)
