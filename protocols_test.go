@@ -294,9 +294,10 @@ func isSmallBufferClient(c *http.Client) bool {
 // server decides alone whatever carries the stream (topic routing,
 // replay counts, retry jitter, heartbeats off), the CORS test (it
 // compares origins with the plain HTTP site's), the churn test (it dials
-// the site itself), and TestClientsThatNeverReadDelayNoOne
-// (TestProtocolsStalledWriteEnds and TestSlowStreamSharesConnection stall
-// writes over each protocol).
+// the site itself), TestClientsThatNeverReadDelayNoOne and
+// TestSlowSubscriberIsDropped (TestProtocolsStalledWriteEnds and
+// TestSlowStreamSharesConnection stall writes over each protocol; the
+// suite drops a subscriber whose events left the history and the window).
 var streamSuite = []struct {
 	name string
 	test func(*testing.T)
@@ -310,7 +311,9 @@ var streamSuite = []struct {
 	{"ResetCases", TestResetCases},
 	{"ClientWithoutEventsResumes", TestClientWithoutEventsResumesFromItsConnection},
 	{"EncodeLeavesStreamsAlone", TestEncodeLeavesStreamsAlone},
-	{"SlowSubscriberIsDropped", TestSlowSubscriberIsDropped},
+	{"NonReaderIsDroppedReaderGetsAll", TestNonReaderIsDroppedReaderGetsAll},
+	{"PausedReaderCatchesUpFromHistory", TestPausedReaderCatchesUpFromHistory},
+	{"LongReplayArrivesAtOnce", TestLongReplayArrivesAtOnce},
 	{"InterruptEndsTheStreamsOfItsTopics", TestInterruptEndsTheStreamsOfItsTopics},
 	{"MaxSubscribers", TestMaxSubscribers},
 	{"StreamOutlivesWriteIdle", TestStreamOutlivesWriteIdle},

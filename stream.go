@@ -196,6 +196,9 @@ func (st *stream) start(w http.ResponseWriter, retryMS int64, rep transport.Repl
 	}
 	err := st.send(parts)
 	st.sub.idle()
+	if rep.More {
+		st.sub.signal() // the replay goes on: its next page, at once
+	}
 	return err
 }
 

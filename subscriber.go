@@ -48,7 +48,7 @@ type subscriber struct {
 	topics []string
 	wake   chan struct{} // capacity 1: "look at me"
 	gated  *wakeGate     // the hub's: hands out wake-ups in turn
-	gate   uint8         // where it stands with gated; guarded by gated.mu
+	gate   atomic.Uint32 // where it stands with gated; written under gated.mu
 
 	// guarded by the hub's lock
 	slots      []int // index in each topic's subscriber list

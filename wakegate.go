@@ -14,10 +14,10 @@ const (
 
 // Where a subscriber stands with its hub's wake gate.
 const (
-	gateIdle    uint8 = iota // not woken
-	gateWaiting              // in line for a grant
-	gateGranted              // woken; its writer has not taken its queue yet
-	gateGone                 // its stream has ended
+	gateIdle    uint32 = iota // not woken
+	gateWaiting               // in line for a grant
+	gateGranted               // woken; its writer has not taken its queue yet
+	gateGone                  // its stream has ended
 )
 
 // wakeGate hands out the wake-ups of a hub's stream writers in the order
@@ -49,11 +49,25 @@ func newWakeGate() *wakeGate {
 // is told to look at its queue again when it is done, which makes no
 // goroutine runnable now. So a writer blocked on a client that does not
 // read holds no grant, however long it blocks.
+//
+// A writer already woken or in line (or gone) is left alone without taking
+// the gate's lock: in a burst, an event reaches thousands of writers that
+// have not taken the last one yet. The event was put where the writer
+// takes it from before the call, and a writer gives its grant back (the
+// state goes back to idle) before it takes what is there: a state read
+// as not idle means the writer will see the event.
 func (g *wakeGate) wake(s *subscriber) {
-	g.mu.Lock()
-	if s.gate != gateIdle {
-		g.mu.Unlock()
+	if s.gate.Load() != gateIdle {
 		return // already woken or in line, or gone
+	}
+	if s.busy.Load() {
+		s.signal()
+		return
+	}
+	g.mu.Lock()
+	if s.gate.Load() != gateIdle {
+		g.mu.Unlock()
+		return
 	}
 	if s.busy.Load() {
 		g.mu.Unlock()
@@ -61,13 +75,13 @@ func (g *wakeGate) wake(s *subscriber) {
 		return
 	}
 	if g.free == 0 {
-		s.gate = gateWaiting
+		s.gate.Store(gateWaiting)
 		g.waiting = append(g.waiting, s)
 		g.mu.Unlock()
 		return
 	}
 	g.free--
-	s.gate = gateGranted
+	s.gate.Store(gateGranted)
 	g.mu.Unlock()
 	s.signal()
 }
@@ -76,11 +90,11 @@ func (g *wakeGate) wake(s *subscriber) {
 // back.
 func (g *wakeGate) taking(s *subscriber) {
 	g.mu.Lock()
-	if s.gate != gateGranted {
+	if s.gate.Load() != gateGranted {
 		g.mu.Unlock()
 		return
 	}
-	s.gate = gateIdle
+	s.gate.Store(gateIdle)
 	g.release()
 }
 
@@ -88,8 +102,8 @@ func (g *wakeGate) taking(s *subscriber) {
 // giving back its grant if it held one.
 func (g *wakeGate) forget(s *subscriber) {
 	g.mu.Lock()
-	granted := s.gate == gateGranted
-	s.gate = gateGone // if in line, it is skipped when its turn comes
+	granted := s.gate.Load() == gateGranted
+	s.gate.Store(gateGone) // if in line, it is skipped when its turn comes
 	if !granted {
 		g.mu.Unlock()
 		return
@@ -111,10 +125,10 @@ func (g *wakeGate) release() {
 		next := g.waiting[g.head]
 		g.waiting[g.head] = nil
 		g.head++
-		if next.gate != gateWaiting {
+		if next.gate.Load() != gateWaiting {
 			continue
 		}
-		next.gate = gateGranted
+		next.gate.Store(gateGranted)
 		g.free--
 		batch = append(batch, next)
 	}

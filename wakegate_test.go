@@ -109,7 +109,7 @@ func TestWakeGateLosesNoWakeUp(t *testing.T) {
 		for served[i].Load() != rounds {
 			if time.Now().After(deadline) {
 				g.mu.Lock()
-				t.Fatalf("subscriber %d: served %d of %d; gate state %d, free %d", i, served[i].Load(), rounds, subs[i].gate, g.free)
+				t.Fatalf("subscriber %d: served %d of %d; gate state %d, free %d", i, served[i].Load(), rounds, subs[i].gate.Load(), g.free)
 			}
 			time.Sleep(time.Millisecond)
 		}

@@ -376,3 +376,27 @@ func TestPausedReaderCatchesUpFromHistory(t *testing.T) {
 	}
 	t.Logf("%d of %d events came from the history", replayed, len(ids))
 }
+
+// TestLongReplayArrivesAtOnce: a resumption whose replay is many pages
+// long, with nothing published meanwhile, is sent whole at once: the
+// stream reads on after its first page without waiting for an event or
+// a heartbeat (here a minute away).
+func TestLongReplayArrivesAtOnce(t *testing.T) {
+	startCaddy(t, "", `sse /events {
+		heartbeat 1m
+	}
+	sse_publish /publish`)
+	payload := strings.Repeat("r", 1<<10)
+	var ids []string
+	for range 300 { // 300 KiB: five pages
+		ids = append(ids, publishTo(t, payload, "long").ID)
+	}
+	start := time.Now()
+	s := openStream(t, ssetest.NewClient(), "/events?topic=long", http.Header{"Last-Event-ID": {ids[0]}})
+	if got := readN(t, s, len(ids)-1); strings.Join(got, ",") != strings.Join(ids[1:], ",") {
+		t.Fatalf("got %d of %d events, or not in order", len(got), len(ids)-1)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("the replay took %v", d)
+	}
+}

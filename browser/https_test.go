@@ -40,6 +40,7 @@ const (
 // on the protocol) and hijack (it applies to HTTP/1.x only; the Go tests
 // check that HTTP/2 and HTTP/3 streams are served as usual with it).
 func TestOverHTTPS(t *testing.T) {
+	t.Parallel() // ports and Chromiums of its own
 	needChromium(t)
 	storage := t.TempDir()
 	spki := issueCertificate(t, storage, testPorts(issuing))

@@ -29,6 +29,7 @@ const (
 // sends Last-Event-ID, and that the page gets every event exactly once and
 // in order.
 func TestReconnectResumes(t *testing.T) {
+	t.Parallel() // mostly waiting for the browser to come back: alongside the others that wait
 	t.Run("max_age", func(t *testing.T) { reconnectAfterMaxAge(t, plain, 2, "") })
 	t.Run("max_age with hijack", func(t *testing.T) { reconnectAfterMaxAge(t, plain, 12, "hijack") })
 	t.Run("reload", func(t *testing.T) { reconnectAfterReload(t, plain, 3) })
@@ -171,7 +172,10 @@ func checkReconnectDelays(t *testing.T, es []entry, src int, lo, hi time.Duratio
 // every event, while a page is subscribed: the browser reconnects with an
 // id of the old epoch and the page gets the reset event, with that id,
 // before the events published since.
-func TestResetAfterRestart(t *testing.T) { resetAfterRestart(t, plain, 4) }
+func TestResetAfterRestart(t *testing.T) {
+	t.Parallel()
+	resetAfterRestart(t, plain, 4)
+}
 
 func resetAfterRestart(t *testing.T, e *env, n int) {
 	p := e.ports(n)
@@ -235,7 +239,10 @@ func epoch(id string) string {
 // the second EventSource is told to retry later (a 200 with a long retry
 // hint, which the page sees as open then error), not refused for good, and
 // connects once the first one closes.
-func TestOverCapacity(t *testing.T) { overCapacity(t, plain, 5) }
+func TestOverCapacity(t *testing.T) {
+	t.Parallel()
+	overCapacity(t, plain, 5)
+}
 
 func overCapacity(t *testing.T, e *env, n int) {
 	p := e.ports(n)

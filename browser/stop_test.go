@@ -30,6 +30,7 @@ import (
 // connections, however idle (see TestOverHTTPS). No browser is needed:
 // the clients are Go's and quic-go's, with small windows.
 func TestStopOverHTTPS(t *testing.T) {
+	t.Parallel() // waiting for processes to stop: alongside the others that wait
 	for i, c := range []struct {
 		name  string
 		grace string

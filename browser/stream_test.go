@@ -29,6 +29,7 @@ const streamPorts = 36
 // Last-Event-ID and resumes: the page ends with every token exactly once,
 // in order, with the consecutive ids of the one stream.
 func TestStreamingAnswerResumes(t *testing.T) {
+	t.Parallel()
 	p := testPorts(streamPorts)
 	base := origin(p.http)
 	startCaddy(t, p, caddyfile(p, "", site(t, base, `
