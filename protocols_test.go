@@ -489,7 +489,7 @@ func closeConnections(t *testing.T, c *http.Client) {
 
 // TestSlowStreamSharesConnection puts a stream that never reads and one
 // that reads everything on one HTTP/2 connection (and on one QUIC
-// connection; over HTTP/1.1 each has its own), both following one topic of 8 KiB events published every
+// connection; over HTTP/1.1 each has its own), both following one topic of 24 KiB events published every
 // 2 ms. The slow stream fills its flow-control window, its writes stall,
 // and it is dropped as slow after its write_timeout (500 ms). Its handler must then end without the
 // client reading anything (the server resets the stream), and the other
@@ -579,7 +579,7 @@ func slowStreamSharesConnection(t *testing.T, hub *Hub, p protocol, o clientOpti
 	}()
 
 	// publish until the slow stream has been dropped for half a second
-	payload := strings.Repeat("x", 8<<10)
+	payload := strings.Repeat("x", 24<<10)
 	var ids []string
 	start := time.Now()
 	var droppedAt time.Time
@@ -593,9 +593,9 @@ func slowStreamSharesConnection(t *testing.T, hub *Hub, p protocol, o clientOpti
 	}
 	tick.Stop()
 	if droppedAt.IsZero() {
-		t.Fatalf("the slow stream was not dropped after %d events of 8 KiB", len(ids))
+		t.Fatalf("the slow stream was not dropped after %d events of 24 KiB", len(ids))
 	}
-	t.Logf("%d events of 8 KiB published; the slow stream was dropped after %v",
+	t.Logf("%d events of 24 KiB published; the slow stream was dropped after %v",
 		len(ids), droppedAt.Sub(start).Round(time.Millisecond))
 
 	// the dropped stream's writer ends although its client reads nothing

@@ -34,6 +34,7 @@ func TestSmokeProtocols(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs Caddy")
 	}
+	t.Parallel() // a Caddy and ports of its own
 	admin, port, tlsPort := caddyproc.Port(protoAdminBase), caddyproc.Port(protoHTTPBase), caddyproc.Port(protoHTTPSBase)
 	site := `
 	sse /events

@@ -128,6 +128,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs Caddy")
 	}
+	t.Parallel() // a Caddy and ports of its own
 	admin, port := caddyproc.Port(smokeAdminBase), caddyproc.Port(smokeHTTPBase)
 	c := caddyproc.Start(t, fmt.Sprintf(`{
 	admin localhost:%d
