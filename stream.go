@@ -137,8 +137,9 @@ func (st *stream) serve(w http.ResponseWriter, r *http.Request, rep transport.Re
 func (st *stream) runTakenOver(out *connOutput) {
 	st.out = out
 	st.sub.setOutput(out)
-	// the request's context ends with this handler
-	st.ctx, st.cancel = context.WithCancel(context.WithoutCancel(st.ctx))
+	// the request's context ends with this handler, and its values would
+	// keep net/http's buffers of the connection alive
+	st.ctx, st.cancel = context.WithCancel(context.Background())
 	go func() {
 		reason := st.loop(nil)
 		out.end(reason != endSlow && reason != endClient)
