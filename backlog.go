@@ -3,6 +3,7 @@ package caddysse
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ssehub/caddy-sse/internal/seqmerge"
 	"github.com/ssehub/caddy-sse/transport"
@@ -37,6 +38,10 @@ type backlog struct {
 	head  int
 	bytes int64  // wire bytes of the window's events
 	last  uint64 // Seq of the newest event the hub was handed
+
+	// trimmed is the Seq of the newest event trimmed from the window: an
+	// event after it has left no topic's part of the window.
+	trimmed atomic.Uint64
 
 	// what the window holds at least, the largest of the hub's routes
 	maxBytes  int64
@@ -103,6 +108,7 @@ func (bl *backlog) add(ev *transport.Event, held []*topicSubs, topics map[string
 	bl.bytes += int64(len(ev.Wire))
 	for bl.over() {
 		e := bl.popFront()
+		bl.trimmed.Store(e.Seq)
 		for _, name := range e.Topics {
 			if ts := topics[name]; ts != nil && ts.front() == e {
 				ts.popFront()

@@ -35,6 +35,7 @@ type Hub struct {
 	backlog     backlog
 	gone        []*transport.Event // scratch of Deliver and Evicted, which never overlap
 	slow        []*subscriber      // likewise
+	replaying   atomic.Int64       // streams reading their replay, behind their seam
 
 	keysMu sync.Mutex
 	keys   map[string]struct{} // idempotency keys of requests in progress
@@ -161,8 +162,15 @@ func (h *Hub) Deliver(ev *transport.Event) int {
 }
 
 // Evicted implements transport.Sink: a subscriber that has not taken ev,
-// which has left the delivery window already, is dropped as slow.
+// which has left the delivery window already, is dropped as slow. The
+// transport calls it for nearly every publish once the history is full:
+// while ev is newer than anything trimmed from the window, only a stream
+// still reading its replay (before its seam) can be missing it, and
+// without such streams nothing is looked at.
 func (h *Hub) Evicted(ev *transport.Event) {
+	if ev.Seq > h.backlog.trimmed.Load() && h.replaying.Load() == 0 {
+		return
+	}
 	h.gone = append(h.gone[:0], ev)
 	h.mu.RLock()
 	h.backlog.mu.RLock()
@@ -323,6 +331,7 @@ func (h *Hub) refused(reason endReason) {
 // release removes s from the hub, if it is still there, and releases its
 // topics in the transport.
 func (h *Hub) release(s *subscriber) {
+	s.replay(false)
 	h.removeLocal(s)
 	if s.watched {
 		s.watched = false

@@ -174,6 +174,7 @@ func (st *stream) start(w http.ResponseWriter, retryMS int64, rep transport.Repl
 	pos := rep.Head
 	if rep.More {
 		pos = rep.Events[len(rep.Events)-1].Seq
+		st.sub.replay(true)
 	}
 	st.sub.pos.Store(pos)
 
@@ -364,6 +365,9 @@ func (st *stream) page(parts [][]byte) (_ [][]byte, n int, more bool) {
 		next = rep.Events[len(rep.Events)-1].Seq
 	}
 	s.pos.Store(next)
+	if next >= s.seam {
+		s.replay(false)
+	}
 	return parts, n, next > pos
 }
 

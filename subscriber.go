@@ -70,6 +70,9 @@ type subscriber struct {
 	// paging is set while its writer reads a page of the history, whose
 	// events it holds before its position moves past them.
 	paging atomic.Bool
+	// replaying is set while its position is behind its seam: it reads
+	// the replay it was owed on connection (counted in Hub.replaying).
+	replaying atomic.Bool
 
 	end   atomic.Int32 // endReason, set once
 	beat  atomic.Bool  // a heartbeat is due
@@ -181,6 +184,18 @@ func (s *subscriber) signal() {
 // page.
 func (s *subscriber) behind(seq uint64) bool {
 	return s.pos.Load() < seq && !s.paging.Load()
+}
+
+// replay records whether the subscriber reads its replay, behind its seam,
+// in its hub's count.
+func (s *subscriber) replay(on bool) {
+	if s.replaying.CompareAndSwap(!on, on) {
+		if on {
+			s.hub.replaying.Add(1)
+		} else {
+			s.hub.replaying.Add(-1)
+		}
+	}
 }
 
 // take tells that the writer looks for work: it is busy from then on,

@@ -4,14 +4,18 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
+	"github.com/ssehub/caddy-sse/transport/memory"
 )
 
 // readN reads events from s until it has n of them, and returns their
@@ -402,5 +406,65 @@ func TestLongReplayArrivesAtOnce(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("the replay took %v", d)
+	}
+}
+
+// TestReplayingStreamIsDroppedWhenItsEventsAreEvicted: a stream still
+// reading its replay (it has sent its first page; its client reads
+// nothing more) is dropped as slow at once when an event it has yet to
+// send leaves the history, and not before.
+func TestReplayingStreamIsDroppedWhenItsEventsAreEvicted(t *testing.T) {
+	h, err := newHub("replaying", new(memory.Transport), transport.Limits{Events: 10, MaxBytes: 64 << 20}, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Destruct() })
+	publish := func(n int) []transport.Receipt {
+		msgs := make([]transport.Message, n)
+		for i := range msgs {
+			msgs[i] = transport.Message{Topics: []string{"t"}, Data: strings.Repeat("e", 40<<10), Retry: -1}
+		}
+		rs, err := h.Publish(context.Background(), transport.PublishRequest{Messages: msgs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs
+	}
+	first := publish(10)[0].ID
+	rec := httptest.NewRecorder()
+	out := newResponseOutput(rec)
+	req := subscribeRequest{topics: []string{"t"}, out: out}
+	req.replay = transport.ReplayQuery{Resume: true, LastEventID: first}
+	sub, rep, err := h.Subscribe(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Reset || !rep.More || len(rep.Events) != 1 {
+		t.Fatalf("the first page: reset %v, more %v, %d events; the test needs a page of one event", rep.Reset, rep.More, len(rep.Events))
+	}
+	r := httptest.NewRequest(http.MethodGet, "/events", nil)
+	st := newStream(&Subscribe{logger: zap.NewNop()}, sub, out, r, time.Now())
+	if err := st.start(rec, 3000, rep, first, "reset"); err != nil {
+		t.Fatal(err)
+	}
+	if h.replaying.Load() != 1 {
+		t.Fatalf("%d streams counted replaying, want 1", h.replaying.Load())
+	}
+	for range 2 { // evict the event it resumed from, then the one it sent
+		publish(1)
+		if reason := sub.endReason(); reason != endNone {
+			t.Fatalf("the stream ended as %s when an event it did not need was evicted", reason)
+		}
+	}
+	publish(1) // evicts the next event it has yet to send
+	if reason := sub.endReason(); reason != endSlow {
+		t.Fatalf("the stream is %q after the next event it needs was evicted, want slow", reason)
+	}
+	if n := h.counters.disconnects[endSlow].Load(); n != 1 {
+		t.Fatalf("%d slow disconnects counted, want 1", n)
+	}
+	h.Unsubscribe(sub, endSlow)
+	if h.replaying.Load() != 0 {
+		t.Fatalf("%d streams counted replaying after the end, want 0", h.replaying.Load())
 	}
 }
