@@ -132,3 +132,50 @@ func TestHubLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestBurstLogsNoSlowDrop: with the default settings, a 1,000-event JSON
+// array published to 100 subscribers that read as they can reaches every
+// one of them whole, and the hub logs no warning: no subscriber was
+// dropped as slow.
+func TestBurstLogsNoSlowDrop(t *testing.T) {
+	t.Parallel()
+	srv := opsStart(t, 2413, 8413, "", "sse /events\n\tsse_publish /publish")
+	client := ssetest.NewClient()
+	streams := make([]*ssetest.Stream, 100)
+	for i := range streams {
+		streams[i] = ssetest.OpenT(t, client, srv.base+"/events?topic=burst", nil)
+	}
+	var body strings.Builder
+	body.WriteString("[")
+	for i := range 1000 {
+		if i > 0 {
+			body.WriteString(",")
+		}
+		fmt.Fprintf(&body, `{"topic":"burst","data":"event %d of a burst"}`, i)
+	}
+	body.WriteString("]")
+	r := opsDo(t, "POST", srv.base+"/publish", "application/json", body.String())
+	if r.status != 200 {
+		t.Fatalf("publish: %d %s", r.status, r.body)
+	}
+	var results []opsPublished
+	opsDecode(t, r.body, &results)
+	for i, s := range streams {
+		for j, res := range results {
+			if f := s.EventT(t, opsWait); f.LastID != res.ID {
+				t.Fatalf("subscriber %d, event %d: %s, want %s", i, j, f.LastID, res.ID)
+			}
+		}
+	}
+	for line := range strings.SplitSeq(srv.Log(), "\n") {
+		var entry map[string]any
+		if json.Unmarshal([]byte(line), &entry) != nil {
+			continue
+		}
+		logger, _ := entry["logger"].(string)
+		ours := logger == "sse" || strings.HasPrefix(logger, "http.handlers.sse")
+		if strings.Contains(line, "slow") || ours && entry["level"] != "info" && entry["level"] != "debug" {
+			t.Errorf("a line in the log: %s", line)
+		}
+	}
+}

@@ -19,9 +19,11 @@ import (
 )
 
 // The operations tests (metrics, admin API, command, logs) use the base
-// ports admin 2400-2408 and http 8400-8408, one pair per test, so that
-// they may run in parallel; 8409 is their https_port, never bound since
-// their sites are http:// only. Everything listens on loopback only.
+// ports admin 2400-2407 and 2413 and http 8400-8407 and 8413, one pair
+// per test, so that they may run in parallel (2408 stays free: the
+// command's test expects nothing there); 8409 is their https_port, never
+// bound since their sites are http:// only. Everything listens on
+// loopback only.
 
 // opsWait is the safety net of every wait in the operations tests.
 const opsWait = 10 * time.Second
