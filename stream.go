@@ -344,6 +344,9 @@ func (st *stream) page(parts [][]byte) (_ [][]byte, n int, more bool) {
 	switch {
 	case errors.Is(err, transport.ErrUnavailable) || st.ctx.Err() != nil:
 		return parts, 0, false
+	case errors.Is(err, transport.ErrClosed): // the hub is closing: its config has stopped
+		s.finish(endShutdown)
+		return parts, 0, false
 	case err != nil:
 		st.route.logger.Error("reading the history for a stream", zap.String("hub", s.hub.name), zap.Error(err))
 		s.finish(endResync)
