@@ -2,9 +2,7 @@ package caddysse
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -164,24 +162,7 @@ func openStream(t *testing.T, client *http.Client, path string, header http.Head
 	if openVia != nil {
 		return openVia(t, client, path, header)
 	}
-	for attempt := 1; ; attempt++ {
-		s, err := ssetest.Open(client, testBase+path, header)
-		if err != nil && attempt < 3 && errors.Is(err, io.EOF) {
-			// a new connection that the previous config's server accepted
-			// while it was shutting down, just after startCaddy's reload:
-			// an EventSource would retry too
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(s.Close)
-		if s.Resp.StatusCode != http.StatusOK {
-			b, _ := io.ReadAll(s.Resp.Body)
-			t.Fatalf("GET %s: %d %s", path, s.Resp.StatusCode, b)
-		}
-		return s
-	}
+	return ssetest.OpenT(t, client, testBase+path, header)
 }
 
 // nextEvent returns the stream's next event or fails the test.

@@ -55,18 +55,12 @@ func (c *config) burstDefaults(set map[string]bool) {
 // runBurst connects the subscribers, publishes one burst, waits for its
 // deliveries and reports them.
 func runBurst(ctx context.Context, c *config, pr *progress) (*burstReport, error) {
-	pub, err := newPublisherFor(c)
+	tg, err := openTarget(ctx, c, pr)
 	if err != nil {
 		return nil, err
 	}
-	defer pub.close()
-	before := newMeter(c.pid, nil)
-	pool, cr, err := openPool(ctx, c, pr)
-	if err != nil {
-		return nil, err
-	}
-	defer pool.close()
-	sleep(ctx, c.warmup)
+	defer tg.close()
+	pub, pool, cr, before := tg.pub, tg.pool, tg.cr, tg.before
 	r := &fanRun{id: 1, topics: c.topics, total: c.events, statuses: make([]atomic.Int32, c.events)}
 	subscribed := pool.startRun(r)
 	reads, readBytes, foreign := pool.reads.Load(), pool.bytes.Load(), pool.foreign.Load()

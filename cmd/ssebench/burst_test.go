@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -144,60 +143,12 @@ func TestBurstDisconnects(t *testing.T) {
 	}
 }
 
-// arrayHub is a small SSE hub that publishes JSON arrays of events and
-// ends a stream whose URL has cut=N after its N-th event.
-type arrayHub struct {
-	mu   sync.Mutex
-	subs map[chan string]bool
-	done chan struct{}
+// newArrayHub returns a hub that publishes JSON arrays of events.
+func newArrayHub() *fakeHub {
+	return newFakeHub("data: %s\n\n", publishArray)
 }
 
-func newArrayHub() *arrayHub {
-	return &arrayHub{subs: make(map[chan string]bool), done: make(chan struct{})}
-}
-
-func (h *arrayHub) close() { close(h.done) }
-
-func (h *arrayHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	switch r.URL.Path {
-	case "/events":
-		h.stream(w, r)
-	case "/publish":
-		h.publish(w, r)
-	default:
-		http.NotFound(w, r)
-	}
-}
-
-func (h *arrayHub) stream(w http.ResponseWriter, r *http.Request) {
-	cut, _ := strconv.Atoi(r.URL.Query().Get("cut"))
-	ch := make(chan string, 10000)
-	h.mu.Lock()
-	h.subs[ch] = true
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		delete(h.subs, ch)
-		h.mu.Unlock()
-	}()
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.WriteHeader(http.StatusOK)
-	rc := http.NewResponseController(w)
-	_ = rc.Flush()
-	for sent := 0; cut == 0 || sent < cut; sent++ {
-		select {
-		case data := <-ch:
-			fmt.Fprintf(w, "data: %s\n\n", data)
-			_ = rc.Flush()
-		case <-r.Context().Done():
-			return
-		case <-h.done:
-			return
-		}
-	}
-}
-
-func (h *arrayHub) publish(w http.ResponseWriter, r *http.Request) {
+func publishArray(h *fakeHub, w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("Content-Type") != defaultBurstType {
 		http.Error(w, "want JSON", http.StatusUnsupportedMediaType)
 		return
@@ -216,14 +167,10 @@ func (h *arrayHub) publish(w http.ResponseWriter, r *http.Request) {
 		Subscribers int      `json:"subscribers"`
 	}
 	receipts := make([]receipt, len(events))
-	h.mu.Lock()
 	for i, e := range events {
-		for ch := range h.subs {
-			ch <- e.Data
-		}
-		receipts[i] = receipt{ID: strconv.Itoa(i), Topics: []string{e.Topic}, Subscribers: len(h.subs)}
+		n := h.broadcast(e.Data, 1)
+		receipts[i] = receipt{ID: strconv.Itoa(i), Topics: []string{e.Topic}, Subscribers: n}
 	}
-	h.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(receipts)
 }

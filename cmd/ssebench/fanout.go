@@ -38,21 +38,46 @@ type job struct {
 	due time.Duration // since epoch
 }
 
-// runFanout connects, publishes at one rate and reports.
-func runFanout(ctx context.Context, c *config, pr *progress) (*fanoutReport, error) {
+// target is what a run publishes with and the subscribers it publishes
+// to, connected, and the server's meter from before they connected.
+type target struct {
+	pub    *publisher
+	pool   *subPool
+	cr     connectReport
+	before *meter
+}
+
+// openTarget opens the publisher, then connects the subscribers and lets
+// the warm-up pass; close releases both.
+func openTarget(ctx context.Context, c *config, pr *progress) (*target, error) {
 	pub, err := newPublisherFor(c)
 	if err != nil {
 		return nil, err
 	}
-	defer pub.close()
 	before := newMeter(c.pid, nil)
 	pool, cr, err := openPool(ctx, c, pr)
 	if err != nil {
+		pub.close()
 		return nil, err
 	}
-	defer pool.close()
 	sleep(ctx, c.warmup)
-	step := runStep(ctx, c, pool, pub, 1, c.rate, before, pr)
+	return &target{pub: pub, pool: pool, cr: cr, before: before}, nil
+}
+
+func (tg *target) close() {
+	tg.pool.close()
+	tg.pub.close()
+}
+
+// runFanout connects, publishes at one rate and reports.
+func runFanout(ctx context.Context, c *config, pr *progress) (*fanoutReport, error) {
+	tg, err := openTarget(ctx, c, pr)
+	if err != nil {
+		return nil, err
+	}
+	defer tg.close()
+	pool, pub, cr := tg.pool, tg.pub, tg.cr
+	step := runStep(ctx, c, pool, pub, 1, c.rate, tg.before, pr)
 	return &fanoutReport{Mode: "fanout", Label: c.label, Stream: c.pubStream, connectReport: cr, Topics: c.topics,
 		Size: c.size, Publishers: c.publishers, stepReport: step}, ctx.Err()
 }
@@ -60,19 +85,14 @@ func runFanout(ctx context.Context, c *config, pr *progress) (*fanoutReport, err
 // runSearch connects once, then publishes at increasing rates until a
 // step fails.
 func runSearch(ctx context.Context, c *config, pr *progress) (*searchReport, error) {
-	pub, err := newPublisherFor(c)
+	tg, err := openTarget(ctx, c, pr)
 	if err != nil {
 		return nil, err
 	}
-	defer pub.close()
-	pool, cr, err := openPool(ctx, c, pr)
-	if err != nil {
-		return nil, err
-	}
-	defer pool.close()
-	r := &searchReport{Mode: "search", Label: c.label, Stream: c.pubStream, connectReport: cr, Topics: c.topics,
+	defer tg.close()
+	pool, pub := tg.pool, tg.pub
+	r := &searchReport{Mode: "search", Label: c.label, Stream: c.pubStream, connectReport: tg.cr, Topics: c.topics,
 		Size: c.size, Publishers: c.publishers, StoppedBy: "rate-max reached"}
-	sleep(ctx, c.warmup)
 	const maxSteps = 1000
 	for i, rate := 0, c.rate; i < maxSteps && rate <= c.rateMax; i, rate = i+1, rate+c.rateStep {
 		step := runStep(ctx, c, pool, pub, i+1, rate, nil, pr)

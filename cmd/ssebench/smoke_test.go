@@ -284,33 +284,38 @@ func TestLossAndDuplicates(t *testing.T) {
 	}
 }
 
-// faultyHub is a small SSE hub that loses, repeats and refuses events by
-// their sequence number.
-type faultyHub struct {
-	mu   sync.Mutex
-	subs map[chan string]bool
-	done chan struct{}
+// fakeHub is a small SSE hub for the tool's tests: publish (its own
+// rule) hands events to broadcast, which queues them for every stream;
+// a stream writes each in the hub's format, and ends after N events when
+// its URL has cut=N.
+type fakeHub struct {
+	mu      sync.Mutex
+	subs    map[chan string]bool
+	done    chan struct{}
+	format  string // an event, with %s for its data
+	publish func(h *fakeHub, w http.ResponseWriter, r *http.Request)
 }
 
-func newFaultyHub() *faultyHub {
-	return &faultyHub{subs: make(map[chan string]bool), done: make(chan struct{})}
+func newFakeHub(format string, publish func(*fakeHub, http.ResponseWriter, *http.Request)) *fakeHub {
+	return &fakeHub{subs: make(map[chan string]bool), done: make(chan struct{}), format: format, publish: publish}
 }
 
-func (h *faultyHub) close() { close(h.done) }
+func (h *fakeHub) close() { close(h.done) }
 
-func (h *faultyHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (h *fakeHub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/events":
 		h.stream(w, r)
 	case "/publish":
-		h.publish(w, r)
+		h.publish(h, w, r)
 	default:
 		http.NotFound(w, r)
 	}
 }
 
-func (h *faultyHub) stream(w http.ResponseWriter, r *http.Request) {
-	ch := make(chan string, 1000)
+func (h *fakeHub) stream(w http.ResponseWriter, r *http.Request) {
+	cut, _ := strconv.Atoi(r.URL.Query().Get("cut"))
+	ch := make(chan string, 10000)
 	h.mu.Lock()
 	h.subs[ch] = true
 	h.mu.Unlock()
@@ -323,10 +328,10 @@ func (h *faultyHub) stream(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	_ = rc.Flush()
-	for {
+	for sent := 0; cut == 0 || sent < cut; sent++ {
 		select {
 		case data := <-ch:
-			fmt.Fprintf(w, ": comment\nid: 1\ndata: %s\n\n", data)
+			fmt.Fprintf(w, h.format, data)
 			_ = rc.Flush()
 		case <-r.Context().Done():
 			return
@@ -336,7 +341,26 @@ func (h *faultyHub) stream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (h *faultyHub) publish(w http.ResponseWriter, r *http.Request) {
+// broadcast queues data copies times for every stream, and returns how
+// many streams there are.
+func (h *fakeHub) broadcast(data string, copies int) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for ch := range h.subs {
+		for range copies {
+			ch <- data
+		}
+	}
+	return len(h.subs)
+}
+
+// newFaultyHub returns a hub that loses, repeats and refuses events by
+// their sequence number.
+func newFaultyHub() *fakeHub {
+	return newFakeHub(": comment\nid: 1\ndata: %s\n\n", publishFaulty)
+}
+
+func publishFaulty(h *fakeHub, w http.ResponseWriter, r *http.Request) {
 	data := r.FormValue("data")
 	_, seq, _, ok := parsePayload([]byte(data))
 	if !ok {
@@ -350,13 +374,7 @@ func (h *faultyHub) publish(w http.ResponseWriter, r *http.Request) {
 	case seq%10 == 5:
 		copies = 2
 	}
-	h.mu.Lock()
-	for ch := range h.subs {
-		for range copies {
-			ch <- data
-		}
-	}
-	h.mu.Unlock()
+	h.broadcast(data, copies)
 	if seq%50 == 7 {
 		http.Error(w, "refused after delivering", http.StatusServiceUnavailable)
 		return

@@ -163,10 +163,16 @@ func (s *Stream) ReadAll(timeout time.Duration) ([]Frame, error) {
 }
 
 // OpenT subscribes for a test: it fails the test unless the stream starts
-// with status 200, and closes the stream when the test ends.
+// with status 200, and closes the stream when the test ends. A new
+// connection that the server closes before answering (EOF: a server of a
+// config being replaced took it as it shut down, just after a reload) is
+// tried again, twice at most, as an EventSource would.
 func OpenT(t testing.TB, client *http.Client, url string, header http.Header) *Stream {
 	t.Helper()
 	s, err := Open(client, url, header)
+	for attempt := 1; attempt < 3 && errors.Is(err, io.EOF); attempt++ {
+		s, err = Open(client, url, header)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
