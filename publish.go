@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -173,7 +175,7 @@ func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, opts publish
 		return serveStream(w, r, hub, opts, format, key)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, opts.maxSize)
-	msgs, array, err := decodePublish(r, opts.forced)
+	msgs, array, err := readPublish(w, r, opts)
 	if err != nil {
 		return asRequestError(err)
 	}
@@ -187,6 +189,25 @@ func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, opts publish
 	}
 	writeReceipts(w, receipts, array)
 	return nil
+}
+
+// readPublish reads and decodes a publish body, as one of the route's
+// publishes in progress: when the route's config stops (a reload, or
+// Caddy's exit) while the body is still coming, the body gets endWait
+// more and the request is then answered 503, so that a client that
+// trickles a body never holds the stop.
+func readPublish(w http.ResponseWriter, r *http.Request, opts publishOptions) ([]transport.Message, bool, error) {
+	if opts.streams == nil {
+		return decodePublish(r, opts.forced)
+	}
+	br := &bodyRead{rc: http.NewResponseController(w)}
+	opts.streams.reading(br)
+	msgs, array, err := decodePublish(r, opts.forced)
+	opts.streams.remove(br)
+	if err != nil && br.stopping.Load() {
+		return nil, false, errStopping
+	}
+	return msgs, array, err
 }
 
 // The refusals of a publish that its idempotency key decides.
@@ -267,6 +288,88 @@ func appendPublishResult(b []byte, rc transport.Receipt) []byte {
 	b = append(b, `],"subscribers":`...)
 	b = strconv.AppendInt(b, int64(rc.Subscribers), 10)
 	return append(b, '}')
+}
+
+// publishes are the publishes of a route (or of the admin API) in
+// progress that a stop of its config must end: streaming publishes, and
+// plain ones still reading their body.
+type publishStreams struct {
+	mu      sync.Mutex
+	open    map[stoppable]struct{}
+	stopped bool
+}
+
+// stoppable is a publish in progress that a stop ends.
+type stoppable interface {
+	stop()
+}
+
+// add registers a streaming publish, unless the route's config is
+// stopping.
+func (ps *publishStreams) add(st *publishStream) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.stopped {
+		return false
+	}
+	ps.insert(st)
+	return true
+}
+
+// reading registers a plain publish that reads its body; one that comes
+// while the config stops is stopped at once (it has endWait).
+func (ps *publishStreams) reading(br *bodyRead) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.stopped {
+		br.stop()
+	}
+	ps.insert(br)
+}
+
+func (ps *publishStreams) insert(p stoppable) {
+	if ps.open == nil {
+		ps.open = make(map[stoppable]struct{})
+	}
+	ps.open[p] = struct{}{}
+}
+
+// remove unregisters p before its handler returns: it is not stopped
+// after.
+func (ps *publishStreams) remove(p stoppable) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	delete(ps.open, p)
+}
+
+// stop ends every publish in progress and refuses new streams; it
+// returns how many streams it ended. Their events before are published;
+// they are answered 503, as plain publishes whose body does not come
+// within endWait.
+func (ps *publishStreams) stop() int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.stopped = true
+	n := 0
+	for p := range ps.open {
+		p.stop()
+		if _, ok := p.(*publishStream); ok {
+			n++
+		}
+	}
+	return n
+}
+
+// bodyRead is a plain publish reading its body.
+type bodyRead struct {
+	rc       *http.ResponseController
+	stopping atomic.Bool
+}
+
+// stop gives the body endWait to arrive.
+func (br *bodyRead) stop() {
+	br.stopping.Store(true)
+	_ = br.rc.SetReadDeadline(time.Now().Add(endWait))
 }
 
 // Interface guards

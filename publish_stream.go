@@ -539,47 +539,5 @@ func (s *streamPublisher) flush() *requestError {
 	return nil
 }
 
-// publishStreams are the open streams of a route, which a stop of its
-// config ends.
-type publishStreams struct {
-	mu      sync.Mutex
-	open    map[*publishStream]struct{}
-	stopped bool
-}
-
-// add registers st, unless the route's config is stopping.
-func (ps *publishStreams) add(st *publishStream) bool {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if ps.stopped {
-		return false
-	}
-	if ps.open == nil {
-		ps.open = make(map[*publishStream]struct{})
-	}
-	ps.open[st] = struct{}{}
-	return true
-}
-
-// remove unregisters st before its handler returns: it is not stopped
-// after.
-func (ps *publishStreams) remove(st *publishStream) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	delete(ps.open, st)
-}
-
-// stop ends every open stream and refuses new ones; it returns how many
-// it ended. Their events before are published; they are answered 503.
-func (ps *publishStreams) stop() int {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	ps.stopped = true
-	for st := range ps.open {
-		st.stop()
-	}
-	return len(ps.open)
-}
-
 // Interface guards
 var _ eventSink = (*streamPublisher)(nil)

@@ -1,14 +1,17 @@
 package caddysse
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ssehub/caddy-sse/internal/ssetest"
 )
@@ -232,6 +235,50 @@ func TestSubscribeRefusals(t *testing.T) {
 	}
 	if n := findHub(t, "default").Stats().Subscribers; n != 0 {
 		t.Fatalf("%d subscribers after refusals", n)
+	}
+}
+
+// TestSubscribeWithBodyIsRefused: a subscription that announces a body (a
+// length, or chunks) is refused with 400 at once, before any of its body
+// arrives, and the connection is closed after the answer: net/http would
+// otherwise read the body before answering, for as long as the client
+// takes to send it. A GET with an empty body is a subscription as usual.
+func TestSubscribeWithBodyIsRefused(t *testing.T) {
+	startCaddy(t, "", `sse /events`)
+	get := func(announce string) (*http.Response, *bufio.Reader) {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("localhost:%d", testHTTP), wait)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		_ = conn.SetDeadline(time.Now().Add(wait))
+		fmt.Fprintf(conn, "GET /events?topic=body HTTP/1.1\r\nHost: localhost:%d\r\n%s\r\n\r\n", testHTTP, announce)
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, br
+	}
+	for _, announce := range []string{"Content-Length: 100000", "Transfer-Encoding: chunked"} {
+		t.Run(announce, func(t *testing.T) {
+			resp, br := get(announce)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "no body") ||
+				resp.Header.Get("Content-Type") != "application/json" {
+				t.Fatalf("got %d %s %q", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+			}
+			if _, err := br.ReadByte(); err != io.EOF {
+				t.Fatalf("the connection stayed open after the refusal: %v", err)
+			}
+		})
+	}
+	if resp, _ := get("Content-Length: 0"); resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("a GET with Content-Length 0: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	if n := findHub(t, "default").Stats().Subscribers; n != 1 {
+		t.Fatalf("%d subscribers, want the one without a body", n)
 	}
 }
 

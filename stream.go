@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -75,6 +76,7 @@ type stream struct {
 
 	ctx    context.Context // of its reads of the history
 	cancel context.CancelFunc
+	shared net.Conn  // over HTTP/2, the TCP connection under the stream, when known
 	epoch  string    // of the ids of its position
 	single [1][]byte // the parts of a one-piece send, without allocating
 	piece  [][]byte  // the parts of the piece being written
@@ -82,7 +84,8 @@ type stream struct {
 
 // newStream returns the stream of sub on route, writing to out.
 func newStream(route *Subscribe, sub *subscriber, out output, r *http.Request, began time.Time) *stream {
-	return &stream{route: route, sub: sub, out: out, began: began, remoteAddr: r.RemoteAddr, ctx: r.Context()}
+	return &stream{route: route, sub: sub, out: out, began: began, remoteAddr: r.RemoteAddr, ctx: r.Context(),
+		shared: sharedConn(r)}
 }
 
 // The header values of every stream, shared as Caddy shares its Server

@@ -142,7 +142,11 @@ func (ss *streamSet) close(reason endReason) int {
 
 // wait waits up to timeout for a closed set to empty, and reports whether
 // it did. After endWait, and every 100 ms from then on, it cuts the writes
-// of the streams still there.
+// of the streams still there; an HTTP/2 stream still there after endWait
+// has its connection closed: if the connection's socket is full (a client
+// that reads nothing), not even the stream's reset or the server's GOAWAY
+// can be written on it, and the server would wait for it for ever. The
+// connection's other streams are ending too: their config is stopping.
 func (ss *streamSet) wait(timeout time.Duration) bool {
 	if ss.empty == nil {
 		return true
@@ -164,6 +168,9 @@ func (ss *streamSet) wait(timeout time.Duration) bool {
 		streams = ss.snapshot(streams)
 		for _, st := range streams {
 			st.sub.interrupt()
+			if st.shared != nil {
+				_ = st.shared.Close()
+			}
 		}
 		t.Reset(min(100*time.Millisecond, left))
 	}

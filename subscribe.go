@@ -142,6 +142,9 @@ func (h *Subscribe) Provision(ctx caddy.Context) error {
 	h.unwindow = hub.backlog.use(window{bytes: h.BufferSize, events: h.Buffer})
 	h.cors = newCORSPolicy(h.CORSOrigins, "GET")
 	h.streams.init()
+	if err := rememberConns(ctx); err != nil {
+		return err
+	}
 	if err := onEvent(ctx, "stopping", eventHandler{"sse: end the streams of the old config", h.shutdown}); err != nil {
 		return err
 	}
@@ -260,6 +263,10 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	if !admit(h.cors, w, r, http.MethodGet, "subscribe") {
 		return nil
 	}
+	if hasBody(r) {
+		refuseBody(w, r)
+		return nil
+	}
 	q := parseStreamQuery(r.URL.RawQuery)
 	topics, status, err := h.subscriptionTopics(r, q)
 	if err != nil {
@@ -267,6 +274,27 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		return nil
 	}
 	return h.serveStream(w, r, topics, q)
+}
+
+// hasBody reports whether a request announces a body: a length, or (over
+// HTTP/1.x) a chunked one.
+func hasBody(r *http.Request) bool {
+	return r.ContentLength > 0 || r.ContentLength < 0 && r.ProtoMajor == 1
+}
+
+// refuseBody refuses a subscription that comes with a body (EventSource
+// never sends one), without reading it: over HTTP/1.x, net/http would
+// read (and discard) the body before it sends any answer, and again when
+// the handler returns, for as long as the client takes to send it, and a
+// client that trickles it would hold a stop or a reload of the server.
+// So the connection is closed after the answer (no reading before it),
+// and reads on it fail from then on (none after).
+func refuseBody(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	writeError(w, http.StatusBadRequest, "a subscription request has no body: send a GET without one")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
 }
 
 // subscriptionTopics returns the topics of a subscription request, or the

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -105,6 +106,97 @@ func TestReloadDoesNotWaitForClientsThatNeverRead(t *testing.T) {
 			t.Logf("reloaded in %v", time.Since(start))
 		})
 	}
+}
+
+// trickle sends a request head with Content-Length 100000 on a raw
+// connection, then one byte of body every 200 ms until the test ends: a
+// client that holds its request open for hours.
+func trickle(t *testing.T, head string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(reloadBase, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		close(done)
+		conn.Close()
+	})
+	if _, err := fmt.Fprintf(conn, "%s HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 100000\r\n\r\n", head); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := conn.Write([]byte("x")); err != nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	return conn
+}
+
+// answerOf reads the status line of the answer on conn within d.
+func answerOf(t *testing.T, conn net.Conn, d time.Duration) string {
+	t.Helper()
+	_ = conn.SetReadDeadline(time.Now().Add(d))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return "no answer: " + err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return fmt.Sprintf("%d %s", resp.StatusCode, b)
+}
+
+// TestTrickledBodiesHoldNoStop: a subscription that announces a body is
+// refused at once, without its body being read (net/http would read it
+// before answering, for as long as the client takes); a publish whose body
+// trickles is answered 503 when Caddy stops, and SIGTERM ends Caddy within
+// about a second, although both clients would keep their requests open
+// for hours.
+func TestTrickledBodiesHoldNoStop(t *testing.T) {
+	c := caddyproc.Start(t, reloadConfig("", "sse /events\n\tsse_publish /publish"), reloadAdmin)
+	sub := trickle(t, "GET /events?topic=t")
+	if got := answerOf(t, sub, 2*time.Second); !strings.HasPrefix(got, "400 ") || !strings.Contains(got, "no body") {
+		t.Fatalf("a subscription with a body: %s", got)
+	}
+	pub := trickle(t, "POST /publish?topic=t")
+	time.Sleep(300 * time.Millisecond) // the handler is reading the body: nothing to await from outside
+	took, err := c.Terminate(3 * time.Second)
+	if err != nil {
+		t.Fatalf("caddy did not exit within 3s of SIGTERM: %v", err)
+	}
+	t.Logf("caddy exited %v after SIGTERM", took)
+	if got := answerOf(t, pub, time.Second); !strings.HasPrefix(got, "503 ") {
+		t.Fatalf("the trickled publish: %s, want 503", got)
+	}
+}
+
+// TestReloadEndsTrickledPublishes: a reload completes within about a
+// second while a publish's body trickles, and the publisher is answered
+// 503 (with Retry-After) to send it again.
+func TestReloadEndsTrickledPublishes(t *testing.T) {
+	c := caddyproc.Start(t, reloadConfig("", "sse /events\n\tsse_publish /publish"), reloadAdmin)
+	pub := trickle(t, "POST /publish?topic=t")
+	time.Sleep(300 * time.Millisecond) // the handler is reading the body: nothing to await from outside
+	start := time.Now()
+	if err := c.Load(reloadConfig("", "sse /events\n\tsse_publish /publish {\n\t\tmax_size 2MiB\n\t}")); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("the reload took %v", d)
+	}
+	if got := answerOf(t, pub, 3*time.Second); !strings.HasPrefix(got, "503 ") {
+		t.Fatalf("the trickled publish: %s, want 503", got)
+	}
+	t.Logf("reloaded in %v; the publisher was answered 503", time.Since(start))
 }
 
 // historyEvents returns the default hub's retained events, from the admin
