@@ -109,6 +109,7 @@ func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		topic          <template>...
 //		max_size       <size>
 //		stream_timeout <duration>
+//		max_streams    <n>
 //		cors_origins   <origin>...
 //	}
 func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
@@ -127,6 +128,8 @@ func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			p.MaxSize, err = sizeArg(d)
 		case "stream_timeout":
 			p.StreamTimeout, err = positiveDuration(d)
+		case "max_streams":
+			p.MaxStreams, err = intArg(d, 1)
 		case "cors_origins":
 			p.CORSOrigins, err = originArgs(d, p.CORSOrigins)
 		default:
@@ -143,10 +146,11 @@ func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //
 //	sse {
 //		hub <name> {
-//			history           <events>
-//			history_ttl       <duration>
-//			history_max_bytes <size>
-//			transport         <name> [{ ... }]
+//			history               <events>
+//			history_ttl           <duration>
+//			history_max_bytes     <size>
+//			idempotency_max_bytes <size>
+//			transport             <name> [{ ... }]
 //		}
 //	}
 func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
@@ -195,6 +199,8 @@ func (hc *HubConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			hc.HistoryTTL, err = positiveDuration(d)
 		case "history_max_bytes":
 			hc.HistoryMaxBytes, err = sizeArg(d)
+		case "idempotency_max_bytes":
+			hc.IdempotencyMaxBytes, err = sizeArg(d)
 		case "transport":
 			err = hc.unmarshalTransport(d)
 		default:

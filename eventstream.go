@@ -72,7 +72,8 @@ type lineParser interface {
 // that comes with the next read is then part of that ending and skipped.
 type lineBuffer struct {
 	buf        []byte
-	start, end int // the unparsed bytes: buf[start:end]
+	base       []byte // the buffer it started with, taken again after a long line
+	start, end int    // the unparsed bytes: buf[start:end]
 	crEnds     bool
 	skipLF     bool
 	lines      int // lines cut so far: the last one's number, 1-based
@@ -133,9 +134,14 @@ func (lb *lineBuffer) overlong() bool { return lb.end-lb.start > lb.maxLine }
 // fill reads more of the stream from r, once: it makes room for the
 // line being read (up to maxLine and one byte more, to tell a line too
 // long) and reads what r has, as r.Read returns it.
+//
+// A buffer grown for a long line is let go once that line is parsed: a
+// stream that sent one long line does not keep its memory for the rest of
+// its life.
 func (lb *lineBuffer) fill(r io.Reader) (int, error) {
-	if lb.start > 0 {
-		lb.end = copy(lb.buf, lb.buf[lb.start:lb.end])
+	if lb.start > 0 || (lb.end == 0 && len(lb.buf) > len(lb.base)) {
+		unparsed := lb.buf[lb.start:lb.end]
+		lb.end = copy(lb.bufFor(len(unparsed)), unparsed)
 		lb.start = 0
 	}
 	if lb.end == len(lb.buf) {
@@ -146,6 +152,15 @@ func (lb *lineBuffer) fill(r io.Reader) (int, error) {
 	n, err := r.Read(lb.buf[lb.end:])
 	lb.end += n
 	return n, err
+}
+
+// bufFor returns the buffer to keep n unparsed bytes in at its start:
+// the one it started with when they fit there, else the current one.
+func (lb *lineBuffer) bufFor(n int) []byte {
+	if len(lb.buf) > len(lb.base) && n <= len(lb.base)/2 {
+		lb.buf = lb.base
+	}
+	return lb.buf
 }
 
 // utf8BOM is the byte order mark that may begin a text/event-stream.
@@ -165,7 +180,7 @@ type streamReader struct {
 // each event's data and each line (beyond it by the field name of a
 // text/event-stream data line).
 func newStreamReader(format streamFormat, buf []byte, sink eventSink, maxSize int) *streamReader {
-	sr := &streamReader{format: format, lines: lineBuffer{buf: buf, maxLine: maxSize}}
+	sr := &streamReader{format: format, lines: lineBuffer{buf: buf, base: buf, maxLine: maxSize}}
 	if format == eventStream {
 		sr.lines.crEnds = true
 		sr.lines.maxLine += eventStreamLineSlack

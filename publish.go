@@ -21,8 +21,14 @@ func init() {
 	caddy.RegisterModule(new(Publish))
 }
 
-// DefaultMaxSize is the largest publish request body by default: 1 MiB.
-const DefaultMaxSize = 1 << 20
+// Defaults of the sse_publish handler.
+const (
+	// DefaultMaxSize is the largest publish request body: 1 MiB.
+	DefaultMaxSize = 1 << 20
+	// DefaultMaxStreams is the most streaming publishes a route reads at
+	// once (and the admin API).
+	DefaultMaxStreams = 100
+)
 
 // Publish is the sse_publish handler: a POST publishes one event, or an
 // array of events, to a hub. It has no authentication of its own: protect
@@ -64,6 +70,12 @@ type Publish struct {
 	// allows any origin, without credentials.
 	CORSOrigins []string `json:"cors_origins,omitempty"`
 
+	// The most streaming publishes the route reads at once; beyond, a
+	// stream is refused with 503 and Retry-After before its body is read.
+	// Each holds up to about twice max_size in memory while it is read.
+	// Default: 100.
+	MaxStreams int `json:"max_streams,omitempty"`
+
 	hub     *Hub
 	cors    *corsPolicy
 	streams *publishStreams
@@ -95,6 +107,12 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	if p.StreamTimeout < 0 {
 		return fmt.Errorf("stream_timeout must not be negative")
 	}
+	if p.MaxStreams == 0 {
+		p.MaxStreams = DefaultMaxStreams
+	}
+	if p.MaxStreams < 0 {
+		return fmt.Errorf("max_streams must not be negative")
+	}
 	if err := validateOrigins(p.CORSOrigins); err != nil {
 		return err
 	}
@@ -105,7 +123,7 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	p.hub = hub
 	p.cors = newCORSPolicy(p.CORSOrigins, "POST")
 	p.logger = ctx.Logger()
-	p.streams = new(publishStreams)
+	p.streams = &publishStreams{max: p.MaxStreams}
 	return onEvent(ctx, "stopping", eventHandler{"sse_publish: end the streaming publishes of the old config", p.shutdown})
 }
 
@@ -296,6 +314,8 @@ func appendPublishResult(b []byte, rc transport.Receipt) []byte {
 type publishStreams struct {
 	mu      sync.Mutex
 	open    map[stoppable]struct{}
+	streams int // streaming publishes among open
+	max     int // the most streaming publishes at once; 0: DefaultMaxStreams
 	stopped bool
 }
 
@@ -304,16 +324,25 @@ type stoppable interface {
 	stop()
 }
 
-// add registers a streaming publish, unless the route's config is
-// stopping.
-func (ps *publishStreams) add(st *publishStream) bool {
+// add registers a streaming publish, or returns why it is refused: the
+// route's config is stopping, or it reads max streams already.
+func (ps *publishStreams) add(st *publishStream) *requestError {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.stopped {
-		return false
+		return errStopping
 	}
+	limit := ps.max
+	if limit == 0 {
+		limit = DefaultMaxStreams
+	}
+	if ps.streams >= limit {
+		return &requestError{status: http.StatusServiceUnavailable, retryAfter: 5, msg: fmt.Sprintf(
+			"%d streaming publishes are being read already, the most this route reads at once (max_streams); try again later", limit)}
+	}
+	ps.streams++
 	ps.insert(st)
-	return true
+	return nil
 }
 
 // reading registers a plain publish that reads its body; one that comes
@@ -339,7 +368,13 @@ func (ps *publishStreams) insert(p stoppable) {
 func (ps *publishStreams) remove(p stoppable) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	if _, ok := ps.open[p]; !ok {
+		return
+	}
 	delete(ps.open, p)
+	if _, ok := p.(*publishStream); ok {
+		ps.streams--
+	}
 }
 
 // stop ends every publish in progress and refuses new streams; it

@@ -71,7 +71,7 @@ type publishOptions struct {
 	forced        []string // topics that replace the request's, if set
 	maxSize       int64
 	streamTimeout time.Duration
-	streams       *publishStreams // the route's open streams; nil: the admin API
+	streams       *publishStreams // the route's (or the admin API's) publishes in progress
 	logger        *zap.Logger
 }
 
@@ -208,15 +208,22 @@ func serveStream(w http.ResponseWriter, r *http.Request, hub *Hub, opts publishO
 	}
 	st := newPublishStream(w, r, hub, opts, env, key)
 	defer st.release()
-	if opts.streams != nil {
-		if !opts.streams.add(st) {
-			return errStopping
-		}
-		defer opts.streams.remove(st)
-	}
 	// An answer before the body's end (a refusal) must not wait for the
 	// rest of the body to be read and discarded first (HTTP/1).
 	_ = st.rc.EnableFullDuplex()
+	if opts.streams != nil {
+		if e := opts.streams.add(st); e != nil {
+			// refused before any of the body is read: answered at once,
+			// and the connection closed after, without waiting for a body
+			// that may never end
+			if r.ProtoMajor == 1 {
+				w.Header().Set("Connection", "close")
+			}
+			_ = st.rc.SetReadDeadline(time.Now())
+			return e
+		}
+		defer opts.streams.remove(st)
+	}
 	if idle, _ := caddyhttp.IdleTimeoutsFromContext(r.Context()); idle != nil {
 		// Caddy's own idle timeout of request bodies (read_body_idle),
 		// re-armed at each read: stream_timeout replaces it, and its
@@ -517,8 +524,8 @@ func (s *streamPublisher) flush() *requestError {
 		Messages: s.msgs, Key: s.key, Fingerprint: s.fingerprint, Offset: s.figures.count})
 	clear(s.msgs)
 	s.msgs, s.ends, s.arena = s.msgs[:0], s.ends[:0], s.arena[:0]
-	if cap(s.arena) > 2*maxBatchBytes {
-		s.arena = nil
+	if cap(s.arena) > largeEventBuffer {
+		s.arena = nil // a large batch's buffer is not kept: the stream may go quiet
 	}
 	if err != nil {
 		return publishError(err)

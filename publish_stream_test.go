@@ -69,12 +69,17 @@ type openPublish struct {
 	start time.Time
 }
 
+// oneShotClient opens a connection for each request.
+var oneShotClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // startPublish starts a streaming publish of content type ctype to url
 // with client (the default one if nil).
 func startPublish(t *testing.T, client *http.Client, url, ctype string, header http.Header) *openPublish {
 	t.Helper()
 	if client == nil {
-		client = http.DefaultClient
+		// a connection of its own: one kept alive could outlive the test
+		// and carry a later test's request to a config being replaced
+		client = oneShotClient
 	}
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*wait)
@@ -696,5 +701,70 @@ func TestStreamOverHTTP2(t *testing.T) {
 	expectEvent(t, s, "message", "three")
 	if a := op.answer(); a.Status != 400 || a.Count != 1 {
 		t.Fatalf("%d %s", a.Status, a.Body)
+	}
+}
+
+// TestStreamMaxStreams: a route reads at most max_streams streaming
+// publishes at once; one more is refused at once with 503, Retry-After
+// and an error naming the option, before any of its body is read (its
+// body never ends here); once a stream ends, a new one is read.
+func TestStreamMaxStreams(t *testing.T) {
+	startCaddy(t, "", `sse /events
+	sse_publish /publish {
+		max_streams 2
+	}`)
+	s := openStream(t, ssetest.NewClient(), "/events?topic=ms", nil)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	var open []*openPublish
+	for i := range 2 {
+		op := startPublish(t, client, testBase+"/publish?topic=ms", sseType, nil)
+		op.send(fmt.Sprintf("data: %d\n\n", i))
+		expectEvent(t, s, "message", fmt.Sprint(i)) // it is being read
+		open = append(open, op)
+	}
+	over := startPublish(t, client, testBase+"/publish?topic=ms", sseType, nil)
+	a := over.answer()
+	if a.Status != http.StatusServiceUnavailable || a.Header.Get("Retry-After") == "" || !strings.Contains(a.Error, "max_streams") {
+		t.Fatalf("a third stream: %d, Retry-After %q, %q", a.Status, a.Header.Get("Retry-After"), a.Body)
+	}
+	if a := open[0].end(); a.Status != http.StatusOK || a.Count != 1 {
+		t.Fatalf("the first stream: %d %s", a.Status, a.Body)
+	}
+	next := startPublish(t, client, testBase+"/publish?topic=ms", sseType, nil)
+	next.send("data: again\n\n")
+	expectEvent(t, s, "message", "again")
+	if a := next.end(); a.Status != http.StatusOK || a.Count != 1 {
+		t.Fatalf("a stream after one ended: %d %s", a.Status, a.Body)
+	}
+	if a := open[1].end(); a.Status != http.StatusOK {
+		t.Fatalf("the second stream: %d %s", a.Status, a.Body)
+	}
+}
+
+// TestStreamLongLineIsNotKept: a stream that sent one long line (an event
+// of 900 KiB) and goes on does not keep the buffer that line needed: 20
+// such open streams cost the heap far less than 20 lines.
+func TestStreamLongLineIsNotKept(t *testing.T) {
+	startCaddy(t, `sse {
+		hub nolines {
+			history 0
+		}
+	}`, `sse_publish /publish {
+		hub nolines
+	}`)
+	hub := findHub(t, "nolines")
+	before := heapInUse()
+	published := hub.Stats().Published
+	long := "data: " + strings.Repeat("l", 900<<10) + "\n\n"
+	for range 20 {
+		op := startPublish(t, nil, testBase+"/publish?topic=long", sseType, nil)
+		op.send(long)
+		op.send("data: short\n\n")
+	}
+	eventually(t, "the 40 events are published", func() bool { return hub.Stats().Published-published == 40 })
+	perStream := (heapInUse() - before) / 20
+	t.Logf("an open stream that sent a 900 KiB line holds %d KiB", perStream>>10)
+	if perStream > 256<<10 {
+		t.Fatalf("an open stream that sent a 900 KiB line holds %d KiB", perStream>>10)
 	}
 }

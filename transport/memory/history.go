@@ -147,6 +147,7 @@ func (h *history) release(rec *record) {
 	h.retained--
 	h.bytes -= rec.ev.Size()
 	h.evicted(rec.ev)
+	rec.ev = nil // a dead record awaiting compaction keeps nothing alive
 	h.dead++
 	if h.dead >= 64 && h.dead*2 >= len(h.log)-h.logHead {
 		h.compactLog()
