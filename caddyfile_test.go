@@ -160,6 +160,41 @@ func TestCaddyfileErrors(t *testing.T) {
 		}
 	}
 }`, `history_max_bytes: "lots" is not a positive size`},
+		{"a bad idempotency_max_bytes", `{
+	sse {
+		hub a {
+			idempotency_max_bytes lots
+		}
+	}
+}`, `idempotency_max_bytes: "lots" is not a positive size, such as 512KiB or 64MiB`},
+		{"idempotency_max_bytes zero", `{
+	sse {
+		hub a {
+			idempotency_max_bytes 0
+		}
+	}
+}`, `idempotency_max_bytes: "0" is not a positive size`},
+		{"idempotency_max_bytes negative", `{
+	sse {
+		hub a {
+			idempotency_max_bytes -1MiB
+		}
+	}
+}`, `idempotency_max_bytes: "-1MiB" is not a positive size`},
+		{"idempotency_max_bytes without a value", `{
+	sse {
+		hub a {
+			idempotency_max_bytes
+		}
+	}
+}`, "wrong argument count"},
+		{"idempotency_max_bytes with two values", `{
+	sse {
+		hub a {
+			idempotency_max_bytes 1MiB 2MiB
+		}
+	}
+}`, "wrong argument count"},
 		{"a bad hub name at parse time", `:80 {
 	sse_publish {
 		hub a/b
@@ -231,5 +266,32 @@ func TestProvisionErrors(t *testing.T) {
 				testAdmin, testHTTP) + c.handler + `]}]}}}}}`
 			caddytest.AssertLoadError(t, cfg, "json", c.want)
 		})
+	}
+	hubCases := []struct{ name, hub, want string }{
+		{"negative history_max_bytes", `{"history_max_bytes":-1}`, "history_max_bytes must not be negative"},
+		{"negative idempotency_max_bytes", `{"idempotency_max_bytes":-1}`, "idempotency_max_bytes must not be negative"},
+	}
+	for _, c := range hubCases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := fmt.Sprintf(`{"admin":{"listen":"localhost:%d"},"apps":{"sse":{"hubs":{"a":%s}}}}`, testAdmin, c.hub)
+			caddytest.AssertLoadError(t, cfg, "json", c.want)
+		})
+	}
+}
+
+// TestHubLimitsDefaults: a hub's idempotency budget defaults to an eighth
+// of its history's bytes, whatever those are.
+func TestHubLimitsDefaults(t *testing.T) {
+	var hc HubConfig
+	if l := hc.limits(); l.MaxBytes != DefaultHistoryMaxBytes || l.IdempotencyMaxBytes != DefaultHistoryMaxBytes/8 {
+		t.Errorf("defaults: %+v", l)
+	}
+	hc = HubConfig{HistoryMaxBytes: 1 << 20}
+	if l := hc.limits(); l.IdempotencyMaxBytes != 128<<10 {
+		t.Errorf("history_max_bytes 1MiB: %+v", l)
+	}
+	hc = HubConfig{HistoryMaxBytes: 1 << 20, IdempotencyMaxBytes: 5 << 20}
+	if l := hc.limits(); l.IdempotencyMaxBytes != 5<<20 || l.IdempotencyBudget() != 5<<20 {
+		t.Errorf("idempotency_max_bytes 5MiB: %+v", l)
 	}
 }

@@ -26,6 +26,7 @@ type metricsCollector struct {
 	disconnects   *prometheus.Desc
 	historyEvents *prometheus.Desc
 	historyBytes  *prometheus.Desc
+	keyBytes      *prometheus.Desc
 	transportUp   *prometheus.Desc
 	resyncs       *prometheus.Desc
 }
@@ -43,6 +44,7 @@ func newMetricsCollector() *metricsCollector {
 		disconnects:   desc("disconnects_total", "Event streams ended, by reason: client, slow, max_age, shutdown; capacity counts refused subscriptions.", "hub", "reason"),
 		historyEvents: desc("history_events", "Events retained in the hub's history.", "hub"),
 		historyBytes:  desc("history_bytes", "Size on the wire of the events retained in the hub's history.", "hub"),
+		keyBytes:      desc("idempotency_bytes", "Bytes the hub's Idempotency-Key records cost, within idempotency_max_bytes.", "hub"),
 		transportUp:   desc("transport_up", "Whether the hub's transport can publish and subscribe now (1) or not (0).", "hub"),
 		resyncs:       desc("transport_resyncs_total", "Times the hub's transport re-read the history or ended streams, by reason: reconnect, gap, epoch.", "hub", "reason"),
 	}
@@ -53,7 +55,7 @@ func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.subscribers, c.connections, c.published, c.delivered,
 		c.replayed, c.disconnects, c.historyEvents, c.historyBytes,
-		c.transportUp, c.resyncs,
+		c.keyBytes, c.transportUp, c.resyncs,
 	} {
 		ch <- d
 	}
@@ -88,6 +90,7 @@ func (c *metricsCollector) collectHub(ch chan<- prometheus.Metric, name string, 
 	}
 	gauge(c.historyEvents, float64(st.History.Events))
 	gauge(c.historyBytes, float64(st.History.Bytes))
+	gauge(c.keyBytes, float64(st.History.Idempotency.Bytes))
 	up := 0.0
 	if st.TransportState.Up {
 		up = 1

@@ -64,6 +64,14 @@ type HubConfig struct {
 	// Default: 64 MiB.
 	HistoryMaxBytes int64 `json:"history_max_bytes,omitempty"`
 
+	// The most bytes the hub's Idempotency-Key records may hold together,
+	// counted as they cost (the key, the request's fingerprint, the ids as
+	// runs, the subscriber counts of its first 1,000 events, and what holds
+	// them). When a new key would exceed it, the keys used first are
+	// forgotten first, before their 24 hours: a request that repeats a
+	// forgotten key publishes anew. Default: history_max_bytes / 8.
+	IdempotencyMaxBytes int64 `json:"idempotency_max_bytes,omitempty"`
+
 	// The transport that stores the history and carries events between
 	// nodes. Default: memory (one process).
 	TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=sse.transports inline_key=transport"`
@@ -77,7 +85,8 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// limits returns the history limits hc asks for, defaults applied.
+// limits returns the history and idempotency limits hc asks for, defaults
+// applied.
 func (hc *HubConfig) limits() transport.Limits {
 	l := transport.Limits{
 		Events:   DefaultHistory,
@@ -90,6 +99,10 @@ func (hc *HubConfig) limits() transport.Limits {
 	if l.MaxBytes == 0 {
 		l.MaxBytes = DefaultHistoryMaxBytes
 	}
+	l.IdempotencyMaxBytes = hc.IdempotencyMaxBytes
+	if l.IdempotencyMaxBytes == 0 {
+		l.IdempotencyMaxBytes = max(l.MaxBytes/8, 1)
+	}
 	return l
 }
 
@@ -101,6 +114,8 @@ func (hc *HubConfig) validate() error {
 		return fmt.Errorf("history_ttl must not be negative")
 	case hc.HistoryMaxBytes < 0:
 		return fmt.Errorf("history_max_bytes must not be negative")
+	case hc.IdempotencyMaxBytes < 0:
+		return fmt.Errorf("idempotency_max_bytes must not be negative")
 	}
 	return nil
 }
@@ -201,7 +216,8 @@ func (a *App) started() {
 		}
 		a.logger.Info("hub ready", zap.String("hub", name), zap.String("transport", h.transportName),
 			zap.Int("history", limits.Events), zap.Duration("history_ttl", limits.TTL),
-			zap.Int64("history_max_bytes", limits.MaxBytes), zap.String("state", how))
+			zap.Int64("history_max_bytes", limits.MaxBytes), zap.Int64("idempotency_max_bytes", limits.IdempotencyMaxBytes),
+			zap.String("state", how))
 	}
 }
 

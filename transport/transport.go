@@ -91,12 +91,28 @@ import (
 //
 // A publish with PublishRequest.Key is idempotent within IdempotencyTTL,
 // on every node that shares the hub. The transport records, atomically
-// with storing the events, the key, the request's fingerprint and the
-// receipts of the events published so far under it. A later request with
-// the same key and fingerprint gets the recorded receipts (Repeated set)
-// for the positions already published and publishes only the rest: this
-// lets a streaming publish that reconnects continue where it stopped. A
-// different fingerprint is refused with ErrKeyMismatch.
+// with storing the events, the key, the request's fingerprint and what a
+// repeat needs of the events published so far under it, by position:
+// their ids (kept as runs of consecutive Seqs, one per Publish call at
+// most) and the subscriber counts of the first IdempotencyCountedPositions
+// (small numbers). A later request with the same key and fingerprint gets
+// receipts for the positions already published, with Repeated set, and
+// publishes only the rest: this lets a streaming publish that reconnects
+// continue where it stopped. A repeated receipt has the recorded ID, the
+// Topics of the repeat's own message (the fingerprint guarantees they are
+// the same) and the recorded Subscribers, 0 beyond the first
+// IdempotencyCountedPositions positions. A different fingerprint is
+// refused with ErrKeyMismatch.
+//
+// The records of a hub are bounded by Limits.IdempotencyBudget: their
+// bytes, counted as they cost (the key, the fingerprint, the runs and
+// counts, and what holds them: map entries, and for a shared transport the
+// keys of its store), stay within it. When a new key or a record that grows
+// takes them past it, the keys used first are forgotten first, before
+// their IdempotencyTTL; never the key of the request being published,
+// which is kept even when it alone exceeds the budget. A forgotten key is
+// unknown: a request that repeats it publishes anew. Stats.Idempotency
+// reports the records' number and bytes.
 type Transport interface {
 	// Open binds the transport to the hub called name and starts the
 	// delivery of its events to sink.
@@ -122,11 +138,12 @@ type Transport interface {
 	// sent before live events (see ReplayQuery and "The replay seam").
 	Replay(ctx context.Context, q ReplayQuery) (Replay, error)
 
-	// SetLimits changes the history limits in place; shrinking trims the
-	// oldest events at once.
+	// SetLimits changes the limits in place; shrinking trims the oldest
+	// events, and forgets the oldest idempotency keys, at once.
 	SetLimits(limits Limits)
 
-	// Stats reports the size of the history and the transport's state.
+	// Stats reports the size of the history and of the idempotency
+	// records, and the transport's state.
 	Stats() Stats
 
 	// Close releases the transport's resources. The sink is not called
@@ -177,8 +194,15 @@ type PublishRequest struct {
 	Offset int
 }
 
-// IdempotencyTTL is how long a transport remembers an idempotency key.
+// IdempotencyTTL is how long a transport remembers an idempotency key
+// (unless the budget makes it forget the key earlier; see Limits).
 const IdempotencyTTL = 24 * time.Hour
+
+// IdempotencyCountedPositions is how many of the first positions of an
+// idempotency key have their subscriber counts recorded: as many as a
+// request that is not a stream may publish (a JSON array). A repeated
+// receipt at a later position has Subscribers 0.
+const IdempotencyCountedPositions = 1000
 
 // Message is an event as a publisher asks for it, before it has an id.
 type Message struct {
@@ -200,7 +224,9 @@ type Receipt struct {
 	// Topics the event was published to.
 	Topics []string
 	// Subscribers is the number of distinct local subscribers the event
-	// was queued for.
+	// was queued for. A repeated receipt has the count recorded when the
+	// event was published, for the first IdempotencyCountedPositions
+	// positions of its key, and 0 after.
 	Subscribers int
 	// Repeated is set when the event was published by an earlier request
 	// with the same idempotency key: nothing was published now.
@@ -314,7 +340,7 @@ type Replay struct {
 	More bool
 }
 
-// Limits bound a hub's history.
+// Limits bound a hub's history and its idempotency records.
 type Limits struct {
 	// Events is the most events kept per topic; 0 keeps none.
 	Events int
@@ -323,9 +349,24 @@ type Limits struct {
 	// MaxBytes bounds the Size of all retained events of the hub together;
 	// the oldest go first.
 	MaxBytes int64
+	// IdempotencyMaxBytes bounds the bytes of the hub's idempotency
+	// records together, counted as they cost; the keys used first are
+	// forgotten first (see "# Idempotency" at Transport). 0 stands for
+	// MaxBytes / 8, the hub's default.
+	IdempotencyMaxBytes int64
 }
 
-// Stats describe a hub's history and its transport's state.
+// IdempotencyBudget returns the most bytes the hub's idempotency records
+// may hold: IdempotencyMaxBytes, or MaxBytes / 8 when that is 0.
+func (l Limits) IdempotencyBudget() int64 {
+	if l.IdempotencyMaxBytes > 0 {
+		return l.IdempotencyMaxBytes
+	}
+	return l.MaxBytes / 8
+}
+
+// Stats describe a hub's history, its idempotency records and its
+// transport's state.
 type Stats struct {
 	// Topics is the number of topics with retained events.
 	Topics int `json:"topics"`
@@ -337,9 +378,20 @@ type Stats struct {
 	Head uint64 `json:"head"`
 	// Epoch is the epoch of the hub's ids.
 	Epoch string `json:"epoch,omitempty"`
+	// Idempotency describes the hub's idempotency records.
+	Idempotency IdempotencyStats `json:"idempotency"`
 	// State is the transport's own state: whether it can serve now and
 	// what it has been through.
 	State State `json:"-"`
+}
+
+// IdempotencyStats describe a hub's idempotency records.
+type IdempotencyStats struct {
+	// Keys is the number of idempotency keys the hub remembers.
+	Keys int `json:"keys"`
+	// Bytes is what their records cost, as Limits.IdempotencyMaxBytes
+	// counts it.
+	Bytes int64 `json:"bytes"`
 }
 
 // State is a transport's health, for the admin API and the metrics.

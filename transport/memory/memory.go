@@ -130,9 +130,8 @@ func (t *Transport) Publish(_ context.Context, req transport.PublishRequest) ([]
 	}
 	for i, msg := range req.Messages {
 		pos := req.Offset + i
-		if key != nil && pos < len(key.receipts) {
-			receipts[i] = key.receipts[pos]
-			receipts[i].Repeated = true
+		if key != nil && pos < key.positions {
+			receipts[i] = key.receipt(t.epoch, pos, msg)
 			continue
 		}
 		t.seq++
@@ -140,9 +139,13 @@ func (t *Transport) Publish(_ context.Context, req transport.PublishRequest) ([]
 		t.headID = ev.ID
 		t.add(ev, t.limits.Events)
 		receipts[i] = transport.Receipt{ID: ev.ID, Topics: ev.Topics, Subscribers: t.sink.Deliver(ev)}
-		if key != nil && pos == len(key.receipts) {
-			key.receipts = append(key.receipts, receipts[i])
+		if key != nil && pos == key.positions {
+			key.add(t.seq, receipts[i].Subscribers)
 		}
+	}
+	if key != nil {
+		t.keys.resize(key)
+		t.keys.trim(t.limits.IdempotencyBudget(), key)
 	}
 	t.expire()
 	t.trimBytes(t.limits.MaxBytes)
@@ -245,6 +248,7 @@ func (t *Transport) SetLimits(limits transport.Limits) {
 	}
 	t.expire()
 	t.trimBytes(limits.MaxBytes)
+	t.keys.trim(limits.IdempotencyBudget(), nil)
 }
 
 // Stats implements transport.Transport.
@@ -252,13 +256,15 @@ func (t *Transport) Stats() transport.Stats {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.expire()
+	t.keys.expire(t.now())
 	return transport.Stats{
-		Topics: len(t.topics) - t.idle,
-		Events: t.retained,
-		Bytes:  t.bytes,
-		Head:   t.seq,
-		Epoch:  t.epoch,
-		State:  transport.State{Up: !t.closed, WatchedTopics: len(t.watched)},
+		Topics:      len(t.topics) - t.idle,
+		Events:      t.retained,
+		Bytes:       t.bytes,
+		Head:        t.seq,
+		Epoch:       t.epoch,
+		Idempotency: t.keys.stats(),
+		State:       transport.State{Up: !t.closed, WatchedTopics: len(t.watched)},
 	}
 }
 

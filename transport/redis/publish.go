@@ -36,9 +36,9 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 	lim := t.limits.Load()
 	floorEpoch, floorSeq := t.rd.position()
 	cand := t.candidate()
-	args := make([]any, 0, 12+4*len(req.Messages))
+	args := make([]any, 0, 13+4*len(req.Messages))
 	args = append(args, t.base, cmd, cand, lim.Events, lim.TTL.Milliseconds(), lim.MaxBytes,
-		req.Key, req.Fingerprint, req.Offset, floorEpoch, floorSeq, len(req.Messages))
+		req.Key, req.Fingerprint, req.Offset, floorEpoch, floorSeq, lim.IdempotencyBudget(), len(req.Messages))
 	for i := range req.Messages {
 		m := &req.Messages[i]
 		body := transport.AppendEvent(nil, "", m.Type, m.Retry, m.Data)
@@ -91,24 +91,29 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 	return receipts, nil
 }
 
-// recordSubscribers adds the local subscriber counts to the receipts
-// recorded under an idempotency key, so that a repeat is answered as the
-// first publish was. A count that cannot be recorded is answered as 0.
+// recordSubscribers records the local subscriber counts of the events
+// recorded under an idempotency key, at its first positions (see
+// transport.IdempotencyCountedPositions), so that a repeat is answered as
+// the first publish was. A count that cannot be recorded is answered as 0.
 func (t *Transport) recordSubscribers(ctx context.Context, req transport.PublishRequest, answers []string, receipts []transport.Receipt) {
-	pipe := t.client.Pipeline()
-	n := 0
+	var args []any
 	for i, a := range answers {
+		pos := req.Offset + i
+		if pos >= transport.IdempotencyCountedPositions {
+			break
+		}
 		if a[0] != 'k' || receipts[i].Subscribers == 0 {
 			continue
 		}
-		pos := req.Offset + i
-		pipe.LSet(ctx, t.base+":k:"+req.Key, int64(pos+1), receipts[i].ID+" "+strconv.Itoa(receipts[i].Subscribers))
-		n++
+		if args == nil {
+			args = []any{t.base, req.Key, req.Fingerprint, t.limits.Load().IdempotencyBudget()}
+		}
+		args = append(args, pos, receipts[i].Subscribers)
 	}
-	if n == 0 {
+	if args == nil {
 		return
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
+	if err := countScript.Run(ctx, t.client, t.keys, args...).Err(); err != nil {
 		t.logger.Debug("recording subscriber counts under an idempotency key", zap.Error(err))
 	}
 }

@@ -16,8 +16,10 @@ import (
 //	B:meta            hash: epoch, seq, bytes, events, forgotten (and
 //	                  max_idle, to lower the 16384 idle topics kept)
 //	B:old             list of epochs whose keys are still to be deleted
-//	B:k:<key>         list: an idempotency key's fingerprint, then the ids
-//	                  published under it (expires after 24 h)
+//	B:i:<key>         string: an idempotency key's record (see below)
+//	B:iq              list: "<ms> <key>" per idempotency key, in the order
+//	                  of first use (when, in ms since the epoch), which is
+//	                  the order keys expire and are evicted in
 //	B:c:<topic>       the Pub/Sub channel of a topic
 //	B:<E>:t:<topic>   list: the retained entries of a topic, oldest first
 //	B:<E>:last        zset: topic -> seq of its newest event (for prev)
@@ -42,9 +44,28 @@ import (
 //
 // where size is the event's transport.Event.Size, which history_max_bytes
 // counts.
+//
+// An idempotency key's record keeps what a repeat needs (see "#
+// Idempotency" at transport.Transport), as four lines:
+//
+//	<first use, ms> <positions recorded>\n
+//	<runs>\n          the ids by position: an epoch, then "<seq>+<count>"
+//	                  per run of consecutive seqs, another epoch where
+//	                  the epoch changes
+//	<counts>\n        the subscriber counts of the first positions (at
+//	                  most transport.IdempotencyCountedPositions), as
+//	                  "<count>" or "<count>*<positions>" runs; a position
+//	                  without one counts 0
+//	<fingerprint>
+//
+// The meta key's ibytes is what the records cost together (see kcost),
+// which the scripts keep within the budget, forgetting the oldest keys
+// first; a record has no TTL of its own: the scripts forget it a day after
+// its first use (kexpire), and count it until then.
 
 // luaLib is the part every script shares. The hub's figures in the meta
-// key are read once (ensure) and written once (save) per script.
+// key are read once (ensure) and written once (save) per script; those of
+// the idempotency records likewise (kload, ksave).
 const luaLib = `
 local B = ARGV[1]
 local meta = KEYS[1]
@@ -199,6 +220,153 @@ local function forget(E)
 		if s > FORGOTTEN then FORGOTTEN = s end
 	end
 end
+
+-- Idempotency records (see the key layout above).
+local IQ = B .. ':iq'
+local KTTL = 86400000
+local KCOUNTED = 1000 -- transport.IdempotencyCountedPositions
+local IBYTES = nil
+
+local function kname(key) return B .. ':i:' .. key end
+
+local function kload()
+	if not IBYTES then IBYTES = tonumber(redis.call('HGET', meta, 'ibytes') or '0') end
+end
+
+local function ksave()
+	if IBYTES then redis.call('HSET', meta, 'ibytes', IBYTES) end
+end
+
+-- kcost is what a record counts for: its key's name in the keyspace and
+-- in the list, its value, and what Redis spends to hold them (the key's
+-- dict entry and object, allocation headers, the list entry's).
+local function kcost(key, vlen)
+	return 2 * #key + vlen + #B + 120
+end
+
+-- kentry splits an entry of the list: the key and the time of first use.
+local function kentry(e)
+	local sp = string.find(e, ' ', 1, true)
+	return string.sub(e, sp + 1), tonumber(string.sub(e, 1, sp - 1))
+end
+
+-- kdel deletes the record of key, taken off the list already.
+local function kdel(key)
+	local kk = kname(key)
+	local n = redis.call('STRLEN', kk)
+	if n > 0 then
+		IBYTES = IBYTES - kcost(key, n)
+		redis.call('DEL', kk)
+	end
+end
+
+-- kexpire forgets the keys first used a day ago or more, at most n of
+-- them.
+local function kexpire(now, n)
+	kload()
+	while n > 0 do
+		local e = redis.call('LINDEX', IQ, 0)
+		if not e then
+			IBYTES = 0
+			return
+		end
+		local key, tm = kentry(e)
+		if tm > now - KTTL then return end
+		redis.call('LPOP', IQ)
+		kdel(key)
+		n = n - 1
+	end
+end
+
+-- kevict forgets the oldest keys until the records cost at most max, but
+-- never keep (the key of the request being published), which stays in
+-- its place whatever it costs.
+local function kevict(max, keep)
+	kload()
+	local held = nil
+	while IBYTES > max do
+		local e = redis.call('LPOP', IQ)
+		if not e then
+			IBYTES = 0
+			if held then IBYTES = kcost(keep, redis.call('STRLEN', kname(keep))) end
+			break
+		end
+		local key = kentry(e)
+		if key == keep then held = e else kdel(key) end
+	end
+	if held then redis.call('LPUSH', IQ, held) end
+end
+
+-- kparse splits a record's value.
+local function kparse(v)
+	local a = string.find(v, '\n', 1, true)
+	local b = string.find(v, '\n', a + 1, true)
+	local c = string.find(v, '\n', b + 1, true)
+	local _, _, t, n = string.find(v, '^(%d+) (%d+)\n')
+	return {t = tonumber(t), n = tonumber(n), runs = string.sub(v, a + 1, b - 1),
+		counts = string.sub(v, b + 1, c - 1), fp = string.sub(v, c + 1)}
+end
+
+-- kwrite stores record r of key, whose former value was vlen bytes long
+-- (0: none), and counts the difference.
+local function kwrite(key, r, vlen)
+	local v = fmt(r.t) .. ' ' .. fmt(r.n) .. '\n' .. r.runs .. '\n' .. r.counts .. '\n' .. r.fp
+	redis.call('SET', kname(key), v)
+	if vlen > 0 then IBYTES = IBYTES - kcost(key, vlen) end
+	IBYTES = IBYTES + kcost(key, #v)
+end
+
+-- kruns parses runs: {E, pos, seq, n} each.
+local function kruns(s)
+	local out, E, pos = {}, nil, 0
+	for tok in string.gmatch(s, '%S+') do
+		local p = string.find(tok, '+', 1, true)
+		if p then
+			local n = tonumber(string.sub(tok, p + 1))
+			out[#out + 1] = {E = E, pos = pos, seq = tonumber(string.sub(tok, 1, p - 1)), n = n}
+			pos = pos + n
+		else
+			E = tok
+		end
+	end
+	return out
+end
+
+local function kruns_string(rs)
+	local parts, E = {}, nil
+	for _, r in ipairs(rs) do
+		if r.E ~= E then
+			parts[#parts + 1] = r.E
+			E = r.E
+		end
+		parts[#parts + 1] = fmt(r.seq) .. '+' .. fmt(r.n)
+	end
+	return table.concat(parts, ' ')
+end
+
+-- kcounts parses counts: a table by position (from 1), and its length.
+local function kcounts(s)
+	local out = {}
+	for tok in string.gmatch(s, '%S+') do
+		local p = string.find(tok, '*', 1, true)
+		local c, n = tok, 1
+		if p then c, n = string.sub(tok, 1, p - 1), tonumber(string.sub(tok, p + 1)) end
+		c = tonumber(c)
+		for _ = 1, n do out[#out + 1] = c end
+	end
+	return out, #out
+end
+
+local function kcounts_string(cs, len)
+	local parts, i = {}, 1
+	while i <= len do
+		local c, j = cs[i] or 0, i + 1
+		while j <= len and (cs[j] or 0) == c do j = j + 1 end
+		if j - i > 1 then parts[#parts + 1] = fmt(c) .. '*' .. fmt(j - i) else parts[#parts + 1] = fmt(c) end
+		i = j
+	end
+	return table.concat(parts, ' ')
+end
 `
 
 // publishScript stores and publishes a batch of messages.
@@ -207,13 +375,14 @@ end
 // history events, ttl ms, max bytes, idempotency key, fingerprint, offset,
 // floor epoch, floor seq (the newest seq the caller has seen: a hub whose
 // seq is below it in the same epoch was rolled back, and restarts), the
-// number of messages, then per message: topics, size without the id,
-// body, the topics.
+// idempotency records' budget in bytes, the number of messages, then per
+// message: topics, size without the id, body, the topics.
 //
 // Returns {"ok", epoch, receipt per message} or {"mismatch"}, where a
 // receipt is "n<id>" for a new event, "k<id>" for a new event recorded
 // under the idempotency key, "r<id>[ <subscribers>]" for one published
-// before under the key (the publisher adds the subscribers once known).
+// before under the key (the publisher records the subscriber counts of
+// the first positions once known: countScript).
 var publishScript = goredis.NewScript(luaLib + publishBody)
 
 const publishBody = `
@@ -227,30 +396,58 @@ if E == ARGV[10] and SEQ < tonumber(ARGV[11]) then
 	E = restart(E, ARGV[3])
 end
 
-local kk, recorded = nil, 0
+local rec, recorded, vlen = nil, 0, 0
+local runs, cur, counts = nil, 1, nil
 if key ~= '' then
-	kk = B .. ':k:' .. key
-	local fp0 = redis.call('LINDEX', kk, 0)
-	if fp0 then
-		if fp0 ~= fp then return {'mismatch'} end
-		recorded = redis.call('LLEN', kk) - 1
-	else
-		redis.call('RPUSH', kk, fp)
-		redis.call('PEXPIRE', kk, 86400000)
+	local t = now_ms()
+	kexpire(t, 1000)
+	local v = redis.call('GET', kname(key))
+	if v then
+		rec, vlen = kparse(v), #v
+		if rec.t <= t - KTTL then -- a day old, not yet forgotten
+			redis.call('LREM', IQ, 1, fmt(rec.t) .. ' ' .. key)
+			kdel(key)
+			rec, vlen = nil, 0
+		end
 	end
+	if rec then
+		if rec.fp ~= fp then
+			ksave()
+			return {'mismatch'}
+		end
+		recorded = rec.n
+	else
+		rec = {t = t, n = 0, runs = '', counts = '', fp = fp}
+		redis.call('RPUSH', IQ, fmt(t) .. ' ' .. key)
+	end
+	runs = kruns(rec.runs)
+end
+
+-- repeated returns the receipt of the event recorded at pos.
+local function repeated(pos)
+	while runs[cur].pos + runs[cur].n <= pos do cur = cur + 1 end
+	while runs[cur].pos > pos do cur = cur - 1 end
+	local r = runs[cur]
+	local a = 'r' .. r.E .. '-' .. fmt(r.seq + pos - r.pos)
+	if pos < KCOUNTED then
+		if not counts then counts = kcounts(rec.counts) end
+		local c = counts[pos + 1]
+		if c and c > 0 then a = a .. ' ' .. fmt(c) end
+	end
+	return a
 end
 
 local now = fmt(now_ms())
 local last, first, idle = k(E, 'last'), k(E, 'first'), k(E, 'idle')
 local out = {'ok', E}
-local i = 13
-for m = 0, tonumber(ARGV[12]) - 1 do
+local i = 14
+for m = 0, tonumber(ARGV[13]) - 1 do
 	local nt, base, body = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
 	local t0 = i + 3
 	i = t0 + nt
 	local pos = offset + m
 	if pos < recorded then
-		out[#out + 1] = 'r' .. redis.call('LINDEX', kk, pos + 1)
+		out[#out + 1] = repeated(pos)
 	else
 		SEQ = SEQ + 1
 		local s = fmt(SEQ)
@@ -289,8 +486,13 @@ for m = 0, tonumber(ARGV[12]) - 1 do
 		for j = 0, nt - 1 do
 			redis.call(pubcmd, B .. ':c:' .. ARGV[t0 + j], e)
 		end
-		if kk and pos == recorded then
-			redis.call('RPUSH', kk, id)
+		if rec and pos == recorded then
+			local r = runs[#runs]
+			if r and r.E == E and r.seq + r.n == SEQ then
+				r.n = r.n + 1
+			else
+				runs[#runs + 1] = {E = E, pos = recorded, seq = SEQ, n = 1}
+			end
 			recorded = recorded + 1
 			out[#out + 1] = 'k' .. id
 		else
@@ -298,11 +500,47 @@ for m = 0, tonumber(ARGV[12]) - 1 do
 		end
 	end
 end
+if rec then
+	if recorded > rec.n or vlen == 0 then
+		rec.n, rec.runs = recorded, kruns_string(runs)
+		kwrite(key, rec, vlen)
+	end
+	kevict(tonumber(ARGV[12]), key)
+	ksave()
+end
 if ttl > 0 or BYTES > max_bytes then trim(E, ttl, max_bytes, 100000) end
 if IDLED then forget(E) end
 save()
 return out
 `
+
+// countScript records the subscriber counts of events published under an
+// idempotency key, at its first positions, once the publishing node knows
+// them; the positions it does not name keep theirs.
+//
+// ARGV: base, key, fingerprint, the records' budget, then pairs of a
+// position and a count.
+var countScript = goredis.NewScript(luaLib + `
+local key, fp = ARGV[2], ARGV[3]
+kload()
+local v = redis.call('GET', kname(key))
+if not v then return 0 end
+local rec = kparse(v)
+if rec.fp ~= fp then return 0 end
+local cs, len = kcounts(rec.counts)
+for j = 5, #ARGV - 1, 2 do
+	local pos = tonumber(ARGV[j])
+	if pos < KCOUNTED and pos < rec.n then
+		cs[pos + 1] = tonumber(ARGV[j + 1])
+		if pos + 1 > len then len = pos + 1 end
+	end
+end
+rec.counts = kcounts_string(cs, len)
+kwrite(key, rec, #v)
+kevict(tonumber(ARGV[4]), key)
+ksave()
+return 1
+`)
 
 // readScript reads the history for a subscription's replay or a node's
 // resynchronisation.
@@ -615,7 +853,8 @@ return out
 // ARGV[3] is below ARGV[4], a new one: a failover rolled its history back.
 //
 // ARGV: base, candidate epoch, epoch seen, seq seen, ttl ms, max bytes.
-// Returns {epoch, seq, bytes, events, topics}.
+// Returns {epoch, seq, bytes, events, topics, idempotency keys,
+// idempotency bytes}, the keys a day old forgotten first.
 var stateScript = goredis.NewScript(luaLib + `
 local E = ensure(ARGV[2])
 if E == ARGV[3] and SEQ < tonumber(ARGV[4]) then
@@ -627,14 +866,19 @@ if ttl > 0 then
 	if IDLED then forget(E) end
 	save()
 end
-return {E, fmt(SEQ), fmt(BYTES), fmt(EVENTS), tostring(redis.call('ZCARD', k(E, 'first')))}
+kexpire(now_ms(), 1000)
+ksave()
+return {E, fmt(SEQ), fmt(BYTES), fmt(EVENTS), tostring(redis.call('ZCARD', k(E, 'first'))),
+	tostring(redis.call('LLEN', IQ)), fmt(IBYTES)}
 `)
 
 // trimScript applies the history limits (all of them when ARGV[5] is
-// "all", else age and bytes), forgets idle topics, and deletes part of
-// the keys of a former epoch.
+// "all", else age and bytes), forgets idle topics and the idempotency keys
+// a day old or over the budget, and deletes part of the keys of a former
+// epoch.
 //
-// ARGV: base, candidate epoch, history events, ttl ms, max bytes, scope.
+// ARGV: base, candidate epoch, history events, ttl ms, max bytes, scope,
+// the idempotency records' budget.
 var trimScript = goredis.NewScript(luaLib + `
 local E = ensure(ARGV[2])
 local max_events = tonumber(ARGV[3])
@@ -654,6 +898,9 @@ end
 trim(E, tonumber(ARGV[4]), tonumber(ARGV[5]), math.max(budget, 1000))
 forget(E)
 save()
+kexpire(now_ms(), 20000)
+kevict(tonumber(ARGV[7]), nil)
+ksave()
 -- a former epoch's keys, a hundred topics at a time
 local old = redis.call('LINDEX', B .. ':old', 0)
 if old then

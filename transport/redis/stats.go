@@ -36,7 +36,8 @@ func (t *Transport) janitor() {
 }
 
 // trim applies the history limits in Redis: age and bytes, and with all
-// the per-topic count too (after SetLimits).
+// the per-topic count too (after SetLimits); and the idempotency records'
+// day and budget.
 func (t *Transport) trim(ctx context.Context, all bool) error {
 	lim := t.limits.Load()
 	scope := "age"
@@ -44,12 +45,13 @@ func (t *Transport) trim(ctx context.Context, all bool) error {
 		scope = "all"
 	}
 	cand := t.candidate()
-	return redisError(trimScript.Run(ctx, t.client, t.keys, t.base, cand, lim.Events, lim.TTL.Milliseconds(), lim.MaxBytes, scope).Err())
+	return redisError(trimScript.Run(ctx, t.client, t.keys, t.base, cand, lim.Events, lim.TTL.Milliseconds(), lim.MaxBytes, scope, lim.IdempotencyBudget()).Err())
 }
 
 // state runs the state script (see stateScript): the hub's epoch, seq,
-// bytes, events and topics, expired events dropped first. A hub whose seq
-// in epoch is below seen starts a new epoch.
+// bytes, events and topics, and its idempotency keys and their bytes,
+// expired events and keys dropped first. A hub whose seq in epoch is below
+// seen starts a new epoch.
 func (t *Transport) state(ctx context.Context, epoch string, seen uint64) ([]string, error) {
 	lim := t.limits.Load()
 	cand := t.candidate()
@@ -57,7 +59,7 @@ func (t *Transport) state(ctx context.Context, epoch string, seen uint64) ([]str
 	if err != nil {
 		return nil, err
 	}
-	if len(res) != 5 {
+	if len(res) != 7 {
 		return nil, fmt.Errorf("unexpected answer from redis: %q", res)
 	}
 	t.used(cand, res[0])
@@ -82,6 +84,8 @@ func (t *Transport) Stats() transport.Stats {
 			st.Bytes, _ = strconv.ParseInt(res[2], 10, 64)
 			st.Events, _ = strconv.Atoi(res[3])
 			st.Topics, _ = strconv.Atoi(res[4])
+			st.Idempotency.Keys, _ = strconv.Atoi(res[5])
+			st.Idempotency.Bytes, _ = strconv.ParseInt(res[6], 10, 64)
 			c := st
 			t.cached.Store(&c)
 		}

@@ -142,4 +142,7 @@ var cases = []testCase{
 	{"ConcurrentIdempotentRepeatsPublishOnce", testConcurrentRepeats},
 	{"IdempotencyKeysArePerHub", testKeysPerHub},
 	{"IdempotencyKeyExpires", testKeyExpiry},
+	{"IdempotencyRecordStaysSmall", testIdempotencyRecordStaysSmall},
+	{"IdempotencyBudgetForgetsOldestKeysFirst", testIdempotencyBudgetEvictsOldest},
+	{"IdempotencySetLimitsShrinkingForgetsAtOnce", testIdempotencySetLimitsEvicts},
 }
