@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/ssehub/caddy-sse/internal/shrink"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -30,6 +31,7 @@ type Hub struct {
 
 	mu          sync.RWMutex
 	topics      map[string]*topicSubs
+	topicsPeak  int // the most topics since topics was last rebuilt (shrink.Map)
 	subscribers int
 	gate        *wakeGate
 	backlog     backlog
@@ -361,6 +363,7 @@ func (h *Hub) add(s *subscriber, max int) bool {
 		s.logs[i] = ts
 		ts.subs = append(ts.subs, s)
 	}
+	shrink.Grown(h.topics, &h.topicsPeak)
 	s.registered = true
 	h.subscribers++
 	return true
@@ -387,6 +390,7 @@ func (h *Hub) removeLocal(s *subscriber) bool {
 			delete(h.topics, name)
 		}
 	}
+	h.topics = shrink.Map(h.topics, &h.topicsPeak)
 	s.registered = false
 	s.slots = nil
 	h.subscribers--

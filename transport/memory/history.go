@@ -3,6 +3,7 @@ package memory
 import (
 	"sort"
 
+	"github.com/ssehub/caddy-sse/internal/shrink"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -76,15 +77,16 @@ func (tl *topicLog) last(n int) []*record {
 // by count and for replay. An event published to several topics is one
 // record in each of their logs.
 type history struct {
-	topics    map[string]*topicLog
-	log       []*record // records with refs == 0 are dead, awaiting removal
-	logHead   int
-	dead      int
-	retained  int
-	bytes     int64
-	idle      int    // topics without retained events
-	idleBytes int    // what the idle topics' records take
-	forgotten uint64 // highest topicLog.evicted of forgotten topics
+	topics     map[string]*topicLog
+	log        []*record // records with refs == 0 are dead, awaiting removal
+	logHead    int
+	dead       int
+	retained   int
+	bytes      int64
+	idle       int    // topics without retained events
+	idleBytes  int    // what the idle topics' records take
+	forgotten  uint64 // highest topicLog.evicted of forgotten topics
+	topicsPeak int    // the most topics since topics was last rebuilt (shrink.Map)
 
 	evicted func(*transport.Event) // called for every event that leaves
 }
@@ -105,6 +107,7 @@ func (h *history) add(ev *transport.Event, perTopic int) {
 		if tl == nil {
 			tl = &topicLog{name: name}
 			h.topics[name] = tl
+			shrink.Grown(h.topics, &h.topicsPeak)
 		} else if tl.len() == 0 {
 			h.setIdle(tl, false)
 		}
@@ -239,5 +242,6 @@ func (h *history) sweepIdleTopics() {
 			delete(h.topics, name)
 		}
 	}
+	h.topics = shrink.Map(h.topics, &h.topicsPeak)
 	h.idle, h.idleBytes = 0, 0
 }

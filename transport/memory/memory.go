@@ -13,6 +13,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 
 	"github.com/ssehub/caddy-sse/internal/seqmerge"
+	"github.com/ssehub/caddy-sse/internal/shrink"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -32,7 +33,8 @@ type Transport struct {
 	closed bool
 	now    func() time.Time
 	// watched counts the Watch calls not yet undone, per topic.
-	watched map[string]int
+	watched     map[string]int
+	watchedPeak int // the most topics since watched was last rebuilt (shrink.Map)
 
 	history
 	keys keyRecords
@@ -164,6 +166,7 @@ func (t *Transport) Watch(_ context.Context, topics []string) error {
 	for _, name := range topics {
 		t.watched[name]++
 	}
+	shrink.Grown(t.watched, &t.watchedPeak)
 	return nil
 }
 
@@ -179,6 +182,7 @@ func (t *Transport) Unwatch(topics []string) {
 			delete(t.watched, name)
 		}
 	}
+	t.watched = shrink.Map(t.watched, &t.watchedPeak)
 }
 
 // Replay implements transport.Transport. A page costs its own events,

@@ -49,16 +49,17 @@ const (
 type reader struct {
 	t *Transport
 
-	mu      sync.Mutex
-	ps      *goredis.PubSub // nil while disconnected
-	up      bool
-	firstUp chan struct{} // closed once the reader is first up
-	lastErr string        // the last error that made the reader go down
-	failed  bool          // down since that error
-	topics  map[string]*watch
-	expect  map[string][]*confirm // per channel, the confirmations awaited, in order
-	resyncs map[string]uint64
-	kick    chan struct{}
+	mu         sync.Mutex
+	ps         *goredis.PubSub // nil while disconnected
+	up         bool
+	firstUp    chan struct{} // closed once the reader is first up
+	lastErr    string        // the last error that made the reader go down
+	failed     bool          // down since that error
+	topics     map[string]*watch
+	topicsPeak int                   // the most topics since topics was last rebuilt (shrink.Map)
+	expect     map[string][]*confirm // per channel, the confirmations awaited, in order
+	resyncs    map[string]uint64
+	kick       chan struct{}
 
 	// The reader's place in the hub's sequence, written by the reader
 	// goroutine, read by publishes.

@@ -8,6 +8,8 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
+
+	"github.com/ssehub/caddy-sse/internal/shrink"
 )
 
 // watch is a topic this node follows.
@@ -68,6 +70,7 @@ func (r *reader) watch(ctx context.Context, topics []string) error {
 		if w == nil {
 			w = new(watch)
 			r.topics[topic] = w
+			shrink.Grown(r.topics, &r.topicsPeak)
 		}
 		if w.sub == nil {
 			ch := t.channel(topic)
@@ -155,6 +158,7 @@ func (r *reader) unsubscribeIdle(ctx context.Context, linger time.Duration) {
 		r.expect[ch] = append(r.expect[ch], newConfirm(true))
 		channels = append(channels, ch)
 	}
+	r.topics = shrink.Map(r.topics, &r.topicsPeak)
 	if len(channels) == 0 {
 		return
 	}
