@@ -89,6 +89,16 @@ func TestCaddyfileErrors(t *testing.T) {
 		max_size big
 	}
 }`, "not a positive size"},
+		{"max_streams zero", `:80 {
+	sse_publish {
+		max_streams 0
+	}
+}`, "max_streams"},
+		{"max_streams not a number", `:80 {
+	sse_publish {
+		max_streams many
+	}
+}`, "max_streams"},
 		{"hub without name", `{
 	sse {
 		hub
@@ -257,6 +267,7 @@ func TestProvisionErrors(t *testing.T) {
 		{"negative buffer", `{"handler":"sse","buffer":-1}`, "buffer must not be negative"},
 		{"negative buffer_size", `{"handler":"sse","buffer_size":-1}`, "buffer_size must not be negative"},
 		{"negative max_size", `{"handler":"sse_publish","max_size":-1}`, "max_size must not be negative"},
+		{"negative max_streams", `{"handler":"sse_publish","max_streams":-1}`, "max_streams must not be negative"},
 		{"negative stream_timeout", `{"handler":"sse_publish","stream_timeout":-1}`, "stream_timeout must not be negative"},
 		{"unknown field", `{"handler":"sse","topic":"x"}`, "unknown field"},
 	}
