@@ -210,14 +210,14 @@ func testKeyExpiry(t *testing.T, f Factory) {
 func testIdempotencyRecordStaysSmall(t *testing.T, f Factory) {
 	e := open(t, f, transport.Limits{Events: 10, MaxBytes: 1 << 40}, "a")
 	e.rec.SetSubscribers(3)
-	const batches, size = 200, 1000
+	const batches, size = 40, 1000
 	batch := make([]transport.Message, size)
 	for i := range batch {
 		batch[i] = msg("a")
 	}
 	var all []transport.Receipt
 	for b := range batches {
-		if b%50 == 25 {
+		if b%10 == 5 {
 			e.publish("a") // another publisher: the key's ids are several runs
 		}
 		rs := e.publishReq(keyed("s", "f", b*size, batch...))
