@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
 	"github.com/ssehub/caddy-sse/transport"
@@ -48,6 +50,7 @@ type App struct {
 	keys         []string        // pool keys this app loaded
 	adminStreams publishStreams  // streaming publishes through the admin API
 	logger       *zap.Logger
+	ctx          caddy.Context // of the config, to look at its http app once it has started
 }
 
 // HubConfig configures one hub: its history limits and its transport.
@@ -124,6 +127,7 @@ func (hc *HubConfig) validate() error {
 // that have the same name and transport.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.ctx = ctx
 	if err := registerMetrics(ctx.GetMetricsRegistry()); err != nil {
 		return err
 	}
@@ -218,6 +222,34 @@ func (a *App) started() {
 			zap.Int("history", limits.Events), zap.Duration("history_ttl", limits.TTL),
 			zap.Int64("history_max_bytes", limits.MaxBytes), zap.Int64("idempotency_max_bytes", limits.IdempotencyMaxBytes),
 			zap.String("state", how))
+	}
+	a.adviseGracePeriod()
+}
+
+// adviseGracePeriod warns, once a config has started, when its HTTPS
+// servers speak HTTP/3 and it has no grace_period: Caddy's HTTP/3 server,
+// when it stops, waits for its clients to close their QUIC connections,
+// which browsers do after 30 s idle, however promptly every stream ended.
+// It is the one wait of a stop or a reload that no handler can cut short.
+func (a *App) adviseGracePeriod() {
+	appIface, err := a.ctx.AppIfConfigured("http")
+	if err != nil {
+		return
+	}
+	app, ok := appIface.(*caddyhttp.App)
+	if !ok || app.GracePeriod > 0 {
+		return
+	}
+	for name, srv := range app.Servers {
+		protocols := srv.Protocols
+		if len(protocols) == 0 {
+			protocols = []string{"h1", "h2", "h3"}
+		}
+		if len(srv.TLSConnPolicies) > 0 && slices.Contains(protocols, "h3") {
+			a.logger.Warn("HTTP/3 is served and grace_period is not set: a stop or a reload waits for browsers to close their idle QUIC connections, about 30 s, after every stream has ended; set grace_period in the global options (e.g. grace_period 2s)",
+				zap.String("server", name))
+			return
+		}
 	}
 }
 

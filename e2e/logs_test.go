@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ssehub/caddy-sse/internal/caddyproc"
 	"github.com/ssehub/caddy-sse/internal/ssetest"
 )
 
@@ -176,6 +177,49 @@ func TestBurstLogsNoSlowDrop(t *testing.T) {
 		ours := logger == "sse" || strings.HasPrefix(logger, "http.handlers.sse")
 		if strings.Contains(line, "slow") || ours && entry["level"] != "info" && entry["level"] != "debug" {
 			t.Errorf("a line in the log: %s", line)
+		}
+	}
+}
+
+// TestGracePeriodAdvice: a config whose HTTPS site speaks HTTP/3 and that
+// sets no grace_period gets one warning that a stop waits for browsers'
+// idle QUIC connections; with a grace_period, or without HTTP/3, none.
+func TestGracePeriodAdvice(t *testing.T) {
+	t.Parallel()
+	admin, httpPort, httpsPort := caddyproc.Port(2414), caddyproc.Port(8414), caddyproc.Port(8415)
+	config := func(global, protocols string) string {
+		return fmt.Sprintf(`{
+	admin localhost:%d
+	http_port %d
+	https_port %d
+	local_certs
+	skip_install_trust
+	storage file_system %s
+	%s
+	servers {
+		protocols %s
+	}
+}
+https://127.0.0.1:%d {
+	tls internal
+	sse /events
+}
+`, admin, httpPort, httpsPort, t.TempDir(), global, protocols, httpsPort)
+	}
+	const advice = "grace_period is not set"
+	c := caddyproc.Start(t, config("", "h1 h2 h3"), admin)
+	opsEventually(t, "the hub is ready", func() bool { return strings.Contains(c.Log(), "hub ready") })
+	if n := strings.Count(c.Log(), advice); n != 1 {
+		t.Fatalf("%d warnings about grace_period with HTTP/3 and none set, want 1:\n%s", n, c.Log())
+	}
+	for _, cfg := range []string{config("grace_period 2s", "h1 h2 h3"), config("", "h1 h2")} {
+		before := strings.Count(c.Log(), "hub ready")
+		if err := c.Load(cfg); err != nil {
+			t.Fatal(err)
+		}
+		opsEventually(t, "the new config's hub is ready", func() bool { return strings.Count(c.Log(), "hub ready") > before })
+		if n := strings.Count(c.Log(), advice); n != 1 {
+			t.Fatalf("the warning came again with a config that does not call for it:\n%s", cfg)
 		}
 	}
 }
