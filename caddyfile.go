@@ -49,6 +49,7 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		cors_origins    <origin>...
 //		reset_event     <name>|off
 //		hijack
+//		send_buffer     <size>|off
 //	}
 func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -92,6 +93,8 @@ func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.ArgErr()
 			}
 			h.Hijack = true
+		case "send_buffer":
+			h.SendBuffer, err = sizeOrOff(d)
 		default:
 			return d.Errf("unrecognized sse option '%s'", d.Val())
 		}
@@ -347,6 +350,23 @@ func parsePositiveDuration(d *caddyfile.Dispenser, opt, s, orElse string) (caddy
 		return 0, d.Errf("%s: %q has no unit: write e.g. 15s%s", opt, s, orElse)
 	}
 	return 0, d.Errf("%s: %q is not a positive duration, such as 15s, 2m or 1h%s", opt, s, orElse)
+}
+
+// sizeOrOff reads the size of an option, or off (-1).
+func sizeOrOff(d *caddyfile.Dispenser) (int64, error) {
+	opt := d.Val()
+	s, err := oneArg(d)
+	if err != nil {
+		return 0, err
+	}
+	if s == "off" {
+		return -1, nil
+	}
+	n, err := humanize.ParseBytes(s)
+	if err != nil || n == 0 || n > 1<<62 {
+		return 0, d.Errf("%s: %q is not a positive size, such as 256KiB, or off", opt, s)
+	}
+	return int64(n), nil
 }
 
 // durationOrOff reads the duration of an option, or "off" (negative).

@@ -89,6 +89,16 @@ func TestCaddyfileErrors(t *testing.T) {
 		max_size big
 	}
 }`, "not a positive size"},
+		{"send_buffer not a size", `:80 {
+	sse {
+		send_buffer lots
+	}
+}`, "send_buffer: \"lots\" is not a positive size, such as 256KiB, or off"},
+		{"send_buffer without a value", `:80 {
+	sse {
+		send_buffer
+	}
+}`, "wrong argument count"},
 		{"max_streams zero", `:80 {
 	sse_publish {
 		max_streams 0

@@ -42,6 +42,18 @@ func withConn(ctx context.Context, c net.Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
 }
 
+// limitSendBuffer sets the kernel's send buffer of an HTTP/1.x request's
+// TCP connection to size bytes (SO_SNDBUF; the kernel doubles it for its
+// own bookkeeping), when size is positive and the connection is known.
+func limitSendBuffer(r *http.Request, size int64) {
+	if r.ProtoMajor != 1 || size <= 0 {
+		return
+	}
+	if tc, ok := tcpConn(r).(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(int(min(size, 1<<30)))
+	}
+}
+
 // sharedConn returns the TCP connection under an HTTP/2 request, or nil
 // for another protocol or when it is not known. Over HTTP/2 a stream
 // shares its connection with others and cannot take it over, but when
@@ -53,6 +65,12 @@ func sharedConn(r *http.Request) net.Conn {
 	if r.ProtoMajor != 2 {
 		return nil
 	}
+	return tcpConn(r)
+}
+
+// tcpConn returns the connection under a request, under its TLS, or nil
+// when it is not known.
+func tcpConn(r *http.Request) net.Conn {
 	c, _ := r.Context().Value(connKey{}).(net.Conn)
 	for c != nil {
 		switch u := c.(type) {

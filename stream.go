@@ -115,6 +115,7 @@ func setStreamHeaders(w http.ResponseWriter) {
 func (st *stream) serve(w http.ResponseWriter, r *http.Request, rep transport.Replay, lastID string) {
 	h := st.route
 	st.startMaxAge()
+	limitSendBuffer(r, h.SendBuffer)
 	if err := st.start(w, jittered(time.Duration(h.Retry)), rep, lastID, h.resetEventType()); err != nil {
 		st.end(failedWrite(st.sub))
 		return

@@ -27,6 +27,7 @@ const (
 	DefaultRetry        = 3 * time.Second
 	DefaultWriteTimeout = 30 * time.Second
 	DefaultMaxTopics    = 64
+	DefaultSendBuffer   = 256 << 10
 	DefaultResetEvent   = "reset"
 )
 
@@ -111,6 +112,16 @@ type Subscribe struct {
 	// Default: off.
 	Hijack bool `json:"hijack,omitempty"`
 
+	// The kernel's send buffer of an HTTP/1.x stream's connection
+	// (SO_SNDBUF), in bytes: what a client that reads nothing can make the
+	// kernel hold for it, and the server spend writing to it, before its
+	// writes stall. Linux otherwise grows it up to net.ipv4.tcp_wmem's
+	// largest (4 MiB by default) for every such client. It also bounds a
+	// stream's throughput to about this much per round trip (256 KiB over
+	// 100 ms: 2.5 MB/s). HTTP/2 and HTTP/3 connections, which carry other
+	// requests, are left alone. Default: 256 KiB. Negative: the kernel's.
+	SendBuffer int64 `json:"send_buffer,omitempty"`
+
 	hub      *Hub
 	cors     *corsPolicy
 	streams  streamSet
@@ -171,6 +182,9 @@ func (h *Subscribe) setDefaults() {
 	}
 	if h.MaxTopics == 0 {
 		h.MaxTopics = DefaultMaxTopics
+	}
+	if h.SendBuffer == 0 {
+		h.SendBuffer = DefaultSendBuffer
 	}
 	if h.ResetEvent == "" {
 		h.ResetEvent = DefaultResetEvent

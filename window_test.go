@@ -468,3 +468,60 @@ func TestReplayingStreamIsDroppedWhenItsEventsAreEvicted(t *testing.T) {
 		t.Fatalf("%d streams counted replaying after the end, want 0", h.replaying.Load())
 	}
 }
+
+// TestSendBufferBoundsANonReader: over HTTP/1.1 a client that reads
+// nothing makes the server write no more than about send_buffer (doubled
+// by the kernel) before its writes stall, instead of the kernel's own
+// send buffer, which grows to megabytes: what it pins in the kernel, and
+// what the server spends writing to it.
+func TestSendBufferBoundsANonReader(t *testing.T) {
+	startCaddy(t, `sse {
+		hub sb {
+			history 1000
+		}
+	}`, `sse /events {
+		hub sb
+	}
+	sse /kernel {
+		hub sb
+		send_buffer off
+	}
+	sse_publish /publish {
+		hub sb
+		max_size 4MiB
+	}`)
+	hub := findHub(t, "sb")
+	stuck := ssetest.NewSmallBufferClient(4096)
+	openStream(t, stuck, "/events?topic=bounded", nil)
+	openStream(t, stuck, "/kernel?topic=kernel", nil)
+	payload := strings.Repeat("k", 64<<10)
+	for range 160 { // 10 MiB each
+		for _, topic := range []string{"bounded", "kernel"} {
+			if r := post(t, "/publish?topic="+topic, "text/plain", payload); r.Status != http.StatusOK {
+				t.Fatalf("publish: %d %s", r.Status, r.Body)
+			}
+		}
+	}
+	written := func(topic string) uint64 {
+		hub.mu.RLock()
+		defer hub.mu.RUnlock()
+		s := hub.topics[topic].subs[0]
+		return s.pieces.Load()
+	}
+	// the writers stall: their pieces stop growing
+	var bounded, kernel uint64
+	eventually(t, "both writers stall", func() bool {
+		b, k := written("bounded"), written("kernel")
+		time.Sleep(300 * time.Millisecond) // a write that still makes progress moves on within this
+		stalled := written("bounded") == b && written("kernel") == k
+		bounded, kernel = b, k
+		return stalled
+	})
+	t.Logf("written before the writes stalled: %d KiB with send_buffer 256KiB, %d KiB with the kernel's own", bounded*32, kernel*32)
+	if bounded*32<<10 > 1536<<10 {
+		t.Fatalf("with send_buffer 256KiB the server wrote %d KiB to a client that reads nothing", bounded*32)
+	}
+	if kernel <= bounded {
+		t.Fatalf("the kernel's own send buffer took %d KiB, no more than send_buffer's %d KiB: the test shows nothing", kernel*32, bounded*32)
+	}
+}
