@@ -203,7 +203,7 @@ func TestReloadEndsTrickledPublishes(t *testing.T) {
 // API.
 func historyEvents(t *testing.T, c *caddyproc.Caddy) int {
 	t.Helper()
-	resp, err := http.Get(c.AdminURL("/sse/hubs/default"))
+	resp, err := c.Admin(http.MethodGet, "/sse/hubs/default", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

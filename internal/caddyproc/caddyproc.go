@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -190,12 +191,7 @@ func (c *Caddy) AdminURL(path string) string {
 // Load replaces the running config with a Caddyfile, as `caddy reload`
 // does. It returns the admin API's error, if any.
 func (c *Caddy) Load(caddyfile string) error {
-	req, err := http.NewRequest(http.MethodPost, c.AdminURL("/load"), strings.NewReader(caddyfile))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "text/caddyfile")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := c.Admin(http.MethodPost, "/load", "text/caddyfile", caddyfile)
 	if err != nil {
 		return err
 	}
@@ -205,6 +201,41 @@ func (c *Caddy) Load(caddyfile string) error {
 		return fmt.Errorf("load: %d %s", resp.StatusCode, body)
 	}
 	return nil
+}
+
+// Admin sends a request to the admin API. Caddy replaces its admin
+// listener on every load, failed ones included, and a connection that
+// arrives while the old listener closes is reset before it is accepted:
+// such a dial is tried again, a few times, as a client would. The caller
+// closes the response's body.
+func (c *Caddy) Admin(method, path, contentType, body string) (*http.Response, error) {
+	var last error
+	for range 20 {
+		req, err := http.NewRequest(method, c.AdminURL(path), strings.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil || !dialRefused(err) {
+			return resp, err
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, last
+}
+
+// dialRefused reports whether err is a connection that was refused or
+// reset before a request was sent on it.
+func dialRefused(err error) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || op.Op != "dial" {
+		return false
+	}
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
 }
 
 // Signal sends sig to the process.
