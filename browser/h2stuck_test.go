@@ -150,7 +150,7 @@ func rawH2Stream(t *testing.T, roots *x509.CertPool, port int, path string) {
 // subscribers returns the default hub's subscribers, from the admin API.
 func subscribers(t *testing.T, c *caddyproc.Caddy) int {
 	t.Helper()
-	resp, err := http.Get(c.AdminURL("/sse/hubs/default"))
+	resp, err := c.Admin(http.MethodGet, "/sse/hubs/default", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -183,7 +183,7 @@ func slowPage(t *testing.T, e *env, n int) {
 // the admin API.
 func slowDrops(t *testing.T, c *caddyproc.Caddy) uint64 {
 	t.Helper()
-	resp, err := http.Get(c.AdminURL("/sse/hubs/default"))
+	resp, err := c.Admin(http.MethodGet, "/sse/hubs/default", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
