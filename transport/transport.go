@@ -146,6 +146,15 @@ type Transport interface {
 	// records, and the transport's state.
 	Stats() Stats
 
+	// Disconnect ends the streams that match d on every node bound to
+	// the hub, through each node's Sink.Disconnect: this node's before it
+	// returns, with their number; the other nodes' as the request reaches
+	// them (a shared transport sends it to them; a node that is not
+	// connected to it at that moment does not get it). The returned error
+	// tells that the other nodes could not be told; the local streams have
+	// been ended all the same.
+	Disconnect(ctx context.Context, d Disconnect) (int, error)
+
 	// Close releases the transport's resources. The sink is not called
 	// after Close returns.
 	Close() error
@@ -177,6 +186,25 @@ type Sink interface {
 	// every event it evicts; one whose history lives elsewhere (Redis)
 	// need not: its streams find out when they next read the history.
 	Evicted(ev *Event)
+
+	// Disconnect ends the local streams that match d, each with a
+	// "disconnect" event, and returns how many it ended. A transport calls
+	// it from Transport.Disconnect on this node, and when another node's
+	// request reaches it.
+	Disconnect(d Disconnect) int
+}
+
+// Disconnect asks that the streams of a hub matching it end (an
+// administrator's revocation; SPEC section 10). One of Topic and Subject
+// is set.
+type Disconnect struct {
+	// Topic is a topic pattern (see package access): a stream following
+	// a topic that it matches ends.
+	Topic string `json:"topic,omitempty"`
+	// Subject ends the streams whose subject is this value: the value
+	// of their route's max_streams_per placeholder, or else the "sub" of
+	// their token.
+	Subject string `json:"subject,omitempty"`
 }
 
 // PublishRequest is what a publisher asks of Publish.

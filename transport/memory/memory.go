@@ -272,6 +272,18 @@ func (t *Transport) Stats() transport.Stats {
 	}
 }
 
+// Disconnect implements transport.Transport: this process is the hub's
+// only node, so the sink's count is the whole answer. The sink is called
+// under the lock, so that it is never called after Close returns.
+func (t *Transport) Disconnect(_ context.Context, d transport.Disconnect) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return 0, transport.ErrClosed
+	}
+	return t.sink.Disconnect(d), nil
+}
+
 // Close implements transport.Transport.
 func (t *Transport) Close() error {
 	t.mu.Lock()

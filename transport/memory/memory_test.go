@@ -43,9 +43,10 @@ func TestIdleTopicsAreForgottenAndTheirMemoryFreed(t *testing.T) {
 // what the transport keeps.
 type discard struct{}
 
-func (discard) Deliver(*transport.Event) int { return 0 }
-func (discard) Interrupt([]string, string)   {}
-func (discard) Evicted(*transport.Event)     {}
+func (discard) Deliver(*transport.Event) int        { return 0 }
+func (discard) Interrupt([]string, string)          {}
+func (discard) Evicted(*transport.Event)            {}
+func (discard) Disconnect(transport.Disconnect) int { return 0 }
 
 // heapInUse returns the bytes of live objects, after collecting the rest.
 func heapInUse() int64 {
@@ -116,6 +117,7 @@ func TestIdempotencyRecordsCostWhatTheyCount(t *testing.T) {
 // counting is a sink whose subscriber count changes every 100 events.
 type counting struct{ n int }
 
-func (c *counting) Deliver(*transport.Event) int { c.n++; return c.n / 100 % 7 }
-func (*counting) Interrupt([]string, string)     {}
-func (*counting) Evicted(*transport.Event)       {}
+func (c *counting) Deliver(*transport.Event) int      { c.n++; return c.n / 100 % 7 }
+func (*counting) Interrupt([]string, string)          {}
+func (*counting) Evicted(*transport.Event)            {}
+func (*counting) Disconnect(transport.Disconnect) int { return 0 }

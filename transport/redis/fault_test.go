@@ -128,8 +128,10 @@ func TestMissedEventsEvicted(t *testing.T) {
 }
 
 // TestOutage: with Redis gone, publishes fail with ErrUnavailable within
-// the timeout, new subscriptions are refused, the state says so; when a
-// Redis with the same data returns, everything goes on with nothing lost.
+// the timeout, new subscriptions are refused, a disconnect request ends
+// the local streams but reports that the other nodes were not told, the
+// state says so; when a Redis with the same data returns, everything goes
+// on with nothing lost.
 func TestOutage(t *testing.T) {
 	srv := startPrivateRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
@@ -157,6 +159,11 @@ func TestOutage(t *testing.T) {
 	if st := a.Stats(); st.State.LastError == "" || st.Head != 3 {
 		t.Fatalf("stats during the outage: %+v", st)
 	}
+	d := transport.Disconnect{Subject: "s"}
+	if _, err := a.Disconnect(context.Background(), d); !errors.Is(err, transport.ErrUnavailable) {
+		t.Fatalf("disconnect during the outage: %v, want ErrUnavailable", err)
+	}
+	a.sink.wantDisconnects(t, "the local streams during the outage", d)
 
 	srv.start() // the same data, from its append-only file
 	eventually(t, "the transport is up again", func() bool { return a.Stats().State.Up })
@@ -481,8 +488,8 @@ func TestWatchAwaitsConfirmation(t *testing.T) {
 }
 
 // TestCluster: a hub on a three-shard Redis Cluster: its keys and channels
-// share one slot, two nodes deliver each event once, in order, and a
-// resumption works.
+// share one slot, two nodes deliver each event once, in order, a
+// resumption works, and a disconnect request reaches the other node.
 func TestCluster(t *testing.T) {
 	var srvs []*privateRedis
 	var addrs []string
@@ -513,6 +520,12 @@ func TestCluster(t *testing.T) {
 	}
 	a.sink.awaitSeq(t, 20)
 	a.sink.checkSeqs(t, seqRange(1, 20))
+	d := transport.Disconnect{Topic: "x"}
+	if _, err := b.Disconnect(context.Background(), d); err != nil {
+		t.Fatalf("disconnect on the cluster: %v", err)
+	}
+	a.sink.awaitDisconnects(t, 1)
+	a.sink.wantDisconnects(t, "node a, on the cluster", d)
 	r := b.replay(t, transport.ReplayQuery{Topics: []string{"x"}, Resume: true, LastEventID: ids[9]})
 	if r.Reset || !slices.Equal(eventSeqs(r.Events), []uint64{11, 13, 15, 17, 19}) {
 		t.Fatalf("resume on the cluster: reset %v, %v", r.Reset, eventSeqs(r.Events))

@@ -69,6 +69,7 @@ type sink struct {
 	mu         sync.Mutex
 	events     []*transport.Event
 	interrupts []interruption
+	disconns   []transport.Disconnect
 	changed    chan struct{} // closed and replaced at every call
 	subs       int           // what Deliver answers
 }
@@ -102,6 +103,17 @@ func (s *sink) Interrupt(topics []string, reason string) {
 // Evicted implements transport.Sink; the Redis transport keeps its
 // history in Redis and never calls it.
 func (s *sink) Evicted(*transport.Event) {}
+
+// Disconnect implements transport.Sink; it records the request and
+// ends no stream.
+func (s *sink) Disconnect(d transport.Disconnect) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.disconns = append(s.disconns, d)
+	close(s.changed)
+	s.changed = make(chan struct{})
+	return 0
+}
 
 // await waits until cond holds on the sink's records.
 func (s *sink) await(t testing.TB, what string, cond func(events []*transport.Event, ints []interruption) bool) {

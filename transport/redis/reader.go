@@ -131,8 +131,8 @@ func (r *reader) connect() error {
 	r.mu.Lock()
 	r.ps = ps
 	channels := make([]string, 0, len(r.topics)+1)
-	channels = append(channels, t.base+":ctl")
-	r.expect[t.base+":ctl"] = []*confirm{newConfirm(false)}
+	channels = append(channels, t.controlChannel())
+	r.expect[t.controlChannel()] = []*confirm{newConfirm(false)}
 	for topic, w := range r.topics {
 		ch := t.channel(topic)
 		channels = append(channels, ch)
@@ -152,7 +152,7 @@ func (r *reader) connect() error {
 		}
 	}
 	// Await every confirmation, holding the messages that come meanwhile.
-	var held []string
+	var held []*goredis.Message
 	for r.awaited() > 0 {
 		msg, err := ps.ReceiveTimeout(ctx, t.timeout)
 		if err != nil {
@@ -163,7 +163,7 @@ func (r *reader) connect() error {
 			if len(held) >= maxBuffered {
 				return errors.New("too many messages while subscribing")
 			}
-			held = append(held, m.Payload)
+			held = append(held, m)
 		case *goredis.Subscription:
 			if err := r.confirmed(m); err != nil {
 				return err
@@ -173,8 +173,8 @@ func (r *reader) connect() error {
 	if err := r.resync(ctx); err != nil {
 		return err
 	}
-	for _, p := range held {
-		r.handle(p)
+	for _, m := range held {
+		r.receive(m)
 	}
 	r.ponged, r.pingSent, r.probed = true, time.Time{}, time.Now()
 	r.mu.Lock()
@@ -215,7 +215,7 @@ func (r *reader) loop() error {
 		}
 		switch m := msg.(type) {
 		case *goredis.Message:
-			r.handle(m.Payload)
+			r.receive(m)
 		case *goredis.Subscription:
 			if err := r.confirmed(m); err != nil {
 				return err
@@ -262,6 +262,15 @@ func (r *reader) probe(ps *goredis.PubSub) error {
 		r.newEpoch(res[0], seq)
 	}
 	return nil
+}
+
+// receive acts on one message: a control message, or an event.
+func (r *reader) receive(m *goredis.Message) {
+	if m.Channel == r.t.controlChannel() {
+		r.control(m.Payload)
+		return
+	}
+	r.handle(m.Payload)
 }
 
 // handle delivers one live message, unless it is a duplicate. A message of

@@ -8,6 +8,7 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -88,6 +89,7 @@ type Transport struct {
 	logger  *zap.Logger
 
 	client  goredis.UniversalClient
+	node    string // this transport's random id, in its control messages
 	hub     string
 	base    string   // "{<prefix>:<hub>}", the hash tag of every key
 	keys    []string // the meta key, KEYS[1] of every script
@@ -107,6 +109,7 @@ type Transport struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed atomic.Bool
+	sinkMu sync.RWMutex // held for reading while Disconnect calls the sink; Close waits for it
 }
 
 // TLSConfig configures TLS to Redis.
@@ -292,6 +295,7 @@ func (t *Transport) Open(name string, limits transport.Limits, sink transport.Si
 	if t.logger == nil {
 		t.logger = zap.NewNop()
 	}
+	t.node = rand.Text()
 	t.hub = name
 	t.base = "{" + t.Prefix + ":" + name + "}"
 	t.keys = []string{t.base + ":meta"}
@@ -415,6 +419,8 @@ func (t *Transport) Close() error {
 	if t.closed.Swap(true) {
 		return nil
 	}
+	t.sinkMu.Lock() // wait for a Disconnect calling the sink
+	t.sinkMu.Unlock()
 	t.cancel()
 	t.rd.close()
 	t.wg.Wait()

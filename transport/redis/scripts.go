@@ -21,6 +21,8 @@ import (
 //	                  of first use (when, in ms since the epoch), which is
 //	                  the order keys expire and are evicted in
 //	B:c:<topic>       the Pub/Sub channel of a topic
+//	B:ctl             the Pub/Sub channel of the nodes' control messages
+//	                  (see control.go); the scripts do not use it
 //	B:<E>:t:<topic>   list: the retained entries of a topic, oldest first
 //	B:<E>:last        zset: topic -> seq of its newest event (for prev)
 //	B:<E>:first       zset: topic -> seq of its oldest retained event, or

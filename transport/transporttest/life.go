@@ -102,7 +102,8 @@ func testReentrantSink(t *testing.T, f Factory) {
 }
 
 // testClose: Close stops the sink before it returns, even with publishers
-// at work; later calls are refused with ErrClosed; a second Close is fine.
+// at work; later calls are refused with ErrClosed, and a disconnect request
+// does not reach the sink; a second Close is fine.
 func testClose(t *testing.T, f Factory) {
 	e := open(t, f, big, "a")
 	var wg sync.WaitGroup
@@ -135,6 +136,9 @@ func testClose(t *testing.T, f Factory) {
 	}
 	if err := e.tr.Watch(c, []string{"a"}); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Watch after Close: %v, want ErrClosed", err)
+	}
+	if _, err := e.tr.Disconnect(c, transport.Disconnect{Topic: "a"}); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Disconnect after Close: %v, want ErrClosed", err)
 	}
 	e.tr.Unwatch([]string{"a"})
 	e.tr.SetLimits(big)

@@ -21,6 +21,7 @@ var nodeCases = []testCase{
 	{"HistoryLimitsHoldAcrossNodes", testNodesLimits},
 	{"WatchedTopicsArePerNode", testNodesWatch},
 	{"ClosingANodeLeavesTheOthers", testNodesClose},
+	{"DisconnectReachesEveryNodeOnce", testNodesDisconnect}, // disconnect.go
 }
 
 // testNodesOrder: with publishers on both nodes at once, each node's sink
@@ -192,8 +193,9 @@ func testNodesWatch(t *testing.T, f Factory) {
 	b.rec.AwaitSeq(t, seqOf(t, r))
 }
 
-// testNodesClose: closing one node stops its sink and refuses its calls;
-// the other nodes go on.
+// testNodesClose: closing one node stops its sink (a disconnect request
+// made on another node does not reach it) and refuses its calls; the
+// other nodes go on.
 func testNodesClose(t *testing.T, f Factory) {
 	e := open(t, f, big, "a")
 	b := e.join("a")
@@ -205,6 +207,13 @@ func testNodesClose(t *testing.T, f Factory) {
 	b.rec.Closed()
 	if _, err := b.tr.Publish(ctx(t), transport.PublishRequest{Messages: []transport.Message{msg("a")}}); !errors.Is(err, transport.ErrClosed) {
 		t.Errorf("Publish on the closed node: %v, want ErrClosed", err)
+	}
+	if _, err := b.tr.Disconnect(ctx(t), transport.Disconnect{Topic: "a"}); !errors.Is(err, transport.ErrClosed) {
+		t.Errorf("Disconnect on the closed node: %v, want ErrClosed", err)
+	}
+	e.rec.SetDisconnected(1)
+	if n, err := e.tr.Disconnect(ctx(t), transport.Disconnect{Topic: "a"}); err != nil || n != 1 {
+		t.Errorf("Disconnect on the open node: %d, %v; want 1, nil", n, err)
 	}
 	r := e.publish("a")
 	wantSeqs(t, "the open node delivered", seqs(e.rec.AwaitSeq(t, seqOf(t, r))), []uint64{1, 2})

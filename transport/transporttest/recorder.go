@@ -12,7 +12,8 @@ import (
 )
 
 // Recorder is a transport.Sink for tests: it keeps every event delivered
-// to it and every interruption, lets a test wait for deliveries, and notes
+// to it, every interruption and every disconnect request, lets a test wait
+// for deliveries and disconnect requests, and notes
 // every breach of the sink's side of the contract it can see (calls that
 // overlap, events out of Seq order or delivered twice, calls after the
 // transport was closed), which fail the test that made it when it ends.
@@ -21,8 +22,10 @@ type Recorder struct {
 	events      []*transport.Event
 	interrupts  []Interruption
 	evicted     []*transport.Event
-	changed     chan struct{} // closed and replaced on every delivery
+	disconnects []transport.Disconnect
+	changed     chan struct{} // closed and replaced on every delivery and disconnect request
 	subscribers int
+	ended       int // what Disconnect returns
 	onDeliver   func(*transport.Event)
 	lastSeq     uint64
 	problems    []string
@@ -39,8 +42,8 @@ type Interruption struct {
 	Reason string
 }
 
-// NewRecorder returns a recorder whose Deliver reports one subscriber,
-// and makes t fail, when it ends, if the recorder saw a breach of the
+// NewRecorder returns a recorder whose Deliver reports one subscriber
+// and whose Disconnect reports no stream ended, and makes t fail, when it ends, if the recorder saw a breach of the
 // contract.
 func NewRecorder(t testing.TB) *Recorder {
 	r := &Recorder{changed: make(chan struct{}), subscribers: 1}
@@ -114,6 +117,58 @@ func (r *Recorder) Evicted(ev *transport.Event) {
 	r.evicted = append(r.evicted, ev)
 }
 
+// Disconnect implements transport.Sink: it records d and returns the
+// count set with SetDisconnected. It may overlap the other calls of the
+// sink (the contract does not order it with them), but must not come
+// after the transport's Close returned.
+func (r *Recorder) Disconnect(d transport.Disconnect) int {
+	if r.closed.Load() {
+		r.problem("Disconnect(%+v) called after the transport's Close returned", d)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.disconnects = append(r.disconnects, d)
+	close(r.changed)
+	r.changed = make(chan struct{})
+	return r.ended
+}
+
+// Disconnects returns the disconnect requests so far, in order.
+func (r *Recorder) Disconnects() []transport.Disconnect {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clip(r.disconnects)
+}
+
+// SetDisconnected sets what Disconnect returns from now on: the number of
+// streams a request ended.
+func (r *Recorder) SetDisconnected(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ended = n
+}
+
+// AwaitDisconnects waits until at least n disconnect requests have been
+// received and returns all of them. It fails t after Patience.
+func (r *Recorder) AwaitDisconnects(t testing.TB, n int) []transport.Disconnect {
+	t.Helper()
+	deadline := time.NewTimer(Patience)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		ds, changed := slices.Clip(r.disconnects), r.changed
+		r.mu.Unlock()
+		if len(ds) >= n {
+			return ds
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			t.Fatalf("waited %v for %d disconnect requests; got %+v", Patience, n, ds)
+		}
+	}
+}
+
 // EvictedEvents returns the events reported evicted so far, in order.
 func (r *Recorder) EvictedEvents() []*transport.Event {
 	r.mu.Lock()
@@ -138,7 +193,7 @@ func (r *Recorder) OnDeliver(f func(*transport.Event)) {
 }
 
 // Closed tells the recorder that the transport's Close has returned: a
-// later call of Deliver or Interrupt is a breach of the contract.
+// later call of the sink is a breach of the contract.
 func (r *Recorder) Closed() {
 	r.closed.Store(true)
 }

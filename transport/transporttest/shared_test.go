@@ -12,12 +12,12 @@ import (
 
 // sharedHub lets several nodes share one memory transport, so that the
 // suite's cross-node cases can be run (and seen to fail) without Redis.
-// Publishes are serialised, so that the fan-out sink knows which node's
-// sink counts for the receipt.
+// Publishes and disconnect requests are serialised, so that the fan-out
+// sink knows which node's sink counts for the receipt or the request.
 type sharedHub struct {
 	tr *memory.Transport
 
-	pubMu     sync.Mutex // held through a publish
+	pubMu     sync.Mutex // held through a publish or a disconnect request
 	publisher *sharedNode
 
 	nodesMu sync.Mutex // held through a delivery
@@ -54,6 +54,20 @@ func (h *sharedHub) Evicted(ev *transport.Event) {
 	for _, nd := range h.nodes {
 		nd.sink.Evicted(ev)
 	}
+}
+
+// Disconnect hands the request to every open node and returns what the
+// requesting node's sink returned.
+func (h *sharedHub) Disconnect(d transport.Disconnect) int {
+	h.nodesMu.Lock()
+	defer h.nodesMu.Unlock()
+	n := 0
+	for _, nd := range h.nodes {
+		if c := nd.sink.Disconnect(d); nd == h.publisher {
+			n = c
+		}
+	}
+	return n
 }
 
 func (h *sharedHub) join(t *testing.T, sink transport.Sink) *sharedNode {
@@ -138,6 +152,17 @@ func (n *sharedNode) Stats() transport.Stats {
 	st.State.Up = !n.closed
 	st.State.WatchedTopics = len(n.watched)
 	return st
+}
+
+// Disconnect implements transport.Transport, one node at a time.
+func (n *sharedNode) Disconnect(ctx context.Context, d transport.Disconnect) (int, error) {
+	if n.isClosed() {
+		return 0, transport.ErrClosed
+	}
+	n.hub.pubMu.Lock()
+	defer n.hub.pubMu.Unlock()
+	n.hub.publisher = n
+	return n.hub.tr.Disconnect(ctx, d)
 }
 
 // Close takes the node out of the fan-out, waiting for a delivery under

@@ -135,6 +135,9 @@ var cases = []testCase{
 	{"SinkMayCallBackFromOtherGoroutines", testReentrantSink},
 	{"CloseRefusesLaterCallsAndStopsTheSink", testClose},
 
+	// disconnect.go
+	{"DisconnectEndsThisNodesStreamsOnce", testDisconnect},
+
 	// idempotency.go
 	{"IdempotentRepeatPublishesNothing", testIdempotentRepeat},
 	{"IdempotencyKeyWithAnotherFingerprintIsRefused", testKeyMismatch},
