@@ -22,7 +22,8 @@ const adminMaxSize = DefaultMaxSize
 //
 //	GET  /sse/hubs                 every hub of the running config and its figures
 //	GET  /sse/hubs/<name>          one hub
-//	POST /sse/hubs/<name>/publish  publish, with the bodies and answers of sse_publish
+//	POST /sse/hubs/<name>/publish     publish, with the bodies and answers of sse_publish
+//	POST /sse/hubs/<name>/disconnect  end streams, by topic pattern or subject, on every node
 //
 // It has no configuration. Hubs are looked up in the running config at
 // each request, so that the endpoints follow config reloads.
@@ -62,8 +63,10 @@ func (*AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		serveHubStats(w, r, parts[1])
 	case len(parts) == 3 && parts[0] == "hubs" && parts[2] == "publish":
 		return serveAdminPublish(w, r, parts[1])
+	case len(parts) == 3 && parts[0] == "hubs" && parts[2] == "disconnect":
+		return serveDisconnect(w, r, parts[1])
 	default:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no admin endpoint %s; there are GET /sse/hubs, GET /sse/hubs/<name> and POST /sse/hubs/<name>/publish", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no admin endpoint %s; there are GET /sse/hubs, GET /sse/hubs/<name>, POST /sse/hubs/<name>/publish and POST /sse/hubs/<name>/disconnect", r.URL.Path))
 	}
 	return nil
 }

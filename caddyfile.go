@@ -50,6 +50,19 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		reset_event     <name>|off
 //		hijack
 //		send_buffer     <size>|off
+//		allow           <pattern>...
+//		token {
+//			key      <secret|{env.*}|{file.*}|PEM public key>
+//			jwks     <url>
+//			alg      <HS256|RS256|ES256|EdDSA|...>
+//			issuer   <iss>
+//			audience <aud>
+//			query    <name>
+//			cookie   <name>
+//		}
+//		max_streams_per  <placeholder> <n>
+//		expired_event    <name>|off
+//		disconnect_event <name>|off
 //	}
 func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -82,12 +95,7 @@ func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "cors_origins":
 			h.CORSOrigins, err = originArgs(d, h.CORSOrigins)
 		case "reset_event":
-			h.ResetEvent, err = oneArg(d)
-			if err == nil {
-				if verr := validateEventType(h.ResetEvent); verr != nil {
-					err = d.Errf("reset_event: %v", verr)
-				}
-			}
+			h.ResetEvent, err = eventTypeArg(d)
 		case "hijack":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -95,6 +103,16 @@ func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.Hijack = true
 		case "send_buffer":
 			h.SendBuffer, err = sizeOrOff(d)
+		case "allow":
+			h.Allow, err = someArgs(d, h.Allow)
+		case "token":
+			h.Token, err = tokenBlock(d, h.Token)
+		case "max_streams_per":
+			h.MaxStreamsPer, err = streamsPerArgs(d)
+		case "expired_event":
+			h.ExpiredEvent, err = eventTypeArg(d)
+		case "disconnect_event":
+			h.DisconnectEvent, err = eventTypeArg(d)
 		default:
 			return d.Errf("unrecognized sse option '%s'", d.Val())
 		}
@@ -114,6 +132,8 @@ func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //		stream_timeout <duration>
 //		max_streams    <n>
 //		cors_origins   <origin>...
+//		allow          <pattern>...
+//		token          { ... }
 //	}
 func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -135,6 +155,10 @@ func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			p.MaxStreams, err = intArg(d, 1)
 		case "cors_origins":
 			p.CORSOrigins, err = originArgs(d, p.CORSOrigins)
+		case "allow":
+			p.Allow, err = someArgs(d, p.Allow)
+		case "token":
+			p.Token, err = tokenBlock(d, p.Token)
 		default:
 			return d.Errf("unrecognized sse_publish option '%s'", d.Val())
 		}
@@ -230,6 +254,90 @@ func (hc *HubConfig) unmarshalTransport(d *caddyfile.Dispenser) error {
 	}
 	hc.TransportRaw = caddyconfig.JSONModuleObject(unm, "transport", name, nil)
 	return nil
+}
+
+// eventTypeArg reads the event type of an option, or off.
+func eventTypeArg(d *caddyfile.Dispenser) (string, error) {
+	opt := d.Val()
+	typ, err := oneArg(d)
+	if err != nil {
+		return "", err
+	}
+	if err := validateEventType(typ); err != nil {
+		return "", d.Errf("%s: %v", opt, err)
+	}
+	return typ, nil
+}
+
+// tokenBlock reads a token block:
+//
+//	token {
+//		key      <secret|{env.*}|{file.*}|PEM public key>
+//		jwks     <url>
+//		alg      <alg>
+//		issuer   <iss>
+//		audience <aud>
+//		query    <name>
+//		cookie   <name>
+//	}
+func tokenBlock(d *caddyfile.Dispenser, prev *TokenConfig) (*TokenConfig, error) {
+	if prev != nil {
+		return nil, d.Err("token already specified")
+	}
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	tc := new(TokenConfig)
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "key":
+			tc.Keys, err = someArgs(d, tc.Keys)
+		case "jwks":
+			tc.JWKS, err = oneArg(d)
+		case "alg":
+			tc.Alg, err = oneArg(d)
+		case "issuer":
+			tc.Issuer, err = oneArg(d)
+		case "audience":
+			tc.Audience, err = oneArg(d)
+		case "query":
+			tc.Query, err = oneArg(d)
+		case "cookie":
+			tc.Cookie, err = oneArg(d)
+		default:
+			return nil, d.Errf("unrecognized token option '%s'", d.Val())
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	switch {
+	case tc.Alg == "":
+		return nil, d.Err("token: alg is required (HS256, RS256, ES256, EdDSA, ...): tokens of another algorithm are refused")
+	case len(tc.Keys) == 0 && tc.JWKS == "":
+		return nil, d.Err("token: give a key (repeatable) or a jwks URL")
+	case len(tc.Keys) > 0 && tc.JWKS != "":
+		return nil, d.Err("token: give keys or a jwks URL, not both")
+	}
+	return tc, nil
+}
+
+// streamsPerArgs reads max_streams_per <placeholder> <n>.
+func streamsPerArgs(d *caddyfile.Dispenser) (*StreamsPer, error) {
+	args := d.RemainingArgs()
+	if len(args) != 2 {
+		return nil, d.ArgErr()
+	}
+	n, err := strconv.Atoi(args[1])
+	if err != nil {
+		return nil, d.Errf("max_streams_per: %q is not a number of streams", args[1])
+	}
+	sp := &StreamsPer{Key: args[0], Max: n}
+	if err := sp.validate(); err != nil {
+		return nil, d.Err(err.Error())
+	}
+	return sp, nil
 }
 
 // oneArg reads exactly one argument.

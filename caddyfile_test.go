@@ -225,6 +225,84 @@ func TestCaddyfileErrors(t *testing.T) {
 		cors_origins example.com
 	}
 }`, "cors_origins: cors origin \"example.com\" is not of the form"},
+		{"token without alg", `:80 {
+	sse {
+		token {
+			key 0123456789abcdef0123456789abcdef
+		}
+	}
+}`, "alg is required"},
+		{"token without key", `:80 {
+	sse {
+		token {
+			alg HS256
+		}
+	}
+}`, "give a key"},
+		{"token with key and jwks", `:80 {
+	sse_publish {
+		token {
+			key 0123456789abcdef0123456789abcdef
+			jwks https://id.example/jwks
+			alg HS256
+		}
+	}
+}`, "not both"},
+		{"two tokens", `:80 {
+	sse {
+		token {
+			key 0123456789abcdef0123456789abcdef
+			alg HS256
+		}
+		token {
+			key 0123456789abcdef0123456789abcdef
+			alg HS256
+		}
+	}
+}`, "token already specified"},
+		{"unknown token option", `:80 {
+	sse {
+		token {
+			secret x
+		}
+	}
+}`, "unrecognized token option 'secret'"},
+		{"token with an argument", `:80 {
+	sse {
+		token HS256
+	}
+}`, "wrong argument count"},
+		{"allow without patterns", `:80 {
+	sse {
+		allow
+	}
+}`, "wrong argument count"},
+		{"max_streams_per without a placeholder", `:80 {
+	sse {
+		max_streams_per user 3
+	}
+}`, "is not a placeholder"},
+		{"max_streams_per zero", `:80 {
+	sse {
+		max_streams_per {http.sse.token.sub} 0
+	}
+}`, "at least 1"},
+		{"max_streams_per not a number", `:80 {
+	sse {
+		max_streams_per {http.sse.token.sub} many
+	}
+}`, "not a number"},
+		{"max_streams_per one argument", `:80 {
+	sse {
+		max_streams_per {http.sse.token.sub}
+	}
+}`, "wrong argument count"},
+		{"a bad expired_event", `:80 {
+	sse {
+		expired_event "a
+b"
+	}
+}`, "expired_event: event type"},
 		{"a bad reset_event at parse time", `:80 {
 	sse {
 		reset_event "a
@@ -261,6 +339,48 @@ func TestProvisionErrors(t *testing.T) {
 		cors_origins example.com
 	}
 }`, "not of the form scheme://host"},
+		{"token alg none", `:9080 {
+	sse {
+		token {
+			key 0123456789abcdef0123456789abcdef
+			alg none
+		}
+	}
+}`, "token: "},
+		{"token HMAC key too short", `:9080 {
+	sse {
+		token {
+			key short
+			alg HS256
+		}
+	}
+}`, "token: "},
+		{"token key file missing", `:9080 {
+	sse_publish {
+		token {
+			key {file./nonexistent/sse.key}
+			alg HS256
+		}
+	}
+}`, "key 1 is empty once its placeholders are replaced"},
+		{"token PEM key for HMAC", `:9080 {
+	sse {
+		token {
+			key "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=\n-----END PUBLIC KEY-----"
+			alg HS256
+		}
+	}
+}`, "token: "},
+		{"token Ed25519 key for RS256", `:9080 {
+	sse {
+		token {
+			key "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=
+-----END PUBLIC KEY-----"
+			alg RS256
+		}
+	}
+}`, "token: "},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -280,6 +400,9 @@ func TestProvisionErrors(t *testing.T) {
 		{"negative max_streams", `{"handler":"sse_publish","max_streams":-1}`, "max_streams must not be negative"},
 		{"negative stream_timeout", `{"handler":"sse_publish","stream_timeout":-1}`, "stream_timeout must not be negative"},
 		{"unknown field", `{"handler":"sse","topic":"x"}`, "unknown field"},
+		{"max_streams_per without max", `{"handler":"sse","max_streams_per":{"key":"{http.sse.token.sub}"}}`, "at least 1"},
+		{"a bad disconnect_event", `{"handler":"sse","disconnect_event":"a\nb"}`, "disconnect_event"},
+		{"an empty allow pattern", `{"handler":"sse_publish","allow":[""]}`, "allow: topic is empty"},
 	}
 	for _, c := range jsonCases {
 		t.Run(c.name, func(t *testing.T) {

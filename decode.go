@@ -36,6 +36,7 @@ type requestError struct {
 	msg        string
 	cause      error
 	retryAfter int            // seconds, for a Retry-After header; 0: none
+	challenge  string         // for a WWW-Authenticate header (401); "": none
 	figures    *streamFigures // what a streaming publish published before
 }
 

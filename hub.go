@@ -54,6 +54,27 @@ type hubCounters struct {
 	delivered   atomic.Uint64
 	replayed    atomic.Uint64
 	disconnects [numEndReasons]atomic.Uint64
+	refusals    [numRefusals]atomic.Uint64
+}
+
+// refusalReason says why a request was refused by a route's access control;
+// they label the refusal metrics.
+type refusalReason int
+
+const (
+	refusedUnauthorized refusalReason = iota // no token, or an invalid one
+	refusedForbidden                         // a topic neither allow nor the token grants
+	refusedExpired                           // an expired token
+	numRefusals
+)
+
+func (r refusalReason) String() string {
+	return [numRefusals]string{"unauthorized", "forbidden", "expired"}[r]
+}
+
+// refusedFor counts a request refused by a route's access control.
+func (h *Hub) refusedFor(r refusalReason) {
+	h.counters.refusals[r].Add(1)
 }
 
 // newHub opens a hub on an unopened transport.
@@ -274,6 +295,7 @@ func (h *Hub) Interrupt(topics []string, reason string) {
 // subscribeRequest is what a stream asks of the hub.
 type subscribeRequest struct {
 	topics         []string
+	subject        string // see subscriber.subject
 	maxSubscribers int
 	replay         transport.ReplayQuery
 	out            output // where the stream writes
@@ -284,6 +306,7 @@ type subscribeRequest struct {
 // the rest of the replay itself, from its position.
 func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber, transport.Replay, error) {
 	s := newSubscriber(h, req.topics, req.out)
+	s.subject = req.subject
 	if !h.add(s, req.maxSubscribers) {
 		return nil, transport.Replay{}, errOverCapacity
 	}
@@ -418,6 +441,11 @@ type HubStats struct {
 	// Disconnects counts the streams that ended, by reason (client, slow,
 	// max_age, shutdown), and the subscriptions refused for capacity.
 	Disconnects map[string]uint64 `json:"disconnects"`
+	// Refusals counts the requests (subscriptions and publishes) that
+	// the access control of the hub's routes refused, by reason:
+	// unauthorized (no token, or an invalid one), forbidden (a topic not
+	// granted), expired (an expired token).
+	Refusals map[string]uint64 `json:"refusals"`
 	// History describes the retained events.
 	History transport.Stats `json:"history"`
 	// Window describes the delivery window: the newest events, held once
@@ -442,6 +470,10 @@ func (h *Hub) Stats() HubStats {
 	st.Disconnects = make(map[string]uint64, numEndReasons-1)
 	for r := endNone + 1; r < numEndReasons; r++ {
 		st.Disconnects[r.String()] = h.counters.disconnects[r].Load()
+	}
+	st.Refusals = make(map[string]uint64, numRefusals)
+	for r := range numRefusals {
+		st.Refusals[r.String()] = h.counters.refusals[r].Load()
 	}
 	st.History = h.transport.Stats()
 	st.Window = h.backlog.stats()

@@ -24,6 +24,7 @@ type metricsCollector struct {
 	delivered     *prometheus.Desc
 	replayed      *prometheus.Desc
 	disconnects   *prometheus.Desc
+	refusals      *prometheus.Desc
 	historyEvents *prometheus.Desc
 	historyBytes  *prometheus.Desc
 	keyBytes      *prometheus.Desc
@@ -41,7 +42,8 @@ func newMetricsCollector() *metricsCollector {
 		published:     desc("events_published_total", "Events published to the hub through this node.", "hub"),
 		delivered:     desc("events_delivered_total", "Live events written to subscribers on this node.", "hub"),
 		replayed:      desc("events_replayed_total", "Events written to subscribers from the hub's history (resumption and replay).", "hub"),
-		disconnects:   desc("disconnects_total", "Event streams ended, by reason: client, slow, max_age, shutdown; capacity counts refused subscriptions.", "hub", "reason"),
+		disconnects:   desc("disconnects_total", "Event streams ended, by reason: client, slow, max_age, shutdown, resync, expired, revoked, per_subject; capacity and unavailable count refused subscriptions.", "hub", "reason"),
+		refusals:      desc("refusals_total", "Subscriptions and publishes refused by access control, by reason: unauthorized, forbidden, expired.", "hub", "reason"),
 		historyEvents: desc("history_events", "Events retained in the hub's history.", "hub"),
 		historyBytes:  desc("history_bytes", "Size on the wire of the events retained in the hub's history.", "hub"),
 		keyBytes:      desc("idempotency_bytes", "Bytes the hub's Idempotency-Key records cost, within idempotency_max_bytes.", "hub"),
@@ -54,7 +56,7 @@ func newMetricsCollector() *metricsCollector {
 func (c *metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.subscribers, c.connections, c.published, c.delivered,
-		c.replayed, c.disconnects, c.historyEvents, c.historyBytes,
+		c.replayed, c.disconnects, c.refusals, c.historyEvents, c.historyBytes,
 		c.keyBytes, c.transportUp, c.resyncs,
 	} {
 		ch <- d
@@ -87,6 +89,9 @@ func (c *metricsCollector) collectHub(ch chan<- prometheus.Metric, name string, 
 	counter(c.replayed, st.Replayed)
 	for reason, n := range st.Disconnects {
 		ch <- prometheus.MustNewConstMetric(c.disconnects, prometheus.CounterValue, float64(n), name, reason)
+	}
+	for reason, n := range st.Refusals {
+		ch <- prometheus.MustNewConstMetric(c.refusals, prometheus.CounterValue, float64(n), name, reason)
 	}
 	gauge(c.historyEvents, float64(st.History.Events))
 	gauge(c.historyBytes, float64(st.History.Bytes))

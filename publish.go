@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/ssehub/caddy-sse/access"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -76,8 +77,19 @@ type Publish struct {
 	// Default: 100.
 	MaxStreams int `json:"max_streams,omitempty"`
 
+	// Topic patterns, with placeholders: every topic of every event a
+	// request publishes must match one of them, else the request is
+	// refused with 403 before anything is published (a streaming publish
+	// ends at the first event refused). See the sse handler's allow.
+	Allow []string `json:"allow,omitempty"`
+
+	// Publishes must carry a signed token that grants their topics (its
+	// claim sse.publish); an expired one is refused with 401.
+	Token *TokenConfig `json:"token,omitempty"`
+
 	hub     *Hub
 	cors    *corsPolicy
+	guard   *guard
 	streams *publishStreams
 	logger  *zap.Logger
 }
@@ -122,6 +134,9 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	}
 	p.hub = hub
 	p.cors = newCORSPolicy(p.CORSOrigins, "POST")
+	if p.guard, err = newGuard(p.Allow, p.Token, true); err != nil {
+		return err
+	}
 	p.logger = ctx.Logger()
 	p.streams = &publishStreams{max: p.MaxStreams}
 	return onEvent(ctx, "stopping", eventHandler{"sse_publish: end the streaming publishes of the old config", p.shutdown})
@@ -131,6 +146,12 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 // reload, or Caddy's exit): Caddy would wait for them for ever. Their
 // publishers get a 503 with the figures, and send the rest again to the
 // new config.
+// Cleanup stops the route's token verifier.
+func (p *Publish) Cleanup() error {
+	p.guard.close()
+	return nil
+}
+
 func (p *Publish) shutdown() {
 	if n := p.streams.stop(); n > 0 {
 		p.logger.Info("ended the streaming publishes of the old config", zap.String("hub", p.Hub), zap.Int("streams", n))
@@ -143,6 +164,18 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	if !admit(p.cors, w, r, http.MethodPost, "publish") {
 		return nil
 	}
+	tok, err := p.guard.authenticate(r)
+	if err != nil {
+		reason := refusedUnauthorized
+		if errors.Is(err, access.ErrExpired) {
+			reason = refusedExpired
+		}
+		p.hub.refusedFor(reason)
+		writeRefusal(w, unauthorized(err))
+		return nil
+	}
+	ph := setPlaceholders(r, tok)
+	defer ph.drop()
 	var forced []string
 	if len(p.Topics) > 0 {
 		topics, err := expandTopics(r, p.Topics)
@@ -157,7 +190,8 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		forced = topics
 	}
 	opts := publishOptions{forced: forced, maxSize: p.MaxSize, streamTimeout: time.Duration(p.StreamTimeout),
-		streams: p.streams, logger: p.logger}
+		streams: p.streams, logger: p.logger, grants: p.guard.grantsFor(r, tok)}
+	ph.drop()
 	if e := servePublish(w, r, p.hub, opts); e != nil {
 		if e.cause != nil {
 			p.logger.Error("publish failed", zap.String("hub", p.Hub), zap.String("remote_addr", r.RemoteAddr),
@@ -196,6 +230,12 @@ func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, opts publish
 	msgs, array, err := readPublish(w, r, opts)
 	if err != nil {
 		return asRequestError(err)
+	}
+	for _, m := range msgs {
+		if e := opts.grants.check(m.Topics); e != nil {
+			hub.refusedFor(refusedForbidden)
+			return e
+		}
 	}
 	req := transport.PublishRequest{Messages: msgs, Key: key}
 	if key != "" {
@@ -410,5 +450,6 @@ func (br *bodyRead) stop() {
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Publish)(nil)
+	_ caddy.CleanerUpper          = (*Publish)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Publish)(nil)
 )

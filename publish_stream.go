@@ -73,6 +73,7 @@ type publishOptions struct {
 	streamTimeout time.Duration
 	streams       *publishStreams // the route's (or the admin API's) publishes in progress
 	logger        *zap.Logger
+	grants        *grants // the topics the request may publish to; nil: any
 }
 
 // errEventTooLarge refuses an event of a stream over max_size.
@@ -125,6 +126,9 @@ func writeStreamAnswer(w http.ResponseWriter, f *streamFigures) {
 func writeRefusal(w http.ResponseWriter, e *requestError) {
 	if e.retryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
+	if e.challenge != "" {
+		w.Header().Set("WWW-Authenticate", e.challenge)
 	}
 	if e.figures == nil {
 		writeError(w, e.status, e.msg)
@@ -284,6 +288,7 @@ func newPublishStream(w http.ResponseWriter, r *http.Request, hub *Hub, opts pub
 		timeout: opts.streamTimeout,
 	}
 	st.pub = newStreamPublisher(r.Context(), hub, env, key)
+	st.pub.grants = opts.grants
 	st.reader = newStreamReader(env.format, *bufp, &st.pub, int(opts.maxSize))
 	return st
 }
@@ -423,6 +428,7 @@ type streamPublisher struct {
 	fingerprint string
 	env         streamEnvelope
 	topics      []string // of an event that names none, unless forced
+	grants      *grants  // the topics it may publish to; nil: any
 
 	msgs  []transport.Message
 	ends  []int  // where each message's data ends in arena
@@ -466,6 +472,10 @@ func (s *streamPublisher) event(ev *streamEvent) error {
 			return badRequest("%v", err)
 		}
 		m.Topics = topics
+	}
+	if e := s.grants.check(m.Topics); e != nil {
+		s.hub.refusedFor(refusedForbidden)
+		return e
 	}
 	if len(ev.typ) > 0 {
 		typ, err := s.eventType(ev.typ)

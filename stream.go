@@ -72,7 +72,8 @@ type stream struct {
 
 	began      time.Time
 	remoteAddr string
-	maxAge     *time.Timer // ends the stream at its max_age; nil without
+	lastID     string      // the client's last event id
+	deadline   *time.Timer // ends the stream at its max_age, or when its token expires; nil without
 
 	ctx    context.Context // of its reads of the history
 	cancel context.CancelFunc
@@ -112,9 +113,10 @@ func setStreamHeaders(w http.ResponseWriter) {
 // serve writes the stream's start, then its events until it ends, and
 // ends it. A stream whose connection is taken over (hijack) runs on in a
 // goroutine of its own, and serve returns at once.
-func (st *stream) serve(w http.ResponseWriter, r *http.Request, rep transport.Replay, lastID string) {
+func (st *stream) serve(w http.ResponseWriter, r *http.Request, rep transport.Replay, lastID string, expires time.Time) {
 	h := st.route
-	st.startMaxAge()
+	st.lastID = lastID
+	st.startDeadline(expires)
 	limitSendBuffer(r, h.SendBuffer)
 	if err := st.start(w, jittered(time.Duration(h.Retry)), rep, lastID, h.resetEventType()); err != nil {
 		st.end(failedWrite(st.sub))
@@ -151,16 +153,24 @@ func (st *stream) runTakenOver(out *connOutput) {
 	}()
 }
 
-// startMaxAge ends the stream after a random 80-100% of max_age, if set.
-func (st *stream) startMaxAge() {
-	maxAge := time.Duration(st.route.MaxAge)
-	if maxAge <= 0 {
+// startDeadline ends the stream after a random 80-100% of max_age, if
+// set, or when its token expires, if that comes first.
+func (st *stream) startDeadline(expires time.Time) {
+	lifetime, reason := time.Duration(-1), endMaxAge
+	if maxAge := time.Duration(st.route.MaxAge); maxAge > 0 {
+		lifetime = maxAge * 4 / 5
+		lifetime += rand.N(maxAge - lifetime + 1)
+	}
+	if !expires.IsZero() {
+		if left := time.Until(expires); lifetime < 0 || left <= lifetime {
+			lifetime, reason = max(left, 0), endExpired
+		}
+	}
+	if lifetime < 0 {
 		return
 	}
-	lifetime := maxAge * 4 / 5
-	lifetime += rand.N(maxAge - lifetime + 1)
 	sub := st.sub
-	st.maxAge = time.AfterFunc(lifetime, func() { sub.finish(endMaxAge) })
+	st.deadline = time.AfterFunc(lifetime, func() { sub.finish(reason) })
 }
 
 // start sends the headers, the retry hint, the reset event if the
@@ -230,7 +240,7 @@ func (st *stream) loop(done <-chan struct{}) endReason {
 		}
 		if reason := st.sub.endReason(); reason != endNone {
 			if reason != endSlow && reason != endClient {
-				_ = st.finish(st.route.finalRetry())
+				_ = st.sendOne(st.route.endWords(reason, st.lastSent()))
 			}
 			return reason
 		}
@@ -249,9 +259,10 @@ func failedWrite(sub *subscriber) endReason {
 // end takes an ended stream out of its route and its hub, which counts
 // it, and logs it.
 func (st *stream) end(reason endReason) {
-	if st.maxAge != nil {
-		st.maxAge.Stop()
+	if st.deadline != nil {
+		st.deadline.Stop()
 	}
+	st.route.per.remove(st)
 	if st.cancel != nil {
 		st.cancel()
 	}
@@ -422,9 +433,16 @@ func (st *stream) writePiece(piece [][]byte) error {
 	return st.out.write(piece)
 }
 
-// finish writes a final retry hint before the stream ends.
-func (st *stream) finish(retryMS int64) error {
-	return st.sendOne(transport.AppendRetry(nil, retryMS))
+// lastSent returns the id of the stream's position, from which its client
+// resumes with nothing lost: the last event id it sent, or a later one
+// that none of its topics' events precedes; the client's own before it
+// has one.
+func (st *stream) lastSent() string {
+	pos := st.sub.pos.Load()
+	if pos == noPosition || st.epoch == "" {
+		return st.lastID
+	}
+	return transport.FormatID(st.epoch, pos)
 }
 
 // check is the stream's tick, run by its route's sweeper: a stream whose

@@ -2,6 +2,7 @@ package caddysse
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/ssehub/caddy-sse/access"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -29,6 +31,8 @@ const (
 	DefaultMaxTopics    = 64
 	DefaultSendBuffer   = 256 << 10
 	DefaultResetEvent   = "reset"
+	DefaultExpiredEvent = "expired"
+	DefaultDisconnect   = "disconnect"
 )
 
 // capacityRetry is the least reconnection delay told to a client that is
@@ -122,9 +126,39 @@ type Subscribe struct {
 	// requests, are left alone. Default: 256 KiB. Negative: the kernel's.
 	SendBuffer int64 `json:"send_buffer,omitempty"`
 
+	// Topic patterns, with placeholders: every topic of a subscription
+	// must match one of them, else it is refused with 403. A segment "*"
+	// matches one segment of a topic, "**" as the last one the rest; a
+	// placeholder whose value is empty, or holds a "/" or a "*", drops its
+	// pattern. Default: every topic is allowed.
+	Allow []string `json:"allow,omitempty"`
+
+	// Subscriptions must carry a signed token that grants their topics
+	// (its claim sse.subscribe). An expired token is answered with the
+	// expired event, and a stream ends with it when its token expires.
+	Token *TokenConfig `json:"token,omitempty"`
+
+	// At most this many open streams of the route per value of a
+	// placeholder, on this node: beyond, the oldest stream of that value
+	// ends with a disconnect event. Its value is also the subject that the
+	// admin API's disconnect names.
+	MaxStreamsPer *StreamsPer `json:"max_streams_per,omitempty"`
+
+	// The type of the event that ends a stream whose token has expired
+	// (its data: {"last_event_id": ...}). Default: "expired". "off" sends
+	// none.
+	ExpiredEvent string `json:"expired_event,omitempty"`
+
+	// The type of the event that ends a stream disconnected by the admin
+	// API or by max_streams_per (its data: {"reason": ...}). Default:
+	// "disconnect". "off" sends none.
+	DisconnectEvent string `json:"disconnect_event,omitempty"`
+
 	hub      *Hub
 	cors     *corsPolicy
+	guard    *guard
 	streams  streamSet
+	per      *streamsPer
 	logger   *zap.Logger
 	stop     chan struct{} // closed by Cleanup: ends the heartbeat ticker
 	unwindow func()        // gives the route's delivery window back to the hub
@@ -152,6 +186,10 @@ func (h *Subscribe) Provision(ctx caddy.Context) error {
 	h.hub = hub
 	h.unwindow = hub.backlog.use(window{bytes: h.BufferSize, events: h.Buffer})
 	h.cors = newCORSPolicy(h.CORSOrigins, "GET")
+	if h.guard, err = newGuard(h.Allow, h.Token, false); err != nil {
+		return err
+	}
+	h.per = newStreamsPer(h.MaxStreamsPer)
 	h.streams.init()
 	if err := rememberConns(ctx); err != nil {
 		return err
@@ -189,6 +227,12 @@ func (h *Subscribe) setDefaults() {
 	if h.ResetEvent == "" {
 		h.ResetEvent = DefaultResetEvent
 	}
+	if h.ExpiredEvent == "" {
+		h.ExpiredEvent = DefaultExpiredEvent
+	}
+	if h.DisconnectEvent == "" {
+		h.DisconnectEvent = DefaultDisconnect
+	}
 }
 
 func (h *Subscribe) validate() error {
@@ -210,8 +254,14 @@ func (h *Subscribe) validate() error {
 	case h.MaxSubscribers < 0:
 		return fmt.Errorf("max_subscribers must not be negative")
 	}
-	if err := validateEventType(h.ResetEvent); err != nil {
-		return fmt.Errorf("reset_event: %w", err)
+	for opt, typ := range map[string]string{"reset_event": h.ResetEvent, "expired_event": h.ExpiredEvent,
+		"disconnect_event": h.DisconnectEvent} {
+		if err := validateEventType(typ); err != nil {
+			return fmt.Errorf("%s: %w", opt, err)
+		}
+	}
+	if err := h.MaxStreamsPer.validate(); err != nil {
+		return err
 	}
 	return validateOrigins(h.CORSOrigins)
 }
@@ -268,6 +318,7 @@ func (h *Subscribe) Cleanup() error {
 	if h.unwindow != nil {
 		h.unwindow()
 	}
+	h.guard.close()
 	return nil
 }
 
@@ -282,12 +333,56 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		return nil
 	}
 	q := parseStreamQuery(r.URL.RawQuery)
+	tok, err := h.guard.authenticate(r)
+	switch {
+	case errors.Is(err, access.ErrExpired):
+		h.hub.refusedFor(refusedExpired)
+		h.expired(w, r, q)
+		return nil
+	case err != nil:
+		h.hub.refusedFor(refusedUnauthorized)
+		writeRefusal(w, unauthorized(err))
+		return nil
+	}
+	ph := setPlaceholders(r, tok)
+	defer ph.drop()
 	topics, status, err := h.subscriptionTopics(r, q)
 	if err != nil {
 		writeError(w, status, err.Error())
 		return nil
 	}
-	return h.serveStream(w, r, topics, q)
+	if e := h.guard.grantsFor(r, tok).check(topics); e != nil {
+		h.hub.refusedFor(refusedForbidden)
+		writeRefusal(w, e)
+		return nil
+	}
+	a := streamAuth{subject: h.per.value(r)}
+	if tok != nil {
+		a.expires = tok.Expires
+		if h.per == nil {
+			a.subject = tok.Subject
+		}
+	}
+	ph.drop()
+	return h.serveStream(w, r, topics, q, a)
+}
+
+// streamAuth is what a stream keeps of its request's credentials.
+type streamAuth struct {
+	subject string    // see subscriber.subject
+	expires time.Time // when its token expires; zero: never
+}
+
+// expired answers a subscription whose token has expired: a 200 with the
+// expired event and a long retry hint, so that the page fetches a fresh
+// token and resumes from the event's last_event_id, and a page that does
+// not still comes back, slowly, instead of giving up.
+func (h *Subscribe) expired(w http.ResponseWriter, r *http.Request, q streamQuery) {
+	setStreamHeaders(w)
+	w.WriteHeader(http.StatusOK)
+	lastID, _ := lastEventID(r, q)
+	_, _ = w.Write(h.endWords(endExpired, lastID))
+	_ = http.NewResponseController(w).Flush()
 }
 
 // hasBody reports whether a request announces a body: a length, or (over
@@ -375,11 +470,11 @@ func jittered(d time.Duration) int64 {
 
 // serveStream subscribes and streams until the client leaves or the
 // stream is ended.
-func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics []string, q streamQuery) error {
+func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics []string, q streamQuery, a streamAuth) error {
 	began := time.Now()
 	out := newResponseOutput(w)
 	defer out.release()
-	req := subscribeRequest{topics: topics, maxSubscribers: h.MaxSubscribers, out: out}
+	req := subscribeRequest{topics: topics, subject: a.subject, maxSubscribers: h.MaxSubscribers, out: out}
 	req.replay.LastEventID, req.replay.Resume = lastEventID(r, q)
 	if req.replay.Resume {
 		req.replay.ResetLatest = h.Buffer
@@ -399,8 +494,9 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics [
 		h.refuse(w, h.finalRetry(), "this server is reloading or stopping")
 		return nil
 	}
+	h.per.add(st)
 	h.logOpen(r, sub, rep, req.replay)
-	st.serve(w, r, rep, req.replay.LastEventID)
+	st.serve(w, r, rep, req.replay.LastEventID, a.expires)
 	return nil
 }
 
@@ -445,6 +541,43 @@ func (h *Subscribe) refuse(w http.ResponseWriter, retryMS int64, why string) {
 	b = transport.AppendComment(b, why)
 	_, _ = w.Write(b)
 	_ = http.NewResponseController(w).Flush()
+}
+
+// endWords is what a stream that the server ends for reason writes last:
+// a retry hint, and for an expired token or a disconnection, the event
+// that says so (unless it is off) and a retry hint of at least 30 s.
+// lastID is the last event id the stream sent, else the client's.
+func (h *Subscribe) endWords(reason endReason, lastID string) []byte {
+	var typ string
+	var data []byte
+	switch reason {
+	case endExpired:
+		typ = h.ExpiredEvent
+		data, _ = json.Marshal(expiredData{LastEventID: lastID})
+	case endRevoked, endPerSubject:
+		typ = h.DisconnectEvent
+		data, _ = json.Marshal(disconnectData{Reason: disconnectReason(reason)})
+	default:
+		return transport.AppendRetry(nil, h.finalRetry())
+	}
+	b := transport.AppendRetry(nil, jittered(max(time.Duration(h.Retry), expiredRetry)))
+	if typ == "off" {
+		return b
+	}
+	return transport.AppendEvent(b, "", typ, -1, string(data))
+}
+
+// disconnectData is the data of the disconnect event.
+type disconnectData struct {
+	Reason string `json:"reason"`
+}
+
+// disconnectReason is the reason a disconnect event gives.
+func disconnectReason(r endReason) string {
+	if r == endPerSubject {
+		return "max_streams_per"
+	}
+	return "revoked"
 }
 
 // resetEventType is the type of the reset event, or "" for none.

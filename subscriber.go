@@ -19,10 +19,14 @@ const (
 	endCapacity              // refused: max_subscribers reached
 	endResync                // the transport could not deliver every event in order
 	endUnavailable           // refused: the transport is unavailable
+	endExpired               // its token expired
+	endRevoked               // an administrator disconnected it (admin API)
+	endPerSubject            // a newer stream of its subject took its place (max_streams_per)
 	numEndReasons
 )
 
-var endReasonNames = [numEndReasons]string{"", "client", "slow", "max_age", "shutdown", "capacity", "resync", "unavailable"}
+var endReasonNames = [numEndReasons]string{"", "client", "slow", "max_age", "shutdown", "capacity", "resync", "unavailable",
+	"expired", "revoked", "per_subject"}
 
 func (r endReason) String() string { return endReasonNames[r] }
 
@@ -44,11 +48,12 @@ func clock() int64 { return int64(time.Since(clockBase)) + 1 }
 // history) and moves its position past them. Neither side ever waits for
 // the other's socket, and no event is copied or queued per subscriber.
 type subscriber struct {
-	hub    *Hub
-	topics []string
-	wake   chan struct{} // capacity 1: "look at me"
-	gated  *wakeGate     // the hub's: hands out wake-ups in turn
-	gate   atomic.Uint32 // where it stands with gated; written under gated.mu
+	hub     *Hub
+	topics  []string
+	subject string        // its max_streams_per value, else its token's subject; "" for none
+	wake    chan struct{} // capacity 1: "look at me"
+	gated   *wakeGate     // the hub's: hands out wake-ups in turn
+	gate    atomic.Uint32 // where it stands with gated; written under gated.mu
 
 	// guarded by the hub's lock
 	slots      []int // index in each topic's subscriber list

@@ -139,7 +139,7 @@ func TestStreamingBurstReachesAReader(t *testing.T) {
 		}
 	}
 	if got := readN(t, s, len(want)); strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("got %d of the %d events of ten arrays, or not in order", len(got), len(want))
+		t.Fatalf("got %d of the %d events of ten arrays, or not in order; disconnects %v", len(got), len(want), hub.Stats().Disconnects)
 	}
 	if n := hub.counters.disconnects[endSlow].Load() - slowBefore; n != 0 {
 		t.Fatalf("%d streams dropped as slow", n)

@@ -582,3 +582,29 @@ func TestRedisPausedReaderCatchesUpFromHistory(t *testing.T) {
 	}
 	t.Logf("%d of %d events came from the history in Redis", hub.Replayed, len(ids))
 }
+
+// TestRedisDisconnectEveryNode: the admin API's disconnect, on one
+// instance, ends the matching streams of both, each with the disconnect
+// event, and answers the count of its own instance.
+func TestRedisDisconnectEveryNode(t *testing.T) {
+	t.Parallel()
+	a, b, _ := redisPair(t, 2442, 8442)
+	client := ssetest.NewClient()
+	onA := ssetest.OpenT(t, client, a.base+"/events?topic=room/1", nil)
+	onB := ssetest.OpenT(t, client, b.base+"/events?topic=room/2", nil)
+	other := ssetest.OpenT(t, client, b.base+"/events?topic=lobby", nil)
+	r := opsDo(t, http.MethodPost, a.AdminURL("/sse/hubs/default/disconnect"), "application/json", `{"topic":"room/*"}`)
+	if r.status != http.StatusOK || strings.TrimSpace(r.body) != `{"disconnected":1}` {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	for name, s := range map[string]*ssetest.Stream{"a": onA, "b": onB} {
+		frames := opsReadToEnd(t, s)
+		if len(frames) == 0 || frames[len(frames)-1].Type != "disconnect" || frames[len(frames)-1].Data != `{"reason":"revoked"}` {
+			t.Fatalf("the stream on %s ended with %+v", name, frames)
+		}
+	}
+	opsPublish(t, a.base+"/publish", "topic=lobby&data=still")
+	if f := other.EventT(t, opsWait); f.Data != "still" {
+		t.Fatalf("got %q", f.Data)
+	}
+}
