@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +12,27 @@ import (
 
 	"github.com/ssehub/caddy-sse/internal/ssetest"
 )
+
+// readmeLogFilter returns the log directive that the README shows to keep
+// tokens out of the access log, as it is there.
+func readmeLogFilter(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	i := strings.Index(readme, "\tlog {\n\t\tformat filter {")
+	if i < 0 {
+		t.Fatal("the README shows no log filter for tokens; update this test")
+	}
+	end := strings.Index(readme[i:], "\n\t}\n")
+	block := readme[i : i+end+3]
+	if !strings.Contains(block, "delete token") {
+		t.Fatalf("the README's log filter does not delete the token:\n%s", block)
+	}
+	return strings.TrimSpace(block)
+}
 
 // logTokenKey is the HS256 secret of TestTokenNeverLogged.
 const logTokenKey = "e2e-log-test-key-0123456789abcdef0123"
@@ -26,14 +49,7 @@ func TestTokenNeverLogged(t *testing.T) {
 			alg HS256
 			cookie sse_token
 		}`
-	srv := opsStart(t, 2440, 8440, "debug", `log {
-		output stderr
-		format filter {
-			request>uri query {
-				delete token
-			}
-		}
-	}
+	srv := opsStart(t, 2440, 8440, "debug", readmeLogFilter(t)+`
 	sse /events {
 		`+token+`
 	}

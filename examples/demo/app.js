@@ -6,12 +6,21 @@
 // types to listen for besides the usual ones: EventSource only hands
 // typed events to listeners registered for their type), ?events= and
 // ?publish= (the routes' paths).
+//
+// A site whose sse route has a token block: give the page the URL of your
+// back end's token endpoint, <body data-token-url="/sse-token"> (it
+// answers a token as text; see docs/tokens.md). The page then fetches a
+// token before it subscribes, and a fresh one whenever its stream ends
+// with an expired event, resuming from the event's last_event_id; and
+// if the server refuses the stream (a 401), it tries again with a fresh
+// token 5 s later.
 (() => {
 	"use strict";
 	const $ = (id) => document.getElementById(id);
 	const params = new URLSearchParams(location.search);
 	const eventsPath = params.get("events") || "/events";
 	const publishPath = params.get("publish") || "/publish";
+	const tokenURL = document.body.dataset.tokenUrl || ""; // none: subscribe without a token
 	if (params.get("topics")) $("topics").value = params.get("topics");
 	$("curl").textContent = "curl -d topic=demo -d 'data=hi' " + new URL(publishPath, location.href);
 
@@ -22,6 +31,9 @@
 	let reconnects = 0;
 	let wasOpen = false;
 	let lastSeen = ""; // the id of the last event this page received
+	let resumedFrom = null; // the last_event_id the current source was opened with, after an expired token
+	let explained = false; // the server said why the stream ends (expired, disconnect)
+	let generation = 0; // the current subscribe() call: a token fetched for an older one is dropped
 
 	function setState(state) {
 		$("state").className = "state " + state;
@@ -79,22 +91,57 @@
 		row("event", e.type, e.data, e.lastEventId);
 	}
 
-	function subscribe() {
+	// subscribe opens the stream: afresh (from the form), or, with
+	// resumeFrom (a string, perhaps empty), again after an expired token,
+	// from that event id on.
+	async function subscribe(resumeFrom) {
 		if (source) source.close();
+		source = null;
+		const current = ++generation;
+		const resuming = typeof resumeFrom === "string";
 		const topics = $("topics").value.split(",").map((t) => t.trim()).filter(Boolean);
-		const url = eventsPath + "?" + topics.map((t) => "topic=" + encodeURIComponent(t)).join("&");
-		$("url").textContent = url;
-		wasOpen = false;
-		setState("connecting");
+		let url = eventsPath + "?" + topics.map((t) => "topic=" + encodeURIComponent(t)).join("&");
+		if (resuming && resumeFrom) url += "&last_event_id=" + encodeURIComponent(resumeFrom);
+		$("url").textContent = url + (tokenURL ? "&token=…" : "");
+		if (!resuming) wasOpen = false;
+		resumedFrom = resuming ? resumeFrom : null;
+		setState(resuming ? "reconnecting" : "connecting");
+		if (tokenURL) {
+			let token;
+			try {
+				const resp = await fetch(tokenURL);
+				if (!resp.ok) throw new Error(resp.status + " " + resp.statusText);
+				token = (await resp.text()).trim();
+			} catch (err) {
+				if (current !== generation) return;
+				setState("closed");
+				row("system", "token", "No token from " + tokenURL + " (" + err.message + "). Trying again in 5 s.");
+				later(5000, resumeFrom);
+				return;
+			}
+			if (current !== generation) return; // subscribed again meanwhile
+			url += "&token=" + encodeURIComponent(token);
+		}
+		explained = false;
 		const es = new EventSource(url);
 		source = es;
+		let openedAt = 0;
 		es.onopen = () => {
+			openedAt = performance.now();
+			explained = false;
 			if (wasOpen) {
 				reconnects++;
 				$("reconnects").textContent = reconnects;
-				row("system", "reconnected", lastSeen
+				let how = lastSeen
 					? "Back. The browser sent Last-Event-ID " + lastSeen + "; whatever was missed follows."
-					: "Back. The browser sent the Last-Event-ID it got on connecting; whatever was missed follows.");
+					: "Back. The browser sent the Last-Event-ID it got on connecting; whatever was missed follows.";
+				if (resumedFrom !== null) {
+					how = resumedFrom
+						? "Back with a fresh token, from last_event_id " + resumedFrom + "; whatever was missed follows."
+						: "Back with a fresh token.";
+					resumedFrom = null;
+				}
+				row("system", "reconnected", how);
 			} else {
 				row("system", "connected", "Subscribed to " + topics.join(", ") + ".");
 			}
@@ -105,10 +152,15 @@
 			if (es !== source) return;
 			if (es.readyState === EventSource.CLOSED) {
 				setState("closed");
+				if (tokenURL) {
+					row("system", "closed", "The server refused the stream (its token?). Trying again with a fresh token in 5 s.");
+					later(5000, wasOpen ? lastSeen : resumeFrom);
+					return;
+				}
 				row("system", "closed", "The browser gave up on this stream (an error status or a refused origin).");
 				return;
 			}
-			if (document.body.dataset.state === "open") {
+			if (document.body.dataset.state === "open" && !explained) {
 				row("system", "disconnected", "The stream ended. The browser reconnects by itself after the server's retry hint.");
 			}
 			setState("reconnecting");
@@ -118,6 +170,50 @@
 		es.onmessage = onEvent;
 		es.addEventListener("reset", onEvent);
 		for (const t of knownTypes) es.addEventListener(t, onEvent);
+		// The server ends a stream with one of these: its token expired
+		// (data {"last_event_id": ...}), or it was disconnected
+		// (data {"reason": ...}; the browser comes back after the long
+		// retry hint that comes with it).
+		es.addEventListener("expired", (e) => {
+			if (es !== source) return;
+			const from = field(e.data, "last_event_id") || lastSeen;
+			explained = true;
+			if (!tokenURL) {
+				row("system", "expired", "The stream's token expired, and this page has no token URL to renew it " +
+					"(data-token-url): the browser tries again after the server's retry hint.");
+				return;
+			}
+			// A token that had expired on arrival (clocks apart?) is not
+			// renewed at once again and again.
+			const wait = performance.now() - openedAt < 1000 ? 3000 : 0;
+			es.close();
+			setState("reconnecting");
+			row("system", "expired", "The token expired: fetching a fresh one" + (wait ? " in 3 s" : "") +
+				", to resume " + (from ? "after " + from : "from now") + ".");
+			later(wait, from);
+		});
+		es.addEventListener("disconnect", (e) => {
+			if (es !== source) return;
+			explained = true;
+			row("system", "disconnected", "disconnected by the server: " + (field(e.data, "reason") || "no reason given"));
+		});
+	}
+
+	// later subscribes again after ms, resuming from resumeFrom, unless
+	// the page subscribed anew meanwhile.
+	function later(ms, resumeFrom) {
+		const current = generation;
+		setTimeout(() => { if (current === generation) subscribe(resumeFrom); }, ms);
+	}
+
+	// field returns a string field of a JSON object, or "".
+	function field(json, name) {
+		try {
+			const v = JSON.parse(json)[name];
+			return typeof v === "string" ? v : "";
+		} catch (_) {
+			return "";
+		}
 	}
 
 	const knownTypes = new Set();
