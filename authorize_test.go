@@ -1,8 +1,10 @@
 package caddysse
 
 import (
+	"crypto/ed25519"
 	"encoding/base64"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -575,5 +577,69 @@ func TestAdminDisconnect(t *testing.T) {
 	}
 	if n := hub.Stats().Disconnects["revoked"] - revokedBefore; n != 3 {
 		t.Fatalf("revoked disconnects %d, want 3", n)
+	}
+}
+
+// TestTokenJWKSDownAtStart: a route whose JWKS cannot be fetched when the
+// config loads still loads; its refusals say why, and once the key set is
+// served, tokens signed with its key are accepted, without a reload.
+func TestTokenJWKSDownAtStart(t *testing.T) {
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // down: nothing listens there yet
+	startCaddy(t, "", `
+	sse /events {
+		token {
+			jwks http://`+addr+`/jwks.json
+			alg EdDSA
+		}
+	}`)
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"sub": "alice",
+		"exp": time.Now().Add(time.Hour).Unix(), "sse": grant([]string{"**"}, nil)})
+	tok.Header["kid"] = "k1"
+	raw, err := tok.SignedString(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, _, body := get(t, "/events?token="+raw, nil)
+	if status != 401 || !strings.Contains(body, "could not be fetched yet") {
+		t.Fatalf("%d %s, want a 401 that says the key set could not be fetched", status, body)
+	}
+
+	jwks := fmt.Sprintf(`{"keys":[{"kty":"OKP","crv":"Ed25519","alg":"EdDSA","use":"sig","kid":"k1","x":%q}]}`,
+		base64.RawURLEncoding.EncodeToString(pub))
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(jwks))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	// the key set is fetched again after 1 s, 2 s, 4 s... while it fails
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		s, err := ssetest.Open(ssetest.NewClient(), testBase+"/events?token="+raw, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := s.Resp.StatusCode
+		s.Close()
+		if status == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still %d after the key set came back", status)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
