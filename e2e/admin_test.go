@@ -23,6 +23,7 @@ type adminHub struct {
 	Delivered        uint64            `json:"events_delivered"`
 	Replayed         uint64            `json:"events_replayed"`
 	Disconnects      map[string]uint64 `json:"disconnects"`
+	Refusals         map[string]uint64 `json:"refusals"`
 	History          transport.Stats   `json:"history"`
 }
 
@@ -72,7 +73,7 @@ func TestAdminHubs(t *testing.T) {
 	chat := hubs["chat"]
 	if chat.Transport != "memory" || chat.Subscribers != 1 || chat.SubscribedTopics != 2 || chat.Connections != 1 ||
 		chat.Published != 3 || chat.Replayed != 0 || chat.History.Topics != 1 || chat.History.Events != 2 ||
-		chat.History.Bytes != int64(wantBytes) || len(chat.Disconnects) != 7 {
+		chat.History.Bytes != int64(wantBytes) || len(chat.Disconnects) != 10 || len(chat.Refusals) != 3 {
 		t.Errorf("chat: %+v", chat)
 	}
 	if d := hubs["default"]; d.Transport != "memory" || d.Published != 0 || d.Subscribers != 0 {
