@@ -51,22 +51,22 @@ func newCORSPolicy(origins []string, methods string) *corsPolicy {
 
 // admit answers what comes before a handler's own work: a CORS preflight,
 // a method other than method (405, with Allow), an origin the policy does
-// not allow (403). It reports whether the request goes on to the handler;
+// not allow (403). It reports whether the request goes on to the handler,
+// and else what refused it, for the log ("" for a preflight answered);
 // verb says what the handler does, for the refusal ("subscribe").
 // p may be nil: no cross-origin requests are configured, and a request
 // whose Origin header names another origin than its own is refused, so
 // that no other site can make a browser publish or subscribe with the
 // cookies or credentials it holds for this one (CSRF).
-func admit(p *corsPolicy, w http.ResponseWriter, r *http.Request, method, verb string) bool {
+func admit(p *corsPolicy, w http.ResponseWriter, r *http.Request, method, verb string) (bool, string) {
 	allowed := p.apply(w, r)
 	if p != nil && r.Method == http.MethodOptions {
 		if !allowed {
-			refuseOrigin(w, r, verb)
-			return false
+			return false, refuseOrigin(w, r, verb)
 		}
 		if isPreflight(r) {
 			p.preflight(w, r)
-			return false
+			return false, ""
 		}
 	}
 	if r.Method != method {
@@ -75,20 +75,21 @@ func admit(p *corsPolicy, w http.ResponseWriter, r *http.Request, method, verb s
 			allow += ", OPTIONS"
 		}
 		methodNotAllowed(w, r, allow)
-		return false
+		return false, "method " + r.Method
 	}
 	if !allowed {
-		refuseOrigin(w, r, verb)
-		return false
+		return false, refuseOrigin(w, r, verb)
 	}
-	return true
+	return true, ""
 }
 
-// refuseOrigin refuses a request from an origin that is not allowed.
-func refuseOrigin(w http.ResponseWriter, r *http.Request, verb string) {
+// refuseOrigin refuses a request from an origin that is not allowed, and
+// says why, for the log.
+func refuseOrigin(w http.ResponseWriter, r *http.Request, verb string) string {
 	writeError(w, http.StatusForbidden, fmt.Sprintf(
 		"origin %s may not %s here: it is neither this site's origin nor one of the route's cors_origins",
 		r.Header.Get("Origin"), verb))
+	return "origin"
 }
 
 // isPreflight reports whether r is a CORS preflight request.

@@ -102,7 +102,7 @@ func TestAdmit(t *testing.T) {
 				r.Header.Set("Access-Control-Request-Method", "POST")
 			}
 			w := httptest.NewRecorder()
-			admitted := admit(c.policy, w, r, http.MethodPost, "publish")
+			admitted, _ := admit(c.policy, w, r, http.MethodPost, "publish")
 			if admitted != c.want.admitted {
 				t.Fatalf("admitted %v, want %v (%d %s)", admitted, c.want.admitted, w.Code, w.Body)
 			}

@@ -45,6 +45,7 @@ type Hub struct {
 	counters     hubCounters
 	slowWarnedAt atomic.Int64 // unix nanoseconds of the last slow warning
 	slowUnwarned atomic.Int64 // slow drops not yet warned about
+	slowWarnDue  atomic.Bool  // a warning of them is scheduled
 }
 
 // hubCounters count what happens in a hub; they only ever grow.
@@ -240,7 +241,8 @@ func (h *Hub) dropAll() {
 }
 
 // slowWarnInterval is the least time between two slow-client warnings of
-// a hub; the drops in between are counted in the next one.
+// a hub; the drops in between are counted in the next one, logged when the
+// interval ends.
 const slowWarnInterval = time.Second
 
 // dropSlow removes a subscriber whose queue overflowed or whose writes
@@ -253,15 +255,36 @@ func (h *Hub) dropSlow(s *subscriber) {
 	s.interrupt()
 	h.removeLocal(s)
 	h.counters.disconnects[endSlow].Add(1)
-	unwarned := h.slowUnwarned.Add(1)
-	now := time.Now().UnixNano()
-	last := h.slowWarnedAt.Load()
-	if now-last < int64(slowWarnInterval) || !h.slowWarnedAt.CompareAndSwap(last, now) {
+	h.slowUnwarned.Add(1)
+	h.warnSlow(s.topics)
+}
+
+// warnSlow logs the slow drops not yet warned about, at once if the last
+// warning is older than slowWarnInterval, else when it is: a hundred
+// drops at once are one warning with a count of a hundred.
+func (h *Hub) warnSlow(topics []string) {
+	if !h.slowWarnDue.CompareAndSwap(false, true) {
+		return // a warning is due already: it will count this drop
+	}
+	wait := slowWarnInterval - time.Duration(time.Now().UnixNano()-h.slowWarnedAt.Load())
+	if wait <= 0 {
+		h.flushSlowWarning(topics)
 		return
 	}
-	h.slowUnwarned.Add(-unwarned)
+	time.AfterFunc(wait, func() { h.flushSlowWarning(topics) })
+}
+
+// flushSlowWarning logs the slow drops not yet warned about, with the
+// topics of one of them.
+func (h *Hub) flushSlowWarning(topics []string) {
+	h.slowWarnedAt.Store(time.Now().UnixNano())
+	h.slowWarnDue.Store(false) // before the count is taken: a drop from now on is warned about later
+	n := h.slowUnwarned.Swap(0)
+	if n == 0 {
+		return
+	}
 	h.logger.Warn("disconnected slow subscribers: events they had yet to be sent left the history and the delivery window, or their writes stalled",
-		zap.Int64("count", unwarned), zap.Strings("topics", s.topics), zap.Int64("window_bytes", h.backlog.stats().MaxBytes))
+		zap.Int64("count", n), zap.Strings("topics", topics), zap.Int64("window_bytes", h.backlog.stats().MaxBytes))
 }
 
 // Interrupt implements transport.Sink: it ends the streams that follow

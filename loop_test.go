@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/ssehub/caddy-sse/transport"
 	"github.com/ssehub/caddy-sse/transport/memory"
@@ -75,5 +76,53 @@ func TestLoopKeepsTheEndReason(t *testing.T) {
 	publish()
 	if got := st.loop(nil); got != endClient {
 		t.Errorf("a failed write ended the stream as %s, want client", got)
+	}
+}
+
+// TestSlowWarningCountsEveryDrop: a hundred subscribers dropped as slow at
+// once are one warning with a count of a hundred (the drops after the
+// first are logged when the warning interval ends, not left for a next
+// drop that may never come); a drop an interval later is a warning of
+// its own.
+func TestSlowWarningCountsEveryDrop(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	h, err := newHub("test", new(memory.Transport), transport.Limits{Events: 1000, MaxBytes: 64 << 20}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Destruct() })
+	drop := func(n int) {
+		for range n {
+			st := startedStream(t, h, failingOutput{})
+			if st.sub.finish(endSlow) {
+				h.dropSlow(st.sub)
+			}
+		}
+	}
+	counts := func() []int64 {
+		var out []int64
+		for _, e := range logs.FilterMessageSnippet("disconnected slow subscribers").All() {
+			out = append(out, e.ContextMap()["count"].(int64))
+		}
+		return out
+	}
+	drop(100)
+	deadline := time.Now().Add(5 * time.Second)
+	for len(counts()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c := counts(); len(c) != 2 || c[0]+c[1] != 100 {
+		t.Fatalf("warnings with counts %v, want two that add up to 100", c)
+	}
+	drop(1)
+	deadline = time.Now().Add(5 * time.Second)
+	for len(counts()) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c := counts(); len(c) != 3 || c[2] != 1 {
+		t.Fatalf("warnings with counts %v, want a third one of 1", c)
+	}
+	if n := h.counters.disconnects[endSlow].Load(); n != 101 {
+		t.Fatalf("%d slow drops counted, want 101", n)
 	}
 }

@@ -139,7 +139,7 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	}
 	p.logger = ctx.Logger()
 	p.streams = &publishStreams{max: p.MaxStreams}
-	return onEvent(ctx, "stopping", eventHandler{"sse_publish: end the streaming publishes of the old config", p.shutdown})
+	return onEvent(ctx, "stopping", eventHandler{"sse_publish: end the streaming publishes of the stopping config", p.shutdown})
 }
 
 // shutdown ends the route's streaming publishes when its config stops (a
@@ -154,14 +154,14 @@ func (p *Publish) Cleanup() error {
 
 func (p *Publish) shutdown() {
 	if n := p.streams.stop(); n > 0 {
-		p.logger.Info("ended the streaming publishes of the old config", zap.String("hub", p.Hub), zap.Int("streams", n))
+		p.logger.Info("ended the streaming publishes: the config is being replaced, or Caddy is stopping", zap.String("hub", p.Hub), zap.Int("streams", n))
 	}
 }
 
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The sse_publish
 // handler always responds; it never calls next.
 func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if !admit(p.cors, w, r, http.MethodPost, "publish") {
+	if ok, _ := admit(p.cors, w, r, http.MethodPost, "publish"); !ok {
 		return nil
 	}
 	tok, err := p.guard.authenticate(r)

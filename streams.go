@@ -23,7 +23,7 @@ func (h *Subscribe) shutdown() {
 	if n == 0 {
 		return
 	}
-	h.logger.Info("ending the streams of the old config", zap.String("hub", h.Hub), zap.Int("streams", n))
+	h.logger.Info("ending the streams: the config is being replaced, or Caddy is stopping", zap.String("hub", h.Hub), zap.Int("streams", n))
 	if !h.streams.wait(shutdownWait) {
 		h.logger.Warn("streams still open after the stop", zap.String("hub", h.Hub), zap.Duration("waited", shutdownWait))
 	}

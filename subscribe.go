@@ -194,7 +194,7 @@ func (h *Subscribe) Provision(ctx caddy.Context) error {
 	if err := rememberConns(ctx); err != nil {
 		return err
 	}
-	if err := onEvent(ctx, "stopping", eventHandler{"sse: end the streams of the old config", h.shutdown}); err != nil {
+	if err := onEvent(ctx, "stopping", eventHandler{"sse: end the streams of the stopping config", h.shutdown}); err != nil {
 		return err
 	}
 	h.stop = make(chan struct{})
@@ -325,11 +325,15 @@ func (h *Subscribe) Cleanup() error {
 // ServeHTTP implements caddyhttp.MiddlewareHandler. The sse handler
 // always responds; it never calls next.
 func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.Handler) error {
-	if !admit(h.cors, w, r, http.MethodGet, "subscribe") {
+	if ok, why := admit(h.cors, w, r, http.MethodGet, "subscribe"); !ok {
+		if why != "" {
+			h.logRefusal(r, nil, why, nil)
+		}
 		return nil
 	}
 	if hasBody(r) {
 		refuseBody(w, r)
+		h.logRefusal(r, nil, "body", nil)
 		return nil
 	}
 	q := parseStreamQuery(r.URL.RawQuery)
@@ -337,10 +341,12 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	switch {
 	case errors.Is(err, access.ErrExpired):
 		h.hub.refusedFor(refusedExpired)
+		h.logRefusal(r, nil, refusedExpired.String(), nil)
 		h.expired(w, r, q)
 		return nil
 	case err != nil:
 		h.hub.refusedFor(refusedUnauthorized)
+		h.logRefusal(r, nil, refusedUnauthorized.String(), err)
 		writeRefusal(w, unauthorized(err))
 		return nil
 	}
@@ -348,11 +354,13 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	defer ph.drop()
 	topics, status, err := h.subscriptionTopics(r, q)
 	if err != nil {
+		h.logRefusal(r, nil, "topics", err)
 		writeError(w, status, err.Error())
 		return nil
 	}
 	if e := h.guard.grantsFor(r, tok).check(topics); e != nil {
 		h.hub.refusedFor(refusedForbidden)
+		h.logRefusal(r, topics, refusedForbidden.String(), e)
 		writeRefusal(w, e)
 		return nil
 	}
@@ -490,7 +498,7 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics [
 	if !h.streams.add(st) {
 		// opened (and counted) while this config was stopping
 		h.hub.Unsubscribe(sub, endShutdown)
-		h.logRefusal(r, topics, endShutdown, nil)
+		h.logRefusal(r, topics, endShutdown.String(), nil)
 		h.refuse(w, h.finalRetry(), "this server is reloading or stopping")
 		return nil
 	}
@@ -520,11 +528,11 @@ func (h *Subscribe) refuseSubscription(w http.ResponseWriter, r *http.Request, t
 	switch {
 	case errors.Is(err, errOverCapacity):
 		h.hub.refused(endCapacity)
-		h.logRefusal(r, topics, endCapacity, nil)
+		h.logRefusal(r, topics, endCapacity.String(), nil)
 		h.refuse(w, later, "this hub has reached its subscriber limit")
 	case errors.Is(err, transport.ErrUnavailable):
 		h.hub.refused(endUnavailable)
-		h.logRefusal(r, topics, endUnavailable, err)
+		h.logRefusal(r, topics, endUnavailable.String(), err)
 		h.refuse(w, later, "this hub is unavailable for a moment")
 	default:
 		h.logger.Error("subscription failed", zap.String("hub", h.Hub), zap.Error(err))
@@ -598,10 +606,14 @@ func (h *Subscribe) logOpen(r *http.Request, sub *subscriber, rep transport.Repl
 	}
 }
 
-func (h *Subscribe) logRefusal(r *http.Request, topics []string, reason endReason, err error) {
+// logRefusal logs a subscription refused for reason (an end reason, such
+// as capacity, or what refused it: origin, method, body, topics,
+// unauthorized, forbidden, expired). err says why, when there is more to
+// say; it never holds a token.
+func (h *Subscribe) logRefusal(r *http.Request, topics []string, reason string, err error) {
 	if ce := h.logger.Check(zapcore.DebugLevel, "stream refused"); ce != nil {
 		ce.Write(zap.String("remote_addr", r.RemoteAddr), zap.String("hub", h.hub.name),
-			zap.Strings("topics", topics), zap.Stringer("reason", reason), zap.Error(err))
+			zap.Strings("topics", topics), zap.String("reason", reason), zap.Error(err))
 	}
 }
 

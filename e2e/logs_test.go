@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -64,6 +65,26 @@ func TestStreamLogs(t *testing.T) {
 	if strings.Contains(log, payload) {
 		t.Errorf("the payload is in the log:\n%s", log)
 	}
+
+	// refusals before a stream starts are logged too, with what refused them
+	bad := opsDo(t, http.MethodGet, srv.base+"/events?topic=a%01b", "", "")
+	req, _ := http.NewRequest(http.MethodGet, srv.base+"/events?topic=logs", nil)
+	req.Header.Set("Origin", "https://elsewhere.example")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp.Body.Close()
+	if bad.status != http.StatusBadRequest || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("refusals %d and %d, want 400 and 403", bad.status, resp.StatusCode)
+	}
+	opsEventually(t, "the refusals are logged", func() bool {
+		reasons := map[string]bool{}
+		for _, e := range opsLogLines(srv.Log(), "stream refused") {
+			reasons[fmt.Sprint(e["reason"])] = true
+		}
+		return reasons["topics"] && reasons["origin"]
+	})
 }
 
 // checkLogLine checks the fields every stream line has, its topics, and
