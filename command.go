@@ -56,9 +56,29 @@ with the number of events published before it).
 			cmd.Flags().StringP("config", "c", "", "Configuration file to read the admin address from, if --address is not used")
 			cmd.Flags().StringP("adapter", "a", "", "Name of the config adapter (when --config is used)")
 			cmd.Args = cobra.MaximumNArgs(1)
-			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdPublish)
+			cmd.RunE = plainErrors(cmdPublish)
 		},
 	})
+}
+
+// plainErrors adapts a command function to cobra as
+// caddycmd.WrapCommandFuncForCobra does, but prints its error as a plain
+// line on standard error, not as a log line: these commands are for shell
+// scripts, whose users read (and grep) the message. The process exits
+// with the command's status, at least 1 after an error.
+func plainErrors(f caddycmd.CommandFunc) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		status, err := f(caddycmd.Flags{FlagSet: cmd.Flags()})
+		if err == nil && status == 0 {
+			return nil
+		}
+		cmd.SilenceErrors, cmd.SilenceUsage = true, true
+		if err != nil {
+			fmt.Fprintf(cmd.ErrOrStderr(), "caddy %s: %v\n", cmd.Name(), err)
+		}
+		os.Exit(max(status, 1))
+		return nil
+	}
 }
 
 // cliMessage is the JSON publish request the command sends.

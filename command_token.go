@@ -69,7 +69,7 @@ invalid flag, a key that cannot be read, or a key that does not suit
 			cmd.Flags().StringArray("audience", nil, "Audience of the token (the \"aud\" claim; repeatable)")
 			cmd.Flags().StringArray("claim", nil, "Another claim, name=value, whose value is a string (repeatable)")
 			cmd.Args = cobra.NoArgs
-			cmd.RunE = caddycmd.WrapCommandFuncForCobra(cmdToken)
+			cmd.RunE = plainErrors(cmdToken)
 		},
 	})
 }

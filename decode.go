@@ -143,7 +143,7 @@ func readDrafts(r *http.Request) ([]draft, bool, error) {
 	case mediaType == "multipart/form-data":
 		d, err := multipartDraft(r)
 		return []draft{d}, false, err
-	case mediaType == "application/json" || strings.HasSuffix(mediaType, "+json"):
+	case isJSONType(mediaType):
 		buf, err := readBody(r)
 		defer putBody(buf)
 		if err != nil {
@@ -154,6 +154,12 @@ func readDrafts(r *http.Request) ([]draft, bool, error) {
 		d, err := rawDraft(r, mediaType)
 		return []draft{d}, false, err
 	}
+}
+
+// isJSONType reports whether a publish body of mediaType is JSON:
+// application/json, text/json, or a type with the +json suffix.
+func isJSONType(mediaType string) bool {
+	return mediaType == "application/json" || mediaType == "text/json" || strings.HasSuffix(mediaType, "+json")
 }
 
 // mediaTypeOf returns the media type of a Content-Type header, without
@@ -250,6 +256,9 @@ func looksLikeJSON(s string) bool {
 	s = strings.TrimLeft(s, " \t\r\n")
 	return s != "" && (s[0] == '{' || s[0] == '[')
 }
+
+var errJSONIsNot = badRequest(`the body was sent as JSON but is not a JSON object or array: send {"topic": "news", "data": "hello"} ` +
+	"(or an array of them), or send a form with Content-Type: application/x-www-form-urlencoded")
 
 var errFormIsJSON = badRequest("the body is JSON but was sent as a form: send it with Content-Type: application/json")
 
@@ -439,6 +448,9 @@ func jsonDrafts(body []byte) ([]draft, bool, error) {
 		return nil, false, badRequest("the JSON body is not valid UTF-8")
 	}
 	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) > 0 && trimmed[0] != '[' && trimmed[0] != '{' && trimmed[0] != 'n' {
+		return nil, false, errJSONIsNot
+	}
 	if len(trimmed) > 0 && trimmed[0] == '[' {
 		drafts, err := jsonArrayDrafts(body)
 		return drafts, true, err

@@ -119,8 +119,8 @@ func TestSSEPublishCommand(t *testing.T) {
 	for _, c := range failures {
 		t.Run(c.name, func(t *testing.T) {
 			res := runCaddyCommand(t, "", append([]string{"sse-publish"}, c.args...)...)
-			if res.code != 1 || res.stdout != "" || !strings.Contains(res.stderr, c.msg) {
-				t.Fatalf("exit status %d, stdout %q, stderr %q; want 1, nothing, and a message with %q", res.code, res.stdout, res.stderr, c.msg)
+			if res.code != 1 || res.stdout != "" || !strings.Contains(res.stderr, c.msg) || strings.HasPrefix(res.stderr, "{") {
+				t.Fatalf("exit status %d, stdout %q, stderr %q; want 1, nothing, and a plain message with %q", res.code, res.stdout, res.stderr, c.msg)
 			}
 		})
 	}

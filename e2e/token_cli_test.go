@@ -68,7 +68,7 @@ func TestTokenCLI(t *testing.T) {
 	for _, c := range refusals {
 		t.Run(c.name, func(t *testing.T) {
 			res := runCaddyCommand(t, "", append([]string{"sse-token"}, c.args...)...)
-			if res.code != 1 || res.stdout != "" || !strings.Contains(res.stderr, c.msg) {
+			if res.code != 1 || res.stdout != "" || !strings.Contains(res.stderr, c.msg) || strings.HasPrefix(res.stderr, "{") {
 				t.Fatalf("exit status %d, stdout %q, stderr %q; want 1, nothing, and a message with %q", res.code, res.stdout, res.stderr, c.msg)
 			}
 		})
