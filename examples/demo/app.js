@@ -223,7 +223,7 @@
 		$("known-types").append(el("option", "", type));
 		if (source) source.addEventListener(type, onEvent);
 	}
-	const types = params.get("types") || "greeting,update,price,log,notification";
+	const types = params.get("types") || "greeting,update,price,log,notification,created,tick";
 	for (const t of types.split(",")) listenFor(t.trim());
 
 	$("topics-form").addEventListener("submit", (e) => {
