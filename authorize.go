@@ -193,21 +193,36 @@ func unauthorized(err error) *requestError {
 // route's templates have been evaluated, so that a stream does not keep
 // them.
 type tokenPlaceholders struct {
-	sub    string
-	claims map[string]string
+	sub string
+	tok *access.Token // nil once dropped
+}
+
+// usesTokenPlaceholders reports whether one of a route's templates has a
+// placeholder of its token: only then are they set (a stream would keep
+// them).
+func usesTokenPlaceholders(templates ...[]string) bool {
+	for _, list := range templates {
+		for _, t := range list {
+			if strings.Contains(t, "{"+tokenPlaceholderPrefix) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // setPlaceholders makes tok's claims placeholders of r's replacer, and
-// returns them, to be dropped once used; nil for no token.
-func setPlaceholders(r *http.Request, tok *access.Token) *tokenPlaceholders {
-	if tok == nil {
+// returns them, to be dropped once used; nil for no token, or when the
+// route's templates have none of them (want).
+func setPlaceholders(r *http.Request, tok *access.Token, want bool) *tokenPlaceholders {
+	if tok == nil || !want {
 		return nil
 	}
 	repl, _ := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if repl == nil {
 		return nil
 	}
-	p := &tokenPlaceholders{sub: tok.Subject, claims: tok.Claims}
+	p := &tokenPlaceholders{sub: tok.Subject, tok: tok}
 	repl.Map(p.replace)
 	return p
 }
@@ -222,17 +237,16 @@ func (p *tokenPlaceholders) replace(key string) (any, bool) {
 		return p.sub, p.sub != ""
 	}
 	name, ok := strings.CutPrefix(rest, "claims.")
-	if !ok {
+	if !ok || p.tok == nil {
 		return nil, false
 	}
-	v, ok := p.claims[name]
-	return v, ok
+	return p.tok.Claim(name)
 }
 
 // drop forgets the claims; the subject stays, for the access log.
 func (p *tokenPlaceholders) drop() {
 	if p != nil {
-		p.claims = nil
+		p.tok = nil
 	}
 }
 

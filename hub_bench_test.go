@@ -2,11 +2,18 @@ package caddysse
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/caddyserver/caddy/v2"
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 
 	"github.com/ssehub/caddy-sse/transport"
@@ -246,20 +253,82 @@ func BenchmarkPublishRequest(b *testing.B) {
 
 // BenchmarkStreamSetup opens and ends one stream through the sse handler,
 // short of the network: what a connection costs before its first event.
+// The request carries a replacer in its context, as Caddy's server gives
+// every request (the token's placeholders go into it). Sub-benchmarks:
+//
+//	none   no access control (the route's default)
+//	allow  allow a b, no token: the topics matched against static patterns
+//	HS256  token { key <secret> alg HS256 }, the token in ?token=
+//	EdDSA  token { key <PEM public key> alg EdDSA }, the same
+//
+// The tokens have sub, exp an hour ahead and sse.subscribe ["a","b"];
+// the difference from none is what verifying one costs a connection, the
+// stream's expiry timer (started and stopped) included.
 func BenchmarkStreamSetup(b *testing.B) {
-	hub := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
-	h := &Subscribe{hub: hub, logger: zap.NewNop()}
-	h.setDefaults()
-	h.streams.init()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // the client is gone as soon as the stream has started
-	w := &discardWriter{h: http.Header{}}
-	b.ReportAllocs()
-	for b.Loop() {
-		r, _ := http.NewRequestWithContext(ctx, http.MethodGet, "/events?topic=a&topic=b", nil)
-		clear(w.h)
-		if err := h.ServeHTTP(w, r, nil); err != nil {
+	hsSecret := "a secret of at least thirty-two bytes, for HS256"
+	edPub, edPriv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(edPub)
+	if err != nil {
+		b.Fatal(err)
+	}
+	edPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	claims := jwt.MapClaims{
+		"sub": "alice",
+		"exp": time.Now().Add(time.Hour).Unix(),
+		"sse": map[string]any{"subscribe": []string{"a", "b"}},
+	}
+	mint := func(method jwt.SigningMethod, key any) string {
+		raw, err := jwt.NewWithClaims(method, claims).SignedString(key)
+		if err != nil {
 			b.Fatal(err)
 		}
+		return raw
+	}
+	for _, c := range []struct {
+		name  string
+		allow []string
+		token *TokenConfig
+		raw   string
+	}{
+		{name: "none"},
+		{name: "allow", allow: []string{"a", "b"}},
+		{name: "HS256", token: &TokenConfig{Keys: []string{hsSecret}, Alg: "HS256"}, raw: mint(jwt.SigningMethodHS256, []byte(hsSecret))},
+		{name: "EdDSA", token: &TokenConfig{Keys: []string{edPEM}, Alg: "EdDSA"}, raw: mint(jwt.SigningMethodEdDSA, edPriv)},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			hub := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
+			h := &Subscribe{hub: hub, logger: zap.NewNop(), Allow: c.allow, Token: c.token}
+			h.setDefaults()
+			h.streams.init()
+			g, err := newGuard(h.Allow, h.Token, false)
+			if err != nil {
+				b.Fatal(err)
+			}
+			h.guard = g
+			b.Cleanup(h.guard.close)
+			target := "/events?topic=a&topic=b"
+			if c.raw != "" {
+				target += "&token=" + c.raw
+			}
+			base, cancel := context.WithCancel(context.Background())
+			cancel() // the client is gone as soon as the stream has started
+			w := &discardWriter{h: http.Header{}}
+			opened := hub.counters.connections.Load()
+			b.ReportAllocs()
+			for b.Loop() {
+				ctx := context.WithValue(base, caddy.ReplacerCtxKey, caddy.NewReplacer())
+				r, _ := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+				clear(w.h)
+				if err := h.ServeHTTP(w, r, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if n := hub.counters.connections.Load() - opened; n != uint64(b.N) {
+				b.Fatalf("%d streams opened, want %d (refused?)", n, b.N)
+			}
+		})
 	}
 }

@@ -87,11 +87,13 @@ type Publish struct {
 	// claim sse.publish); an expired one is refused with 401.
 	Token *TokenConfig `json:"token,omitempty"`
 
-	hub     *Hub
-	cors    *corsPolicy
-	guard   *guard
-	streams *publishStreams
-	logger  *zap.Logger
+	hub   *Hub
+	cors  *corsPolicy
+	guard *guard
+
+	tokenPlaceholders bool // the route's templates have placeholders of the token
+	streams           *publishStreams
+	logger            *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -137,6 +139,7 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	if p.guard, err = newGuard(p.Allow, p.Token, true); err != nil {
 		return err
 	}
+	p.tokenPlaceholders = usesTokenPlaceholders(p.Topics, p.Allow)
 	p.logger = ctx.Logger()
 	p.streams = &publishStreams{max: p.MaxStreams}
 	return onEvent(ctx, "stopping", eventHandler{"sse_publish: end the streaming publishes of the stopping config", p.shutdown})
@@ -174,7 +177,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		writeRefusal(w, unauthorized(err))
 		return nil
 	}
-	ph := setPlaceholders(r, tok)
+	ph := setPlaceholders(r, tok, p.tokenPlaceholders)
 	defer ph.drop()
 	var forced []string
 	if len(p.Topics) > 0 {

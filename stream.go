@@ -73,7 +73,8 @@ type stream struct {
 	began      time.Time
 	remoteAddr string
 	lastID     string      // the client's last event id
-	deadline   *time.Timer // ends the stream at its max_age, or when its token expires; nil without
+	deadline   *time.Timer // ends the stream at its max_age; nil without
+	expiryAt   int         // its slot in its route's expiries (guarded by their lock); -1: none
 
 	ctx    context.Context // of its reads of the history
 	cancel context.CancelFunc
@@ -86,7 +87,7 @@ type stream struct {
 // newStream returns the stream of sub on route, writing to out.
 func newStream(route *Subscribe, sub *subscriber, out output, r *http.Request, began time.Time) *stream {
 	return &stream{route: route, sub: sub, out: out, began: began, remoteAddr: r.RemoteAddr, ctx: r.Context(),
-		shared: sharedConn(r)}
+		shared: sharedConn(r), expiryAt: -1}
 }
 
 // The header values of every stream, shared as Caddy shares its Server
@@ -154,23 +155,20 @@ func (st *stream) runTakenOver(out *connOutput) {
 }
 
 // startDeadline ends the stream after a random 80-100% of max_age, if
-// set, or when its token expires, if that comes first.
+// set, and when its token expires, if it has one (its route's expiries
+// do, with one timer for all its streams).
 func (st *stream) startDeadline(expires time.Time) {
-	lifetime, reason := time.Duration(-1), endMaxAge
-	if maxAge := time.Duration(st.route.MaxAge); maxAge > 0 {
-		lifetime = maxAge * 4 / 5
-		lifetime += rand.N(maxAge - lifetime + 1)
-	}
 	if !expires.IsZero() {
-		if left := time.Until(expires); lifetime < 0 || left <= lifetime {
-			lifetime, reason = max(left, 0), endExpired
-		}
+		st.route.expiries.add(st, expires)
 	}
-	if lifetime < 0 {
+	maxAge := time.Duration(st.route.MaxAge)
+	if maxAge <= 0 {
 		return
 	}
+	lifetime := maxAge * 4 / 5
+	lifetime += rand.N(maxAge - lifetime + 1)
 	sub := st.sub
-	st.deadline = time.AfterFunc(lifetime, func() { sub.finish(reason) })
+	st.deadline = time.AfterFunc(lifetime, func() { sub.finish(endMaxAge) })
 }
 
 // start sends the headers, the retry hint, the reset event if the
@@ -261,6 +259,9 @@ func failedWrite(sub *subscriber) endReason {
 func (st *stream) end(reason endReason) {
 	if st.deadline != nil {
 		st.deadline.Stop()
+	}
+	if st.route.Token != nil {
+		st.route.expiries.remove(st)
 	}
 	st.route.per.remove(st)
 	if st.cancel != nil {

@@ -159,9 +159,12 @@ type Subscribe struct {
 	guard    *guard
 	streams  streamSet
 	per      *streamsPer
-	logger   *zap.Logger
-	stop     chan struct{} // closed by Cleanup: ends the heartbeat ticker
-	unwindow func()        // gives the route's delivery window back to the hub
+	expiries expiries
+
+	tokenPlaceholders bool // the route's templates have placeholders of the token
+	logger            *zap.Logger
+	stop              chan struct{} // closed by Cleanup: ends the heartbeat ticker
+	unwindow          func()        // gives the route's delivery window back to the hub
 }
 
 // CaddyModule returns the Caddy module information.
@@ -190,6 +193,11 @@ func (h *Subscribe) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.per = newStreamsPer(h.MaxStreamsPer)
+	var perKey []string
+	if h.MaxStreamsPer != nil {
+		perKey = []string{h.MaxStreamsPer.Key}
+	}
+	h.tokenPlaceholders = usesTokenPlaceholders(h.Topics, h.Allow, perKey)
 	h.streams.init()
 	if err := rememberConns(ctx); err != nil {
 		return err
@@ -315,6 +323,7 @@ func (h *Subscribe) Cleanup() error {
 		close(h.stop)
 	}
 	h.shutdown()
+	h.expiries.close()
 	if h.unwindow != nil {
 		h.unwindow()
 	}
@@ -350,7 +359,7 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		writeRefusal(w, unauthorized(err))
 		return nil
 	}
-	ph := setPlaceholders(r, tok)
+	ph := setPlaceholders(r, tok, h.tokenPlaceholders)
 	defer ph.drop()
 	topics, status, err := h.subscriptionTopics(r, q)
 	if err != nil {

@@ -163,23 +163,6 @@ func (c *tokenClaims) readGrants(t *Token) error {
 	return nil
 }
 
-// scalars returns the claims whose values are strings, numbers or
-// booleans, as strings.
-func (c *tokenClaims) scalars() map[string]string {
-	m := make(map[string]string, len(c.members))
-	for _, mb := range c.members {
-		switch mb.kind {
-		case kindString, kindBool:
-			m[mb.name] = mb.text
-		case kindNumber:
-			m[mb.name] = formatNumber(mb.text)
-		default:
-			delete(m, mb.name) // as the last one of a repeated name
-		}
-	}
-	return m
-}
-
 // formatNumber returns the text of a JSON number, written out when it
 // has an exponent: "1.7e9" is "1700000000".
 func formatNumber(s string) string {

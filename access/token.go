@@ -1,6 +1,8 @@
 package access
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -81,12 +83,28 @@ type Token struct {
 	Grants    bool
 	Subscribe []string
 	Publish   []string
-	// Claims are the token's top-level claims whose values are strings,
-	// numbers or booleans, as strings, for the placeholders
-	// {http.sse.token.claims.<name>}. A number keeps the text it has in
-	// the token ("1700000000"), but for an exponent ("1.7e9"), which is
-	// written out ("1700000000").
-	Claims map[string]string
+	claims    *tokenClaims // read by Claim
+}
+
+// Claim returns the token's top-level claim name as a string, for the
+// placeholders {http.sse.token.claims.<name>}: a string as it is, a
+// number written out ("1.7e9" is "1700000000"), a boolean as true or
+// false; false for a claim that the token has not, or whose value is an
+// object, an array or null.
+func (t *Token) Claim(name string) (string, bool) {
+	if t.claims == nil {
+		return "", false
+	}
+	m, ok := t.claims.get(name)
+	switch {
+	case !ok:
+		return "", false
+	case m.kind == kindString, m.kind == kindBool:
+		return m.text, true
+	case m.kind == kindNumber:
+		return formatNumber(m.text), true
+	}
+	return "", false
 }
 
 // Verifier verifies tokens against a Config. It is safe for concurrent
@@ -127,6 +145,11 @@ type verifier struct {
 	parser   *jwt.Parser
 	keyfunc  jwt.Keyfunc
 	jwks     *jwks // nil with keys given
+
+	// With keys given: the alg's signing method and the keys, for
+	// verifyKeys.
+	method jwt.SigningMethod
+	keys   []jwt.VerificationKey
 }
 
 // newVerifier validates cfg and builds its verifier; for a JWKS, it
@@ -168,10 +191,12 @@ func buildVerifier(cfg Config) (*Verifier, error) {
 			jwt.WithoutClaimsValidation()),
 	}}
 	if cfg.JWKS == "" {
-		v.keyfunc, err = staticKeys(cfg.Keys, r)
+		v.keys, err = parseKeys(cfg.Keys, r)
 		if err != nil {
 			return nil, err
 		}
+		v.keyfunc = staticKeys(v.keys)
+		v.method = jwt.GetSigningMethod(r.alg)
 		return v, nil
 	}
 	v.jwks, err = newJWKS(cfg.JWKS, r, cfg.Refresh)
@@ -182,10 +207,8 @@ func buildVerifier(cfg Config) (*Verifier, error) {
 	return v, nil
 }
 
-// staticKeys parses the keys given and returns the keyfunc that hands
-// them to the parser: the key, or a jwt.VerificationKeySet of them all
-// (tried in turn).
-func staticKeys(raw []string, r rule) (jwt.Keyfunc, error) {
+// parseKeys parses the keys given.
+func parseKeys(raw []string, r rule) ([]jwt.VerificationKey, error) {
 	keys := make([]jwt.VerificationKey, len(raw))
 	for i, k := range raw {
 		key, err := parseKey(i+1, k, r)
@@ -194,8 +217,14 @@ func staticKeys(raw []string, r rule) (jwt.Keyfunc, error) {
 		}
 		keys[i] = key
 	}
+	return keys, nil
+}
+
+// staticKeys returns the keyfunc that hands the keys given to the parser:
+// the key, or a jwt.VerificationKeySet of them all (tried in turn).
+func staticKeys(keys []jwt.VerificationKey) jwt.Keyfunc {
 	set := keySetOf(keys)
-	return func(*jwt.Token) (any, error) { return set, nil }, nil
+	return func(*jwt.Token) (any, error) { return set, nil }
 }
 
 // keySetOf returns what a keyfunc returns for keys: the key when there is
@@ -232,6 +261,13 @@ func (v *verifier) verify(raw string, now time.Time) (*Token, error) {
 	case strings.Count(raw, ".") != 2:
 		return nil, fmt.Errorf("%w: malformed: not three parts separated by dots", ErrInvalid)
 	}
+	if v.jwks == nil {
+		c, err := v.verifyKeys(raw)
+		if err != nil {
+			return nil, err
+		}
+		return v.grant(c, now)
+	}
 	c := &tokenClaims{}
 	tok, err := v.parser.ParseWithClaims(raw, c, v.keyfunc)
 	if err != nil {
@@ -241,6 +277,86 @@ func (v *verifier) verify(raw string, now time.Time) (*Token, error) {
 		return nil, fmt.Errorf("%w: malformed: %w", ErrInvalid, errNotObject)
 	}
 	return v.grant(c, now)
+}
+
+// verifyKeys checks a token of three parts against the keys given, as
+// the parser does but at a third of its cost: the header's alg must be
+// the one configured, the signature is checked by golang-jwt's signing
+// method of that alg with each key in turn, and only then are the claims
+// read.
+func (v *verifier) verifyKeys(raw string) (*tokenClaims, error) {
+	h64, rest, _ := strings.Cut(raw, ".")
+	p64, s64, _ := strings.Cut(rest, ".")
+	if err := v.checkHeader(h64); err != nil {
+		return nil, err
+	}
+	sig, err := base64.RawURLEncoding.DecodeString(s64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: malformed: the signature is not base64url: %v", ErrInvalid, err)
+	}
+	signing := raw[:len(h64)+1+len(p64)]
+	verified := false
+	for _, k := range v.keys {
+		if v.method.Verify(signing, sig, k) == nil {
+			verified = true
+			break
+		}
+	}
+	if !verified {
+		return nil, fmt.Errorf("%w: the signature does not verify", ErrInvalid)
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(p64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: malformed: the claims are not base64url: %v", ErrInvalid, err)
+	}
+	if !json.Valid(payload) {
+		return nil, fmt.Errorf("%w: malformed: the claims are not valid JSON", ErrInvalid)
+	}
+	c := &tokenClaims{}
+	if err := c.UnmarshalJSON(payload); err != nil {
+		return nil, fmt.Errorf("%w: malformed: %w", ErrInvalid, err)
+	}
+	return c, nil
+}
+
+// checkHeader checks a token's header: a JSON object whose alg is the
+// one configured.
+func (v *verifier) checkHeader(h64 string) error {
+	var buf [512]byte
+	header, err := decodeSegment(buf[:], h64, "header")
+	if err != nil {
+		return err
+	}
+	if !json.Valid(header) {
+		return fmt.Errorf("%w: malformed: the header is not valid JSON", ErrInvalid)
+	}
+	var mbuf [8]member
+	members, err := appendMembers(mbuf[:0], string(header))
+	if err != nil {
+		return fmt.Errorf("%w: malformed: the header is not a JSON object", ErrInvalid)
+	}
+	alg, ok := lastMember(members, "alg")
+	switch {
+	case !ok || alg.kind != kindString:
+		return fmt.Errorf("%w: malformed: the header has no alg", ErrInvalid)
+	case alg.text != v.rule.alg:
+		return fmt.Errorf("%w: signed with alg %.20q, want %s", ErrInvalid, alg.text, v.rule.alg)
+	}
+	return nil
+}
+
+// decodeSegment decodes a base64url segment of a token into buf, when it
+// fits, else into memory of its own.
+func decodeSegment(buf []byte, seg, what string) ([]byte, error) {
+	enc := base64.RawURLEncoding
+	if enc.DecodedLen(len(seg)) > len(buf) {
+		buf = make([]byte, enc.DecodedLen(len(seg)))
+	}
+	n, err := enc.Decode(buf, []byte(seg))
+	if err != nil {
+		return nil, fmt.Errorf("%w: malformed: the %s is not base64url: %v", ErrInvalid, what, err)
+	}
+	return buf[:n], nil
 }
 
 // refusal turns an error of the parser into one that says why in plain
@@ -279,6 +395,7 @@ func (v *verifier) grant(c *tokenClaims, now time.Time) (*Token, error) {
 	if t.Subject, err = c.str("sub"); err != nil {
 		return nil, err
 	}
+	t.Subject = strings.Clone(t.Subject) // kept by streams: not the whole claims' JSON with it
 	if err := v.checkIssuer(c); err != nil {
 		return nil, err
 	}
@@ -299,7 +416,7 @@ func (v *verifier) grant(c *tokenClaims, now time.Time) (*Token, error) {
 	if err := c.readGrants(t); err != nil {
 		return nil, err
 	}
-	t.Claims = c.scalars()
+	t.claims = c
 	if hasExp {
 		t.Expires = exp
 		// RFC 7519 section 4.1.4: not accepted "on or after" exp.

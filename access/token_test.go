@@ -132,8 +132,9 @@ func TestVerifyRefuses(t *testing.T) {
 		{"four parts", hs, good + ".x", []string{"malformed"}},
 		{"header not base64", hs, "!!!." + parts[1] + "." + parts[2], []string{"malformed", "base64"}},
 		{"header not JSON", hs, rawToken("{", `{"sub":"x"}`, parts[2]), []string{"malformed"}},
-		{"claims not JSON", hs, rawToken(header, "not json at all", parts[2]), []string{"malformed"}},
-		{"claims an array", hs, signRaw(header, `["sub"]`, hsSecret), []string{"malformed: could not JSON decode claim: the claims are not a JSON object"}},
+		{"claims not JSON", hs, signRaw(header, "not json at all", hsSecret), []string{"malformed"}},
+		{"claims not JSON, badly signed", hs, rawToken(header, "not json at all", parts[2]), []string{"the signature does not verify"}},
+		{"claims an array", hs, signRaw(header, `["sub"]`, hsSecret), []string{"malformed: the claims are not a JSON object"}},
 		{"claims null", hs, signRaw(header, `null`, hsSecret), []string{"malformed: the claims are not a JSON object"}},
 		{"claims a string", hs, signRaw(header, `"sub"`, hsSecret), []string{"malformed"}},
 		{"claims empty", hs, signRaw(header, ``, hsSecret), []string{"malformed"}},
@@ -273,14 +274,25 @@ func TestVerifyClaims(t *testing.T) {
 		Grants:    true,
 		Subscribe: []string{"news/*", "users/alice/**"},
 		Publish:   []string{"chat/*"},
-		Claims: map[string]string{
-			"sub": "alice", "iss": "https://issuer", "exp": "1700003600", "iat": "1700000000",
-			"e": "1700000000", "f": "1.5", "neg": "-3", "big": "12345678901234567890",
-			"admin": "true", "off": "false", "name": "Al", "empty": "",
-		},
 	}
-	if !reflect.DeepEqual(tok, want) {
-		t.Errorf("token\n%+v\nwant\n%+v", tok, want)
+	got := *tok
+	got.claims = nil
+	if !reflect.DeepEqual(&got, want) {
+		t.Errorf("token\n%+v\nwant\n%+v", &got, want)
+	}
+	for name, value := range map[string]string{
+		"sub": "alice", "iss": "https://issuer", "exp": "1700003600", "iat": "1700000000",
+		"e": "1700000000", "f": "1.5", "neg": "-3", "big": "12345678901234567890",
+		"admin": "true", "off": "false", "name": "Al", "empty": "",
+	} {
+		if v, ok := tok.Claim(name); !ok || v != value {
+			t.Errorf("claim %s: %q %v, want %q", name, v, ok, value)
+		}
+	}
+	for _, name := range []string{"nested", "list", "none", "sse", "missing"} {
+		if v, ok := tok.Claim(name); ok {
+			t.Errorf("claim %s: %q, want none", name, v)
+		}
 	}
 
 	// Escapes, white space, a repeated claim (the last one counts, as
@@ -291,11 +303,11 @@ func TestVerifyClaims(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok.Subject != `é"/` || tok.Claims["sub"] != `é"/` || tok.Subscribe[0] != "a/*" {
+	if sub, _ := tok.Claim("sub"); tok.Subject != `é"/` || sub != `é"/` || tok.Subscribe[0] != "a/*" {
 		t.Errorf("escapes: %+v", tok)
 	}
-	if _, ok := tok.Claims["n"]; ok {
-		t.Errorf("repeated claim: %+v", tok.Claims)
+	if v, ok := tok.Claim("n"); ok {
+		t.Errorf("repeated claim: %q", v)
 	}
 
 	for _, tc := range []struct {
