@@ -8,7 +8,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
@@ -28,23 +27,6 @@ const (
 
 // acceptedFields names the fields of a publish form, for refusals.
 const acceptedFields = "topic, data, event (or type) and retry"
-
-// requestError refuses a request with a status and a message a user can
-// act on; cause, for a failure of the server (5xx), is what to log.
-type requestError struct {
-	status     int
-	msg        string
-	cause      error
-	retryAfter int            // seconds, for a Retry-After header; 0: none
-	challenge  string         // for a WWW-Authenticate header (401); "": none
-	figures    *streamFigures // what a streaming publish published before
-}
-
-func (e *requestError) Error() string { return e.msg }
-
-func badRequest(format string, args ...any) error {
-	return &requestError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
-}
 
 var errSuppliedID = badRequest("event ids are assigned by the hub; remove the id field")
 
@@ -109,17 +91,6 @@ func (d draft) message(forced []string) (transport.Message, error) {
 		m.Topics = topics
 	}
 	return m, nil
-}
-
-// validateEventType checks an event type: it ends up on one line.
-func validateEventType(t string) error {
-	if i := strings.IndexAny(t, "\r\n\x00"); i >= 0 {
-		return fmt.Errorf("event type %q contains CR, LF or NUL", t)
-	}
-	if !utf8.ValidString(t) {
-		return fmt.Errorf("event type %q is not valid UTF-8", t)
-	}
-	return nil
 }
 
 // parseRetry reads a publisher's retry: whole milliseconds, from minRetry
@@ -301,15 +272,6 @@ func (f *formFields) scan(raw string, inBody bool) error {
 		}
 	}
 	return nil
-}
-
-// queryUnescape decodes a form component, allocating only when there is
-// something to decode.
-func queryUnescape(s string) (string, error) {
-	if !strings.ContainsAny(s, "%+") {
-		return s, nil
-	}
-	return url.QueryUnescape(s)
 }
 
 // add adds one field and reports whether it is one of a form's.

@@ -378,15 +378,6 @@ func parseDigits(b []byte) (int64, bool) {
 	return min(n, maxRetry+1), true
 }
 
-// validateEventTypeBytes is validateEventType for a line's bytes (which
-// hold no CR or LF).
-func validateEventTypeBytes(b []byte) error {
-	if bytes.IndexByte(b, 0) >= 0 || !utf8.Valid(b) {
-		return validateEventType(string(b))
-	}
-	return nil
-}
-
 // ndjsonParser reads application/x-ndjson: one event a line, a JSON
 // object with the fields of a JSON publish (topic, event or type, data,
 // retry); blank lines are skipped.

@@ -1,7 +1,6 @@
 package caddysse
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -269,38 +268,6 @@ func readPublish(w http.ResponseWriter, r *http.Request, opts publishOptions) ([
 		return nil, false, errStopping
 	}
 	return msgs, array, err
-}
-
-// The refusals of a publish that its idempotency key decides.
-var (
-	errKeyInFlight = &requestError{status: http.StatusConflict,
-		msg: "a request with this Idempotency-Key is still in progress; repeat it once that one is answered"}
-	errKeyMismatch = &requestError{status: http.StatusUnprocessableEntity,
-		msg: "this Idempotency-Key was used for another request (other events) in the last 24 hours; use a new key for a new request"}
-)
-
-// asRequestError returns err as a refusal; an error of unknown kind is a
-// bad request.
-func asRequestError(err error) *requestError {
-	var re *requestError
-	if errors.As(err, &re) {
-		return re
-	}
-	return &requestError{status: http.StatusBadRequest, msg: err.Error()}
-}
-
-// publishError turns an error of Hub.Publish into the refusal it answers.
-func publishError(err error) *requestError {
-	switch {
-	case errors.Is(err, transport.ErrKeyMismatch):
-		return errKeyMismatch
-	case errors.Is(err, transport.ErrKeyInFlight):
-		return errKeyInFlight
-	case errors.Is(err, context.Canceled):
-		return &requestError{status: http.StatusBadRequest, msg: "the request was cancelled before its events were stored"}
-	}
-	return &requestError{status: http.StatusServiceUnavailable,
-		msg: fmt.Sprintf("%v; try again later", err), cause: err}
 }
 
 // writeReceipts answers a publish with its receipts: one object, or an

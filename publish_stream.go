@@ -82,12 +82,6 @@ func errEventTooLarge(limit int) error {
 		msg: fmt.Sprintf("the event's data is larger than the %d bytes allowed (max_size)", limit)}
 }
 
-// errStopping ends the streams of a config that is being replaced or
-// stopped.
-var errStopping = &requestError{status: http.StatusServiceUnavailable, retryAfter: 1,
-	msg: "the server is reloading or stopping: the events before this point were published; " +
-		"send the rest again (with the same Idempotency-Key, the whole stream again)"}
-
 // streamFigures say what a stream published: its events so far, those
 // an earlier attempt with the same key had already published, and the
 // first and last ids.
@@ -119,26 +113,6 @@ func appendStreamFigures(b []byte, f *streamFigures) []byte {
 func writeStreamAnswer(w http.ResponseWriter, f *streamFigures) {
 	b := append(appendStreamFigures([]byte{'{'}, f), "}\n"...)
 	writeJSONBytes(w, http.StatusOK, b)
-}
-
-// writeRefusal answers a refused publish: {"error": ...}, with the
-// stream's figures for a stream.
-func writeRefusal(w http.ResponseWriter, e *requestError) {
-	if e.retryAfter > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
-	}
-	if e.challenge != "" {
-		w.Header().Set("WWW-Authenticate", e.challenge)
-	}
-	if e.figures == nil {
-		writeError(w, e.status, e.msg)
-		return
-	}
-	b := append(make([]byte, 0, len(e.msg)+128), `{"error":`...)
-	b = appendJSONString(b, e.msg)
-	b = append(b, ',')
-	b = appendStreamFigures(b, e.figures)
-	writeJSONBytes(w, e.status, append(b, "}\n"...))
 }
 
 // streamEnvelope is what a stream's request says besides its events: the

@@ -2,10 +2,15 @@ package caddysse
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/ssehub/caddy-sse/transport"
 )
 
 // writeJSON answers with status and v encoded as JSON, without escaping
@@ -91,4 +96,79 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 func methodNotAllowed(w http.ResponseWriter, r *http.Request, allow string) {
 	w.Header().Set("Allow", allow)
 	writeError(w, http.StatusMethodNotAllowed, "method "+r.Method+" is not allowed here; use "+allow)
+}
+
+// requestError refuses a request with a status and a message a user can
+// act on; cause, for a failure of the server (5xx), is what to log.
+type requestError struct {
+	status     int
+	msg        string
+	cause      error
+	retryAfter int            // seconds, for a Retry-After header; 0: none
+	challenge  string         // for a WWW-Authenticate header (401); "": none
+	figures    *streamFigures // what a streaming publish published before
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+func badRequest(format string, args ...any) error {
+	return &requestError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
+}
+
+// The refusals of a publish that its idempotency key decides.
+var (
+	errKeyInFlight = &requestError{status: http.StatusConflict,
+		msg: "a request with this Idempotency-Key is still in progress; repeat it once that one is answered"}
+	errKeyMismatch = &requestError{status: http.StatusUnprocessableEntity,
+		msg: "this Idempotency-Key was used for another request (other events) in the last 24 hours; use a new key for a new request"}
+)
+
+// asRequestError returns err as a refusal; an error of unknown kind is a
+// bad request.
+func asRequestError(err error) *requestError {
+	var re *requestError
+	if errors.As(err, &re) {
+		return re
+	}
+	return &requestError{status: http.StatusBadRequest, msg: err.Error()}
+}
+
+// publishError turns an error of Hub.Publish into the refusal it answers.
+func publishError(err error) *requestError {
+	switch {
+	case errors.Is(err, transport.ErrKeyMismatch):
+		return errKeyMismatch
+	case errors.Is(err, transport.ErrKeyInFlight):
+		return errKeyInFlight
+	case errors.Is(err, context.Canceled):
+		return &requestError{status: http.StatusBadRequest, msg: "the request was cancelled before its events were stored"}
+	}
+	return &requestError{status: http.StatusServiceUnavailable,
+		msg: fmt.Sprintf("%v; try again later", err), cause: err}
+}
+
+// errStopping ends the streams of a config that is being replaced or
+// stopped.
+var errStopping = &requestError{status: http.StatusServiceUnavailable, retryAfter: 1,
+	msg: "the server is reloading or stopping: the events before this point were published; " +
+		"send the rest again (with the same Idempotency-Key, the whole stream again)"}
+
+// writeRefusal answers a refused publish: {"error": ...}, with the
+// stream's figures for a stream.
+func writeRefusal(w http.ResponseWriter, e *requestError) {
+	if e.retryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.retryAfter))
+	}
+	if e.challenge != "" {
+		w.Header().Set("WWW-Authenticate", e.challenge)
+	}
+	if e.figures == nil {
+		writeError(w, e.status, e.msg)
+		return
+	}
+	b := append(make([]byte, 0, len(e.msg)+128), `{"error":`...)
+	b = appendJSONString(b, e.msg)
+	b = append(b, ',')
+	b = appendStreamFigures(b, e.figures)
+	writeJSONBytes(w, e.status, append(b, "}\n"...))
 }

@@ -1,7 +1,6 @@
 package caddysse
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/modules/caddyevents"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -273,49 +271,6 @@ func (h *Subscribe) validate() error {
 	}
 	return validateOrigins(h.CORSOrigins)
 }
-
-// lookupHub finds a hub declared in the sse app.
-func lookupHub(ctx caddy.Context, name string) (*Hub, error) {
-	appIface, err := ctx.App("sse")
-	if err != nil {
-		return nil, fmt.Errorf("loading sse app: %w", err)
-	}
-	hub := appIface.(*App).Hub(name)
-	if hub == nil {
-		return nil, fmt.Errorf("hub %q is not declared: declare it in the global options, as in { sse { hub %s } }", name, name)
-	}
-	return hub, nil
-}
-
-// onEvent calls h's function when Caddy emits the event called name for
-// this config: "started" once all its apps have started, "stopping" when
-// it stops, on reload or exit, before Caddy waits for open requests.
-func onEvent(ctx caddy.Context, name string, h eventHandler) error {
-	appIface, err := ctx.App("events")
-	if err != nil {
-		return fmt.Errorf("loading events app: %w", err)
-	}
-	if err := appIface.(*caddyevents.App).On(name, h); err != nil {
-		return fmt.Errorf("subscribing to the %s event: %w", name, err)
-	}
-	return nil
-}
-
-// eventHandler adapts a function to caddyevents.Handler; Caddy's debug
-// logs show it by its description.
-type eventHandler struct {
-	what string
-	fn   func()
-}
-
-// Handle implements caddyevents.Handler.
-func (h eventHandler) Handle(context.Context, caddy.Event) error {
-	h.fn()
-	return nil
-}
-
-// String describes the handler.
-func (h eventHandler) String() string { return h.what }
 
 // Cleanup ends the handler's streams and its heartbeat ticker.
 func (h *Subscribe) Cleanup() error {

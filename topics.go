@@ -1,8 +1,11 @@
 package caddysse
 
 import (
+	"bytes"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -80,4 +83,33 @@ func requestTopics(values []string) ([]string, error) {
 		topics = appendTopic(topics, t)
 	}
 	return topics, nil
+}
+
+// validateEventType checks an event type: it ends up on one line.
+func validateEventType(t string) error {
+	if i := strings.IndexAny(t, "\r\n\x00"); i >= 0 {
+		return fmt.Errorf("event type %q contains CR, LF or NUL", t)
+	}
+	if !utf8.ValidString(t) {
+		return fmt.Errorf("event type %q is not valid UTF-8", t)
+	}
+	return nil
+}
+
+// queryUnescape decodes a form component, allocating only when there is
+// something to decode.
+func queryUnescape(s string) (string, error) {
+	if !strings.ContainsAny(s, "%+") {
+		return s, nil
+	}
+	return url.QueryUnescape(s)
+}
+
+// validateEventTypeBytes is validateEventType for a line's bytes (which
+// hold no CR or LF).
+func validateEventTypeBytes(b []byte) error {
+	if bytes.IndexByte(b, 0) >= 0 || !utf8.Valid(b) {
+		return validateEventType(string(b))
+	}
+	return nil
 }
