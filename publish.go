@@ -46,7 +46,7 @@ const (
 //
 // A body of text/event-stream or application/x-ndjson is a stream of
 // events, each published as soon as it is complete (see
-// publish_stream.go).
+// ingest.go).
 type Publish struct {
 	// The hub to publish to. Default: "default".
 	Hub string `json:"hub,omitempty"`
@@ -205,7 +205,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 }
 
 // servePublish decodes a publish request, publishes it to hub and answers
-// it; a streaming body is published as it arrives (serveStream). A refusal
+// it; a streaming body is published as it arrives (serveIngest). A refusal
 // or a failure is returned unanswered, for the caller to answer (and log,
 // for a failure of the server, which has a cause).
 //
@@ -225,8 +225,8 @@ func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, opts publish
 		}
 		defer hub.releaseKey(key)
 	}
-	if format := streamFormatOf(mediaTypeOf(r.Header.Get("Content-Type"))); format != notAStream {
-		return serveStream(w, r, hub, opts, format, key)
+	if format := ingestFormatOf(mediaTypeOf(r.Header.Get("Content-Type"))); format != notAStream {
+		return serveIngest(w, r, hub, opts, format, key)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, opts.maxSize)
 	msgs, array, err := readPublish(w, r, opts)
@@ -336,7 +336,7 @@ type stoppable interface {
 
 // add registers a streaming publish, or returns why it is refused: the
 // route's config is stopping, or it reads max streams already.
-func (ps *publishStreams) add(st *publishStream) *requestError {
+func (ps *publishStreams) add(st *ingest) *requestError {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if ps.stopped {
@@ -382,7 +382,7 @@ func (ps *publishStreams) remove(p stoppable) {
 		return
 	}
 	delete(ps.open, p)
-	if _, ok := p.(*publishStream); ok {
+	if _, ok := p.(*ingest); ok {
 		ps.streams--
 	}
 }
@@ -398,7 +398,7 @@ func (ps *publishStreams) stop() int {
 	n := 0
 	for p := range ps.open {
 		p.stop()
-		if _, ok := p.(*publishStream); ok {
+		if _, ok := p.(*ingest); ok {
 			n++
 		}
 	}

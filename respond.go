@@ -106,7 +106,7 @@ type requestError struct {
 	cause      error
 	retryAfter int            // seconds, for a Retry-After header; 0: none
 	challenge  string         // for a WWW-Authenticate header (401); "": none
-	figures    *streamFigures // what a streaming publish published before
+	figures    *ingestFigures // what a streaming publish published before
 }
 
 func (e *requestError) Error() string { return e.msg }
@@ -169,6 +169,6 @@ func writeRefusal(w http.ResponseWriter, e *requestError) {
 	b := append(make([]byte, 0, len(e.msg)+128), `{"error":`...)
 	b = appendJSONString(b, e.msg)
 	b = append(b, ',')
-	b = appendStreamFigures(b, e.figures)
+	b = appendIngestFigures(b, e.figures)
 	writeJSONBytes(w, e.status, append(b, "}\n"...))
 }

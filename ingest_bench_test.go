@@ -12,7 +12,7 @@ import (
 
 // streamBody returns a body of n events of 64 bytes of data, each with
 // the type "token", in format.
-func streamBody(format streamFormat, n int) []byte {
+func streamBody(format ingestFormat, n int) []byte {
 	var b bytes.Buffer
 	for i := range n {
 		data := fmt.Sprintf("%06d", i) + payload64[6:]
@@ -28,7 +28,7 @@ func streamBody(format streamFormat, n int) []byte {
 // nopSink is an eventSink that counts.
 type nopSink struct{ n int }
 
-func (s *nopSink) event(*streamEvent) error { s.n++; return nil }
+func (s *nopSink) event(*ingestEvent) error { s.n++; return nil }
 
 // chunkedReader reads a body in reads of at most size bytes, as a
 // connection would bring them.
@@ -50,7 +50,7 @@ func (r *chunkedReader) Read(p []byte) (int, error) {
 // with a type), read 16 KiB at a time.
 func BenchmarkStreamParse(b *testing.B) {
 	const events = 1000
-	for _, format := range []streamFormat{eventStream, ndjson} {
+	for _, format := range []ingestFormat{eventStream, ndjson} {
 		b.Run(format.String(), func(b *testing.B) {
 			body := streamBody(format, events)
 			buf := make([]byte, streamBufferSize)
@@ -58,7 +58,7 @@ func BenchmarkStreamParse(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				sink := new(nopSink)
-				sr := newStreamReader(format, buf, sink, DefaultMaxSize)
+				sr := newIngestReader(format, buf, sink, DefaultMaxSize)
 				r := &chunkedReader{b: body, size: 16 << 10}
 				var err error
 				for err == nil {
@@ -82,7 +82,7 @@ func BenchmarkStreamParse(b *testing.B) {
 func BenchmarkStreamPublish(b *testing.B) {
 	const events = 1000
 	for _, c := range []struct {
-		format      streamFormat
+		format      ingestFormat
 		subscribers int
 	}{{eventStream, 0}, {ndjson, 0}, {eventStream, 1}} {
 		b.Run(fmt.Sprintf("%s/subscribers=%d", c.format, c.subscribers), func(b *testing.B) {

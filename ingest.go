@@ -22,7 +22,7 @@ import (
 )
 
 // A streaming publish is a POST whose body is a stream of events,
-// text/event-stream or application/x-ndjson (see eventstream.go), read as
+// text/event-stream or application/x-ndjson (see ingest_parse.go), read as
 // it arrives: each event is published as soon as its block or line is
 // complete, not when the body ends. The events that are complete in what
 // one read brought are published together, as one batch, before the next
@@ -61,7 +61,7 @@ const (
 const drainWait = time.Second
 
 // streamBufferPool holds the read buffers of streams, at their first size.
-var streamBufferPool = sync.Pool{New: func() any {
+var ingestBufferPool = sync.Pool{New: func() any {
 	b := make([]byte, streamBufferSize)
 	return &b
 }}
@@ -85,14 +85,14 @@ func errEventTooLarge(limit int) error {
 // streamFigures say what a stream published: its events so far, those
 // an earlier attempt with the same key had already published, and the
 // first and last ids.
-type streamFigures struct {
+type ingestFigures struct {
 	count, repeated int
 	firstID, lastID string
 }
 
 // appendStreamFigures appends the figures as JSON members (without
 // braces).
-func appendStreamFigures(b []byte, f *streamFigures) []byte {
+func appendIngestFigures(b []byte, f *ingestFigures) []byte {
 	b = append(b, `"count":`...)
 	b = strconv.AppendInt(b, int64(f.count), 10)
 	if f.count > 0 {
@@ -110,16 +110,16 @@ func appendStreamFigures(b []byte, f *streamFigures) []byte {
 
 // writeStreamAnswer answers a stream whose body ended: 200 and its
 // figures.
-func writeStreamAnswer(w http.ResponseWriter, f *streamFigures) {
-	b := append(appendStreamFigures([]byte{'{'}, f), "}\n"...)
+func writeIngestAnswer(w http.ResponseWriter, f *ingestFigures) {
+	b := append(appendIngestFigures([]byte{'{'}, f), "}\n"...)
 	writeJSONBytes(w, http.StatusOK, b)
 }
 
-// streamEnvelope is what a stream's request says besides its events: the
+// ingestEnvelope is what a stream's request says besides its events: the
 // topics (the route's, or the query's), and the query's event type and
 // retry, for the events that name none.
-type streamEnvelope struct {
-	format streamFormat
+type ingestEnvelope struct {
+	format ingestFormat
 	topics []string // nil: none named
 	forced bool     // topics are the route's: the events' own are ignored
 	typ    string
@@ -128,8 +128,8 @@ type streamEnvelope struct {
 
 // readEnvelope reads a stream's envelope from the query string (the body
 // holds the events). forced, when set, are the route's topics.
-func readEnvelope(r *http.Request, format streamFormat, forced []string) (streamEnvelope, error) {
-	env := streamEnvelope{format: format}
+func readEnvelope(r *http.Request, format ingestFormat, forced []string) (ingestEnvelope, error) {
+	env := ingestEnvelope{format: format}
 	var f formFields
 	if err := f.scan(r.URL.RawQuery, false); err != nil {
 		return env, badRequest("reading the query: %v", err)
@@ -162,7 +162,7 @@ func readEnvelope(r *http.Request, format streamFormat, forced []string) (stream
 // events are not known when its first batch is published. It never equals
 // the fingerprint of a request of events (which starts with their number,
 // at least 1).
-func (env *streamEnvelope) fingerprint() string {
+func (env *ingestEnvelope) fingerprint() string {
 	fp := newFingerprinter(256)
 	fp.uint(0)
 	fp.string(env.format.String())
@@ -175,16 +175,16 @@ func (env *streamEnvelope) fingerprint() string {
 	return fp.sum()
 }
 
-// serveStream publishes a streaming body, event by event as it arrives,
+// serveIngest publishes a streaming body, event by event as it arrives,
 // and answers it: 200 with the figures when the body ends. A refusal is
 // returned, for the caller to answer: before the body is read, without
 // figures; after, with them.
-func serveStream(w http.ResponseWriter, r *http.Request, hub *Hub, opts publishOptions, format streamFormat, key string) *requestError {
+func serveIngest(w http.ResponseWriter, r *http.Request, hub *Hub, opts publishOptions, format ingestFormat, key string) *requestError {
 	env, err := readEnvelope(r, format, opts.forced)
 	if err != nil {
 		return asRequestError(err)
 	}
-	st := newPublishStream(w, r, hub, opts, env, key)
+	st := newIngest(w, r, hub, opts, env, key)
 	defer st.release()
 	// An answer before the body's end (a refusal) must not wait for the
 	// rest of the body to be read and discarded first (HTTP/1).
@@ -213,7 +213,7 @@ func serveStream(w http.ResponseWriter, r *http.Request, hub *Hub, opts publishO
 	e := st.run()
 	st.logEnd(opts.logger, e)
 	if e == nil {
-		writeStreamAnswer(w, &st.pub.figures)
+		writeIngestAnswer(w, &st.pub.figures)
 		return nil
 	}
 	if r.ProtoMajor == 1 {
@@ -234,14 +234,14 @@ func serveStream(w http.ResponseWriter, r *http.Request, hub *Hub, opts publishO
 	return &refusal
 }
 
-// publishStream is one streaming publish being read.
-type publishStream struct {
+// ingest is one streaming publish being read.
+type ingest struct {
 	r       *http.Request
 	rc      *http.ResponseController
-	format  streamFormat
-	reader  *streamReader
+	format  ingestFormat
+	reader  *ingestReader
 	bufp    *[]byte // the pooled buffer the reader started with
-	pub     streamPublisher
+	pub     ingestPublisher
 	started time.Time
 
 	timeout     time.Duration
@@ -251,9 +251,9 @@ type publishStream struct {
 	stopping    atomic.Bool // the config is being stopped
 }
 
-func newPublishStream(w http.ResponseWriter, r *http.Request, hub *Hub, opts publishOptions, env streamEnvelope, key string) *publishStream {
-	bufp := streamBufferPool.Get().(*[]byte)
-	st := &publishStream{
+func newIngest(w http.ResponseWriter, r *http.Request, hub *Hub, opts publishOptions, env ingestEnvelope, key string) *ingest {
+	bufp := ingestBufferPool.Get().(*[]byte)
+	st := &ingest{
 		r:       r,
 		rc:      http.NewResponseController(w),
 		format:  env.format,
@@ -261,22 +261,22 @@ func newPublishStream(w http.ResponseWriter, r *http.Request, hub *Hub, opts pub
 		started: time.Now(),
 		timeout: opts.streamTimeout,
 	}
-	st.pub = newStreamPublisher(r.Context(), hub, env, key)
+	st.pub = newIngestPublisher(r.Context(), hub, env, key)
 	st.pub.grants = opts.grants
-	st.reader = newStreamReader(env.format, *bufp, &st.pub, int(opts.maxSize))
+	st.reader = newIngestReader(env.format, *bufp, &st.pub, int(opts.maxSize))
 	return st
 }
 
 // release gives the pooled read buffer back (a larger one that replaced
 // it for long lines is left to the garbage collector).
-func (st *publishStream) release() {
+func (st *ingest) release() {
 	st.reader.lines.buf = nil
-	streamBufferPool.Put(st.bufp)
+	ingestBufferPool.Put(st.bufp)
 }
 
 // run reads and publishes the stream until its body ends or it is
 // refused.
-func (st *publishStream) run() *requestError {
+func (st *ingest) run() *requestError {
 	const maxReads = 1 << 62 // bounded by the body, the idle timeout and the config's life
 	for range maxReads {
 		if e := st.parseBuffered(); e != nil {
@@ -299,7 +299,7 @@ func (st *publishStream) run() *requestError {
 
 // parseBuffered parses the complete lines read so far, publishing a batch
 // whenever it is full.
-func (st *publishStream) parseBuffered() *requestError {
+func (st *ingest) parseBuffered() *requestError {
 	err := st.reader.parse(st.readErr == io.EOF, func() error {
 		if !st.pub.full() {
 			return nil
@@ -323,7 +323,7 @@ func (st *publishStream) parseBuffered() *requestError {
 }
 
 // read reads more of the body, once, and keeps how the read ended.
-func (st *publishStream) read() {
+func (st *ingest) read() {
 	if st.ownDeadline {
 		st.arm(time.Now())
 	}
@@ -337,7 +337,7 @@ func (st *publishStream) read() {
 // arm moves the read deadline to stream_timeout from now, at most every
 // sixteenth of it: the stream is ended after stream_timeout of silence,
 // or up to a sixteenth more.
-func (st *publishStream) arm(now time.Time) {
+func (st *ingest) arm(now time.Time) {
 	if st.timeout <= 0 || now.Sub(st.armedAt) < st.timeout/16 {
 		return
 	}
@@ -349,13 +349,13 @@ func (st *publishStream) arm(now time.Time) {
 }
 
 // stop ends the stream's reading at once; it runs on another goroutine.
-func (st *publishStream) stop() {
+func (st *ingest) stop() {
 	st.stopping.Store(true)
 	_ = st.rc.SetReadDeadline(time.Now())
 }
 
 // ended answers the end of the body: nil when it ended whole.
-func (st *publishStream) ended() *requestError {
+func (st *ingest) ended() *requestError {
 	err := st.readErr
 	var mbe *http.MaxBytesError
 	var ne net.Error
@@ -376,7 +376,7 @@ func (st *publishStream) ended() *requestError {
 }
 
 // logEnd logs the end of the stream at debug level.
-func (st *publishStream) logEnd(logger *zap.Logger, e *requestError) {
+func (st *ingest) logEnd(logger *zap.Logger, e *requestError) {
 	if logger == nil {
 		return
 	}
@@ -393,14 +393,14 @@ func (st *publishStream) logEnd(logger *zap.Logger, e *requestError) {
 		zap.Int("status", status), zap.String("why", why), zap.String("remote_addr", st.r.RemoteAddr))
 }
 
-// streamPublisher is the eventSink of a stream: it gathers the events the
+// ingestPublisher is the eventSink of a stream: it gathers the events the
 // parser completes into a batch, and publishes the batch when flushed.
-type streamPublisher struct {
+type ingestPublisher struct {
 	ctx         context.Context
 	hub         *Hub
 	key         string
 	fingerprint string
-	env         streamEnvelope
+	env         ingestEnvelope
 	topics      []string // of an event that names none, unless forced
 	grants      *grants  // the topics it may publish to; nil: any
 
@@ -411,11 +411,11 @@ type streamPublisher struct {
 	typName  string // the last event type named, made a string once
 	typBytes []byte
 
-	figures streamFigures // figures.count: the stream position of msgs[0]
+	figures ingestFigures // figures.count: the stream position of msgs[0]
 }
 
-func newStreamPublisher(ctx context.Context, hub *Hub, env streamEnvelope, key string) streamPublisher {
-	s := streamPublisher{
+func newIngestPublisher(ctx context.Context, hub *Hub, env ingestEnvelope, key string) ingestPublisher {
+	s := ingestPublisher{
 		// a client gone mid-stream cancels the request; the events it
 		// completed are published all the same
 		ctx:    context.WithoutCancel(ctx),
@@ -435,7 +435,7 @@ func newStreamPublisher(ctx context.Context, hub *Hub, env streamEnvelope, key s
 
 // event implements eventSink: it checks the event and adds it to the
 // batch.
-func (s *streamPublisher) event(ev *streamEvent) error {
+func (s *ingestPublisher) event(ev *ingestEvent) error {
 	m := transport.Message{Topics: s.topics, Type: s.env.typ, Retry: s.env.retry}
 	if ev.topics != nil && !s.env.forced {
 		if len(ev.topics) > maxPublishTopics {
@@ -469,7 +469,7 @@ func (s *streamPublisher) event(ev *streamEvent) error {
 
 // eventType returns an event type named by an event, checked, made a
 // string once for a run of events of one type.
-func (s *streamPublisher) eventType(b []byte) (string, error) {
+func (s *ingestPublisher) eventType(b []byte) (string, error) {
 	if s.typName != "" && bytes.Equal(b, s.typBytes) {
 		return s.typName, nil
 	}
@@ -483,18 +483,18 @@ func (s *streamPublisher) eventType(b []byte) (string, error) {
 
 // position returns the number of events of the stream read so far,
 // published or not.
-func (s *streamPublisher) position() int { return s.figures.count + len(s.msgs) }
+func (s *ingestPublisher) position() int { return s.figures.count + len(s.msgs) }
 
 // full reports whether the batch is to be published before another event
 // is added.
-func (s *streamPublisher) full() bool {
+func (s *ingestPublisher) full() bool {
 	return len(s.msgs) >= maxStreamBatch || len(s.arena) >= maxBatchBytes
 }
 
 // flush publishes the batch, if there is one. The batch's data is copied
 // into one string that its messages share, which the events made of them
 // do not keep.
-func (s *streamPublisher) flush() *requestError {
+func (s *ingestPublisher) flush() *requestError {
 	if len(s.msgs) == 0 {
 		return nil
 	}
@@ -531,4 +531,4 @@ func (s *streamPublisher) flush() *requestError {
 }
 
 // Interface guards
-var _ eventSink = (*streamPublisher)(nil)
+var _ eventSink = (*ingestPublisher)(nil)

@@ -25,7 +25,7 @@ func (g got) String() string {
 // recorder is an eventSink that keeps what it is given.
 type recorder struct{ events []got }
 
-func (r *recorder) event(ev *streamEvent) error {
+func (r *recorder) event(ev *ingestEvent) error {
 	r.events = append(r.events, got{topics: slices.Clone(ev.topics), typ: string(ev.typ), data: string(ev.data), retry: ev.retry})
 	return nil
 }
@@ -53,10 +53,10 @@ func (c *chunkReader) Read(p []byte) (int, error) {
 }
 
 // parseChunks reads a stream that arrives in chunks and ends with end
-// (nil: the body's end), through a streamReader, as publishStream does:
+// (nil: the body's end), through a ingestReader, as ingest does:
 // with a small buffer to begin with (so that it grows) and with a large
 // one, which must give the same.
-func parseChunks(format streamFormat, maxSize int, chunks []string, end error) ([]got, error) {
+func parseChunks(format ingestFormat, maxSize int, chunks []string, end error) ([]got, error) {
 	small, err := parseChunksWith(8, format, maxSize, chunks, end)
 	large, errLarge := parseChunksWith(streamBufferSize, format, maxSize, chunks, end)
 	if !slices.EqualFunc(small, large, equalGot) || fmt.Sprint(err) != fmt.Sprint(errLarge) {
@@ -66,9 +66,9 @@ func parseChunks(format streamFormat, maxSize int, chunks []string, end error) (
 }
 
 // parseChunksWith is parseChunks with a buffer of bufSize to begin with.
-func parseChunksWith(bufSize int, format streamFormat, maxSize int, chunks []string, end error) ([]got, error) {
+func parseChunksWith(bufSize int, format ingestFormat, maxSize int, chunks []string, end error) ([]got, error) {
 	rec := new(recorder)
-	sr := newStreamReader(format, make([]byte, bufSize), rec, maxSize)
+	sr := newIngestReader(format, make([]byte, bufSize), rec, maxSize)
 	cr := &chunkReader{chunks: slices.Clone(chunks), end: end}
 	var readErr error
 	for range 1 << 20 {
@@ -165,7 +165,7 @@ func equalGot(a, b got) bool {
 func TestStreamBrokenOff(t *testing.T) {
 	broken := errors.New("connection reset")
 	for _, c := range []struct {
-		format streamFormat
+		format ingestFormat
 		in     string
 		end    error
 		want   []got
@@ -220,7 +220,7 @@ func TestNDJSONParser(t *testing.T) {
 func TestStreamParserRefusals(t *testing.T) {
 	cases := []struct {
 		name    string
-		format  streamFormat
+		format  ingestFormat
 		maxSize int
 		in      string
 		events  int // before the refusal

@@ -9,21 +9,21 @@ import (
 )
 
 // The incremental parsers of streaming publish bodies (see
-// publish_stream.go): text/event-stream, read by the WHATWG rules, and
+// ingest.go): text/event-stream, read by the WHATWG rules, and
 // application/x-ndjson, one JSON event a line. Both are fed complete
 // lines by a lineBuffer and hand complete events to an eventSink.
 
 // streamFormat is how a streaming publish body is written.
-type streamFormat uint8
+type ingestFormat uint8
 
 const (
-	notAStream  streamFormat = iota
+	notAStream  ingestFormat = iota
 	eventStream              // text/event-stream
 	ndjson                   // application/x-ndjson
 )
 
 // streamFormatOf returns the stream format of a media type, or notAStream.
-func streamFormatOf(mediaType string) streamFormat {
+func ingestFormatOf(mediaType string) ingestFormat {
 	switch mediaType {
 	case "text/event-stream":
 		return eventStream
@@ -34,7 +34,7 @@ func streamFormatOf(mediaType string) streamFormat {
 }
 
 // String returns the format's media type.
-func (f streamFormat) String() string {
+func (f ingestFormat) String() string {
 	switch f {
 	case eventStream:
 		return "text/event-stream"
@@ -46,7 +46,7 @@ func (f streamFormat) String() string {
 
 // streamEvent is one complete event of a stream, as its parser read it.
 // Its byte slices are valid until the parser reads another line.
-type streamEvent struct {
+type ingestEvent struct {
 	topics []string // the event's own topics (ndjson), not validated; nil: none named
 	typ    []byte   // empty: none named
 	data   []byte
@@ -56,7 +56,7 @@ type streamEvent struct {
 // eventSink takes the events of a stream, in order. An error refuses the
 // event and ends the stream.
 type eventSink interface {
-	event(ev *streamEvent) error
+	event(ev *ingestEvent) error
 }
 
 // lineParser reads a stream one complete line at a time, given without
@@ -166,10 +166,10 @@ func (lb *lineBuffer) bufFor(n int) []byte {
 // utf8BOM is the byte order mark that may begin a text/event-stream.
 var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 
-// streamReader reads a stream: it cuts what was read into lines and has
+// ingestReader reads a stream: it cuts what was read into lines and has
 // its format's parser read them.
-type streamReader struct {
-	format     streamFormat
+type ingestReader struct {
+	format     ingestFormat
 	lines      lineBuffer
 	parser     lineParser
 	bomChecked bool
@@ -179,8 +179,8 @@ type streamReader struct {
 // grows as long lines need) and hands events to sink. maxSize bounds
 // each event's data and each line (beyond it by the field name of a
 // text/event-stream data line).
-func newStreamReader(format streamFormat, buf []byte, sink eventSink, maxSize int) *streamReader {
-	sr := &streamReader{format: format, lines: lineBuffer{buf: buf, base: buf, maxLine: maxSize}}
+func newIngestReader(format ingestFormat, buf []byte, sink eventSink, maxSize int) *ingestReader {
+	sr := &ingestReader{format: format, lines: lineBuffer{buf: buf, base: buf, maxLine: maxSize}}
 	if format == eventStream {
 		sr.lines.crEnds = true
 		sr.lines.maxLine += eventStreamLineSlack
@@ -209,7 +209,7 @@ func (e *lineError) Unwrap() error { return e.err }
 // an ndjson line without its LF (a text/event-stream's incomplete block is
 // dropped: its parser is not told). An error of the parser is a
 // *lineError; after's is returned as it is.
-func (sr *streamReader) parse(eof bool, after func() error) error {
+func (sr *ingestReader) parse(eof bool, after func() error) error {
 	if !sr.bomChecked && sr.format == eventStream {
 		b := sr.lines.buffered()
 		if len(b) < len(utf8BOM) && bytes.HasPrefix(utf8BOM, b) && !eof {
@@ -250,13 +250,13 @@ func (sr *streamReader) parse(eof bool, after func() error) error {
 }
 
 // errOverlong refuses a line longer than maxLine.
-func (sr *streamReader) errOverlong(line int) error {
+func (sr *ingestReader) errOverlong(line int) error {
 	return &lineError{line: line, err: &requestError{status: http.StatusRequestEntityTooLarge,
 		msg: fmt.Sprintf("the line is longer than the %d bytes allowed (max_size)", sr.lines.maxLine)}}
 }
 
 // fill reads more of the stream from r, once.
-func (sr *streamReader) fill(r io.Reader) (int, error) { return sr.lines.fill(r) }
+func (sr *ingestReader) fill(r io.Reader) (int, error) { return sr.lines.fill(r) }
 
 // eventStreamParser reads text/event-stream lines as the WHATWG HTML
 // standard (9.2.6, "Interpreting an event stream") has a browser read
@@ -278,7 +278,7 @@ type eventStreamParser struct {
 	hasData bool
 	typ     []byte
 	retry   int64
-	ev      streamEvent
+	ev      ingestEvent
 }
 
 func newEventStreamParser(sink eventSink, maxData int) *eventStreamParser {
@@ -346,7 +346,7 @@ func (p *eventStreamParser) addData(value []byte) error {
 func (p *eventStreamParser) dispatch() error {
 	var err error
 	if p.hasData {
-		p.ev = streamEvent{typ: p.typ, data: p.data, retry: p.retry}
+		p.ev = ingestEvent{typ: p.typ, data: p.data, retry: p.retry}
 		err = p.sink.event(&p.ev)
 	}
 	if cap(p.data) > largeEventBuffer {
@@ -386,7 +386,7 @@ type ndjsonParser struct {
 
 	data []byte
 	typ  []byte
-	ev   streamEvent
+	ev   ingestEvent
 }
 
 // line implements lineParser.
@@ -410,7 +410,7 @@ func (p *ndjsonParser) line(l []byte) error {
 	}
 	p.data = append(p.data[:0], d.data...)
 	p.typ = append(p.typ[:0], d.typ...)
-	p.ev = streamEvent{topics: d.topics, typ: p.typ, data: p.data, retry: d.retry}
+	p.ev = ingestEvent{topics: d.topics, typ: p.typ, data: p.data, retry: d.retry}
 	err = p.sink.event(&p.ev)
 	if cap(p.data) > largeEventBuffer {
 		p.data = nil
