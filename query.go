@@ -12,7 +12,10 @@ type streamQuery struct {
 // parseStreamQuery reads the topic, last_event_id and lastEventID
 // parameters of a raw query in one pass, without building a map: every
 // stream request goes through here. A component with a malformed escape
-// is kept as sent (url.ParseQuery would drop the parameter).
+// is kept as sent (url.ParseQuery would drop the parameter). The values
+// are copies: a stream keeps them, and a stream whose connection was
+// taken over keeps nothing else of its request (a token in the query
+// included).
 func parseStreamQuery(raw string) streamQuery {
 	var q streamQuery
 	for raw != "" {
@@ -21,10 +24,10 @@ func parseStreamQuery(raw string) streamQuery {
 		key, value, _ := strings.Cut(pair, "=")
 		switch unescape(key) {
 		case "topic":
-			q.topics = append(q.topics, unescape(value))
+			q.topics = append(q.topics, strings.Clone(unescape(value)))
 		case "last_event_id", "lastEventID":
 			if q.lastID == "" {
-				q.lastID = unescape(value)
+				q.lastID = strings.Clone(unescape(value))
 			}
 		}
 	}
