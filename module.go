@@ -1,7 +1,3 @@
-// Package caddysse makes Caddy a Server-Sent Events hub: browsers subscribe
-// with EventSource to routes handled by the sse handler, back ends publish
-// with a POST to routes handled by sse_publish, and the sse app declares
-// the hubs that keep topics, history and ids between them.
 package caddysse
 
 import (

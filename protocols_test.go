@@ -322,7 +322,7 @@ var streamSuite = []struct {
 }
 
 // notTakenOver names the stream tests that do not hold for streams taken
-// over: the server's timeouts no longer apply to those (README, hijack).
+// over: the server's timeouts no longer apply to those (docs/hijack.md).
 var notTakenOver = map[string]bool{"WriteTimeoutStillCapsStreams": true}
 
 // TestProtocolsStreamSuite runs the stream tests again over HTTPS: HTTP/1.1

@@ -16,24 +16,6 @@ import (
 	"github.com/ssehub/caddy-sse/transport"
 )
 
-// The life of an event. A publish (publish.go, or the admin API) decodes
-// the request into messages and hands them to the hub's transport
-// (Hub.Publish), which assigns ids, stores the events in the history and
-// hands each, in id order, to the hub of every node (Hub.Deliver). The
-// hub puts the event, serialised once, in its delivery window (backlog.go)
-// for the topics that have local subscribers, and wakes their writers
-// through its wake gate, without waiting for any socket. Each stream
-// (below) runs its own writer, in the request's goroutine or, with
-// hijack, in one of its own: from its position in the hub's sequence, it
-// takes the events of its topics from the window (or, when it is behind
-// the window, a page of the history) and writes them in pieces of at
-// most batchSize bytes and one flush (stream.pump), to the response or
-// the connection it took over (output.go, hijack.go). A stream whose next
-// event has left both the window and the history is dropped as slow. The
-// route's sweeper (streams.go) looks at every stream once a tick
-// (stream.check): it sends heartbeats to silent streams and ends those
-// whose writes stall.
-
 // How much a stream takes at once: a round from the delivery window,
 // written with one flush (a piece of at most batchSize bytes: what a
 // writer blocked on its client holds is a round's list of the hub's shared

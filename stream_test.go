@@ -247,7 +247,7 @@ func TestWriteTimeoutStillCapsStreams(t *testing.T) {
 }
 
 // TestStreamOutlivesReadTimeouts: the server's read timeouts bound
-// reading the request, not the stream that answers it (README, Caddy's
+// reading the request, not the stream that answers it (docs/operations.md, Caddy's
 // timeouts): a stream is still written to after they have passed.
 func TestStreamOutlivesReadTimeouts(t *testing.T) {
 	startWithTimeouts(t, "read_body 300ms", "read_header 300ms")

@@ -49,7 +49,7 @@ func TestOverHTTPS(t *testing.T) {
 		// Caddy's HTTP/3 server, when it stops, waits for its clients to
 		// close their QUIC connections, which Chromium does after 30 s
 		// idle (every stream ended at once): with Caddy's default
-		// unlimited grace period, a SIGTERM takes that long. The README
+		// unlimited grace period, a SIGTERM takes that long. docs/https.md
 		// advises a grace_period with HTTP/3, as here.
 		{name: "h3", secure: true, alpn: "h3", proto: "HTTP/3.0", storage: storage, shift: shiftHTTP3, global: "grace_period 2s"},
 	}

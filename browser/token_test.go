@@ -36,7 +36,8 @@ const tokenKey = "0123456789abcdef0123456789abcdef-token-renewal-test"
 // in whole seconds, so 2 to 3 s from minting.
 const tokenLife = 3 * time.Second
 
-// TestTokenRenewal runs the README's token-renewal snippet, as it is, in
+// TestTokenRenewal runs the token-renewal snippet of docs/access-control.md,
+// as it is, in
 // a page whose stream needs a token while events are published without a
 // pause. The token server (the page's back end) mints short tokens; its
 // second one is signed with another key (a 401: the browser gives up, the
@@ -64,7 +65,7 @@ func TestTokenRenewal(t *testing.T) {
 	}
 	const topic = "feed"
 	if !strings.Contains(snippet, "topic="+topic+"&") {
-		t.Fatalf("the README's snippet does not subscribe to %q; update this test:\n%s", topic, snippet)
+		t.Fatalf("the snippet of docs/access-control.md does not subscribe to %q; update this test:\n%s", topic, snippet)
 	}
 
 	tokens := &tokenServer{topic: topic, bad: 2, expired: 4}
@@ -299,23 +300,24 @@ func (s *tokenServer) count() int {
 	return s.n
 }
 
-// readmeSnippet returns the code of the ```js block between the README's
-// markers <!-- snippet: name --> and <!-- /snippet: name -->.
+// readmeSnippet returns the code of the ```js block between the markers
+// <!-- snippet: name --> and <!-- /snippet: name --> of docs/access-control.md
+// (the docs the README links to).
 func readmeSnippet(t *testing.T, name string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	b, err := os.ReadFile(filepath.Join("..", "docs", "access-control.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(b), "<!-- snippet: "+name+" -->\n")
 	section, _, ok2 := strings.Cut(rest, "<!-- /snippet: "+name+" -->")
 	if !ok || !ok2 {
-		t.Fatalf("README.md has no snippet %q between its markers", name)
+		t.Fatalf("docs/access-control.md has no snippet %q between its markers", name)
 	}
 	_, code, ok := strings.Cut(section, "```js\n")
 	code, after, ok2 := strings.Cut(code, "\n```\n")
 	if !ok || !ok2 || strings.Contains(after, "```") {
-		t.Fatalf("README.md's snippet %q is not one ```js block:\n%s", name, section)
+		t.Fatalf("the snippet %q of docs/access-control.md is not one ```js block:\n%s", name, section)
 	}
 	return code + "\n"
 }

@@ -14,18 +14,19 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 )
 
-// readmeSnippets returns the caddyfile blocks of the README between the
-// markers <!-- snippets: name --> and <!-- /snippets: name -->.
+// readmeSnippets returns the caddyfile blocks of docs/publishing.md
+// between the markers <!-- snippets: name --> and <!-- /snippets: name -->
+// (the docs the README links to).
 func readmeSnippets(t *testing.T, name string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	b, err := os.ReadFile(filepath.Join("..", "docs", "publishing.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, rest, ok := strings.Cut(string(b), "<!-- snippets: "+name+" -->")
 	section, _, ok2 := strings.Cut(rest, "<!-- /snippets: "+name+" -->")
 	if !ok || !ok2 {
-		t.Fatalf("the README has no snippets %q; update this test", name)
+		t.Fatalf("docs/publishing.md has no snippets %q; update this test", name)
 	}
 	var out []string
 	for {
@@ -39,8 +40,8 @@ func readmeSnippets(t *testing.T, name string) []string {
 	}
 }
 
-// TestReadmePublishProtection runs each way the README shows to protect
-// the publish route, as it is written there (only a key file's path and
+// TestReadmePublishProtection runs each way docs/publishing.md shows to
+// protect the publish route, as it is written there (only a key file's path and
 // the application's address are moved to this test's): an allowed
 // publisher publishes, and a refused one gets an error status and
 // publishes nothing.

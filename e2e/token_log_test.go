@@ -13,23 +13,23 @@ import (
 	"github.com/ssehub/caddy-sse/internal/ssetest"
 )
 
-// readmeLogFilter returns the log directive that the README shows to keep
-// tokens out of the access log, as it is there.
+// readmeLogFilter returns the log directive that docs/access-control.md
+// shows to keep tokens out of the access log, as it is there.
 func readmeLogFilter(t *testing.T) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "README.md"))
+	b, err := os.ReadFile(filepath.Join("..", "docs", "access-control.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	readme := string(b)
 	i := strings.Index(readme, "\tlog {\n\t\tformat filter {")
 	if i < 0 {
-		t.Fatal("the README shows no log filter for tokens; update this test")
+		t.Fatal("docs/access-control.md shows no log filter for tokens; update this test")
 	}
 	end := strings.Index(readme[i:], "\n\t}\n")
 	block := readme[i : i+end+3]
 	if !strings.Contains(block, "delete token") {
-		t.Fatalf("the README's log filter does not delete the token:\n%s", block)
+		t.Fatalf("the log filter of docs/access-control.md does not delete the token:\n%s", block)
 	}
 	return strings.TrimSpace(block)
 }
@@ -37,7 +37,7 @@ func readmeLogFilter(t *testing.T) string {
 // logTokenKey is the HS256 secret of TestTokenNeverLogged.
 const logTokenKey = "e2e-log-test-key-0123456789abcdef0123"
 
-// TestTokenNeverLogged runs the production config of the README (an
+// TestTokenNeverLogged runs the production config of docs/access-control.md (an
 // access log whose filter deletes the token's query parameter) at debug
 // level, sends tokens every way a client can (query, header, cookie;
 // valid, expired, badly signed) to both directives, and greps the whole

@@ -273,7 +273,7 @@ func (c *Caddy) Exited() <-chan struct{} { return c.exited }
 
 // Port returns a test port: base plus SSE_TEST_PORT_OFFSET, so that two
 // checkouts can run their tests at the same time. Each test package has
-// its own base ports (see the README's Development section).
+// its own base ports (see docs/development.md).
 func Port(base int) int {
 	if v := os.Getenv("SSE_TEST_PORT_OFFSET"); v != "" {
 		var off int
