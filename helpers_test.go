@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -27,7 +26,7 @@ var (
 
 func TestMain(m *testing.M) {
 	caddytest.Default.AdminPort = testAdmin
-	os.Exit(m.Run())
+	caddyproc.Main(m)
 }
 
 // wait is the safety net of every wait in these tests.

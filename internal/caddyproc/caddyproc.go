@@ -51,6 +51,16 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
+// Main runs a package's tests and removes the binary Binary built, if
+// any: a test package that uses Binary calls it from its TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if buildPath != "" {
+		_ = os.RemoveAll(filepath.Dir(buildPath))
+	}
+	os.Exit(code)
+}
+
 // moduleRoot is the directory of this module's go.mod.
 func moduleRoot() string {
 	_, file, _, _ := runtime.Caller(0)
