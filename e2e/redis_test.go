@@ -26,11 +26,11 @@ import (
 )
 
 // The Redis tests run Caddy processes that share hubs through the Redis
-// at 127.0.0.1:6379, under a key prefix of their own; they use the base
+// at $SSE_REDIS_ADDR (default 127.0.0.1:6379), under a key prefix of their own; they use the base
 // ports admin 2420-2430 and http 8420-8430 (a pair takes two: give each
 // test ports of its own, or two Caddys share one port, SO_REUSEPORT).
 
-const sharedRedis = "127.0.0.1:6379"
+var sharedRedis = ssetest.RedisAddr()
 
 // redisPrefix returns a key prefix for one test, skipping the test when
 // no Redis answers (failing it when SSE_REQUIRE_REDIS is set), and

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"syscall"
 	"testing"
 	"time"
@@ -215,4 +216,14 @@ func DoT(t testing.TB, req *http.Request) (int, http.Header, []byte) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, resp.Header, b
+}
+
+// RedisAddr is the address of the shared Redis of the tests:
+// $SSE_REDIS_ADDR, else 127.0.0.1:6379. The tests use it under key
+// prefixes of their own, and delete their keys.
+func RedisAddr() string {
+	if addr := os.Getenv("SSE_REDIS_ADDR"); addr != "" {
+		return addr
+	}
+	return "127.0.0.1:6379"
 }
