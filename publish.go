@@ -103,30 +103,11 @@ func (*Publish) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the handler.
+// Provision sets up the handler: its defaults, then their checks, as the
+// sse handler does.
 func (p *Publish) Provision(ctx caddy.Context) error {
-	if p.Hub == "" {
-		p.Hub = DefaultHubName
-	}
-	if p.MaxSize == 0 {
-		p.MaxSize = DefaultMaxSize
-	}
-	if p.MaxSize < 0 {
-		return fmt.Errorf("max_size must not be negative")
-	}
-	if p.StreamTimeout == 0 {
-		p.StreamTimeout = caddy.Duration(DefaultStreamTimeout)
-	}
-	if p.StreamTimeout < 0 {
-		return fmt.Errorf("stream_timeout must not be negative")
-	}
-	if p.MaxStreams == 0 {
-		p.MaxStreams = DefaultMaxStreams
-	}
-	if p.MaxStreams < 0 {
-		return fmt.Errorf("max_streams must not be negative")
-	}
-	if err := validateOrigins(p.CORSOrigins); err != nil {
+	p.setDefaults()
+	if err := p.validate(); err != nil {
 		return err
 	}
 	hub, err := lookupHub(ctx, p.Hub)
@@ -142,6 +123,33 @@ func (p *Publish) Provision(ctx caddy.Context) error {
 	p.logger = ctx.Logger()
 	p.streams = &publishStreams{max: p.MaxStreams}
 	return onEvent(ctx, "stopping", eventHandler{"sse_publish: end the streaming publishes of the stopping config", p.shutdown})
+}
+
+func (p *Publish) setDefaults() {
+	if p.Hub == "" {
+		p.Hub = DefaultHubName
+	}
+	if p.MaxSize == 0 {
+		p.MaxSize = DefaultMaxSize
+	}
+	if p.StreamTimeout == 0 {
+		p.StreamTimeout = caddy.Duration(DefaultStreamTimeout)
+	}
+	if p.MaxStreams == 0 {
+		p.MaxStreams = DefaultMaxStreams
+	}
+}
+
+func (p *Publish) validate() error {
+	switch {
+	case p.MaxSize < 0:
+		return fmt.Errorf("max_size must not be negative")
+	case p.StreamTimeout < 0:
+		return fmt.Errorf("stream_timeout must not be negative")
+	case p.MaxStreams < 0:
+		return fmt.Errorf("max_streams must not be negative")
+	}
+	return validateOrigins(p.CORSOrigins)
 }
 
 // shutdown ends the route's streaming publishes when its config stops (a
