@@ -52,6 +52,9 @@ func TestHijack(t *testing.T) {
 		"DefaultTopic":                TestDefaultTopic,
 		"RetryJitterVaries":           TestRetryJitterVaries,
 		"ResumeFromQueryParameters":   TestResumeFromQueryParameters,
+		"TokenExpiresOpenStream":      TestTokenExpiresOpenStream,
+		"MaxStreamsPer":               TestMaxStreamsPer,
+		"AdminDisconnect":             TestAdminDisconnect,
 	} {
 		t.Run(name, test)
 	}
