@@ -142,6 +142,10 @@ func publishError(err error) *requestError {
 		return errKeyInFlight
 	case errors.Is(err, context.Canceled):
 		return &requestError{status: http.StatusBadRequest, msg: "the request was cancelled before its events were stored"}
+	case errors.Is(err, transport.ErrMaybePublished):
+		// its message says what to do: "try again later" would invite a
+		// duplicate
+		return &requestError{status: http.StatusServiceUnavailable, msg: err.Error(), cause: err}
 	}
 	return &requestError{status: http.StatusServiceUnavailable,
 		msg: fmt.Sprintf("%v; try again later", err), cause: err}

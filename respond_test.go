@@ -2,8 +2,13 @@ package caddysse
 
 import (
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/ssehub/caddy-sse/transport"
 )
 
 func TestAppendJSONString(t *testing.T) {
@@ -29,4 +34,20 @@ func FuzzAppendJSONString(f *testing.F) {
 			t.Fatalf("%q: encoded %s, decoded %q (%v)", s, got, back, err)
 		}
 	})
+}
+
+// TestMaybePublishedIsNotTryAgainLater: a publish whose outcome the
+// transport does not know is answered 503 with the transport's advice
+// (retry with the same Idempotency-Key), not "try again later", which
+// would invite a duplicate; other failures keep "try again later".
+func TestMaybePublishedIsNotTryAgainLater(t *testing.T) {
+	maybe := publishError(fmt.Errorf("publishing: %w: timeout: %w", transport.ErrUnavailable, transport.ErrMaybePublished))
+	if maybe.status != http.StatusServiceUnavailable || strings.Contains(maybe.msg, "try again later") ||
+		!strings.Contains(maybe.msg, "retry with the same Idempotency-Key") {
+		t.Fatalf("%d %q", maybe.status, maybe.msg)
+	}
+	down := publishError(fmt.Errorf("publishing: %w: connection refused", transport.ErrUnavailable))
+	if down.status != http.StatusServiceUnavailable || !strings.HasSuffix(down.msg, "; try again later") {
+		t.Fatalf("%d %q", down.status, down.msg)
+	}
 }

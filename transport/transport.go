@@ -452,4 +452,9 @@ var (
 	// ErrKeyInFlight refuses a publish whose idempotency key is used by a
 	// request still in progress.
 	ErrKeyInFlight = errors.New("a request with this idempotency key is still in progress")
+	// ErrMaybePublished is wrapped by the error of a publish whose outcome
+	// is unknown (a shared store that did not answer after the request was
+	// sent): its events may have been stored and delivered, and only a
+	// retry with the same idempotency key is safe.
+	ErrMaybePublished = errors.New("the events may have been published; retry with the same Idempotency-Key")
 )

@@ -31,14 +31,16 @@ type pubCall struct {
 	args   []any
 	res    []string
 	err    error
+	sent   bool          // the script was sent to Redis: it may have run even if err is set
 	done   chan struct{} // closed when res and err are set
 	lead   chan struct{} // signalled when this call's publisher is to send
 	leader bool          // lead was signalled (guarded by batcher.mu)
 }
 
 // publish runs the publish script with args, in a pipeline with the
-// concurrent publishes.
-func (t *Transport) publish(ctx context.Context, args []any) ([]string, error) {
+// concurrent publishes. sent tells that the script was sent to Redis: an
+// error then does not mean that it did not run.
+func (t *Transport) publish(ctx context.Context, args []any) (res []string, sent bool, err error) {
 	c := &pubCall{ctx: ctx, args: args, done: make(chan struct{}), lead: make(chan struct{}, 1)}
 	b := &t.batch
 	b.mu.Lock()
@@ -48,7 +50,7 @@ func (t *Transport) publish(ctx context.Context, args []any) ([]string, error) {
 		b.mu.Unlock()
 		t.sendBatch()
 		<-c.done
-		return c.res, c.err
+		return c.res, c.sent, c.err
 	}
 	b.mu.Unlock()
 	select {
@@ -61,7 +63,7 @@ func (t *Transport) publish(ctx context.Context, args []any) ([]string, error) {
 		if i := slices.Index(b.queue, c); i >= 0 && !c.leader {
 			b.queue = slices.Delete(b.queue, i, i+1) // never sent: not published
 			b.mu.Unlock()
-			return nil, ctx.Err()
+			return nil, false, ctx.Err()
 		}
 		leader := c.leader
 		b.mu.Unlock()
@@ -70,7 +72,7 @@ func (t *Transport) publish(ctx context.Context, args []any) ([]string, error) {
 		}
 		<-c.done
 	}
-	return c.res, c.err
+	return c.res, c.sent, c.err
 }
 
 // sendBatch sends the waiting publishes, then hands the sending over to
@@ -105,6 +107,7 @@ func (t *Transport) runCalls(calls []*pubCall) {
 			close(c.done)
 			continue
 		}
+		c.sent = true
 		live = append(live, c)
 	}
 	if len(live) == 0 {

@@ -10,8 +10,15 @@ import (
 // UnmarshalCaddyfile sets up the transport from Caddyfile tokens:
 //
 //	transport redis [<url>] {
-//		url       <redis://[user:pass@]host:port/db | rediss://... | unix://...>
-//		address   <host:port>...
+//		url       <redis://[user:pass@]host:port/db | rediss://... | unix://...
+//		           | redis+sentinel://[user:pass@]host:port[,host:port...]/<master>[/db]>
+//		address   <host:port>...   # several: the nodes of a Redis Cluster
+//		sentinel  {
+//			master   <name>
+//			address  <host:port>...  # the sentinels
+//			username <user>          # the sentinels' own, if they need one
+//			password <password>
+//		}
 //		username  <user>
 //		password  <password>
 //		db        <n>
@@ -54,6 +61,8 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "tls":
 			err = t.unmarshalTLS(d)
+		case "sentinel":
+			err = t.unmarshalSentinel(d)
 		case "prefix":
 			t.Prefix, err = oneArg(d)
 		case "timeout":
@@ -98,6 +107,40 @@ func (t *Transport) unmarshalTLS(d *caddyfile.Dispenser) error {
 		if err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+func (t *Transport) unmarshalSentinel(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	sc := new(SentinelConfig)
+	t.Sentinel = sc
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "master":
+			sc.Master, err = oneArg(d)
+		case "address":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			sc.Addresses = append(sc.Addresses, args...)
+		case "username":
+			sc.Username, err = oneArg(d)
+		case "password":
+			sc.Password, err = oneArg(d)
+		default:
+			return d.Errf("unrecognized sentinel option '%s'", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if sc.Master == "" || len(sc.Addresses) == 0 {
+		return d.Err("sentinel needs master <name> and address <host:port>...")
 	}
 	return nil
 }

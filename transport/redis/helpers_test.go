@@ -17,12 +17,14 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
 // sharedRedis is the Redis server the tests use under a key prefix of
-// their own; fault tests start private servers instead.
-const sharedRedis = "127.0.0.1:6379"
+// their own ($SSE_REDIS_ADDR, default 127.0.0.1:6379); fault tests start
+// private servers instead.
+var sharedRedis = ssetest.RedisAddr()
 
 // requireRedis skips the test when no Redis answers at addr, unless
 // SSE_REQUIRE_REDIS is set (CI), where it fails.

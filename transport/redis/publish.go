@@ -2,12 +2,15 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 
+	goredis "github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/ssehub/caddy-sse/transport"
@@ -49,12 +52,25 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 	}
 	t.waits.begin()
 	defer t.waits.end()
-	res, err := t.publish(ctx, args)
+	res, sent, err := t.publish(ctx, args)
 	if err != nil {
+		var (
+			reply goredis.Error
+			op    *net.OpError
+		)
+		dialing := errors.As(err, &op) && op.Op == "dial"
+		if sent && !dialing && !errors.As(err, &reply) {
+			// no answer: the script may have run
+			return nil, unavailable(fmt.Errorf("publishing: %w: %w", err, errMaybePublished))
+		}
 		return nil, redisError(fmt.Errorf("publishing: %w", err))
 	}
 	if len(res) > 0 && res[0] == "mismatch" {
 		return nil, transport.ErrKeyMismatch
+	}
+	if len(res) == 2 && res[0] == "noperm" {
+		// refused before anything was stored or published
+		return nil, unavailable(fmt.Errorf("publishing: the redis user may not run %s (ACL); nothing was published", res[1]))
 	}
 	if len(res) != 2+len(req.Messages) || res[0] != "ok" {
 		return nil, fmt.Errorf("publishing: unexpected answer from redis: %q", res)
@@ -90,6 +106,20 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 	}
 	return receipts, nil
 }
+
+// multiChannel is the Pub/Sub channel of the events of several topics,
+// published once for the hub rather than once per topic (see
+// publishScript): every node follows it, and delivers those of its
+// events that its subscribers follow.
+func (t *Transport) multiChannel() string {
+	return t.base + ":m"
+}
+
+// errMaybePublished ends the error of a publish that Redis did not answer
+// in time, or whose answer was lost: it may have been stored and
+// published, and a retry without the same Idempotency-Key would publish
+// it twice.
+var errMaybePublished = transport.ErrMaybePublished
 
 // recordSubscribers records the local subscriber counts of the events
 // recorded under an idempotency key, at its first positions (see

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -68,6 +69,10 @@ type reader struct {
 	delivered uint64 // every event of the watched topics up to it was delivered
 	published uint64 // the newest seq this node published in epoch
 
+	// Whether the server loses no write in a restart: "1", "0", or ""
+	// while unknown (see checkDurable).
+	durable atomic.Value
+
 	// Owned by the reader goroutine.
 	retired  []string // epochs the hub left: their late messages are ignored
 	pingSent time.Time
@@ -121,6 +126,7 @@ func (r *reader) connect() error {
 	if err := t.hello(ctx); err != nil {
 		return err
 	}
+	r.checkDurable(ctx)
 	sharded := t.sharded.Load() == 1
 	var ps *goredis.PubSub
 	if sharded {
@@ -130,9 +136,10 @@ func (r *reader) connect() error {
 	}
 	r.mu.Lock()
 	r.ps = ps
-	channels := make([]string, 0, len(r.topics)+1)
-	channels = append(channels, t.controlChannel())
+	channels := make([]string, 0, len(r.topics)+2)
+	channels = append(channels, t.controlChannel(), t.multiChannel())
 	r.expect[t.controlChannel()] = []*confirm{newConfirm(false)}
+	r.expect[t.multiChannel()] = []*confirm{newConfirm(false)}
 	for topic, w := range r.topics {
 		ch := t.channel(topic)
 		channels = append(channels, ch)
@@ -295,18 +302,25 @@ func (r *reader) handle(payload string) {
 		return
 	}
 	var gaps []string
+	followed := false
 	r.mu.Lock()
 	for i, topic := range e.topics {
 		w := r.topics[topic]
 		if w == nil {
 			continue
 		}
+		followed = true
 		if w.lastSeen != 0 && e.prevs[i] != w.lastSeen {
 			gaps = append(gaps, topic)
 		}
 		w.lastSeen = e.seq
 	}
 	r.mu.Unlock()
+	if !followed {
+		// an event of several topics (published once for the hub) that
+		// this node does not follow
+		return
+	}
 	if gaps != nil {
 		r.interrupt(gaps, reasonGap)
 	}

@@ -1,9 +1,12 @@
 // Package redis implements sse.transports.redis: every Caddy instance
 // that names the same Redis, prefix and hub shares that hub. Redis holds
 // the hub's id sequence and history, updated by Lua scripts that also
-// publish each event on its topics' Pub/Sub channels; each instance reads
-// the channels of the topics its subscribers follow over one connection,
-// so that it delivers the hub's events in the order the scripts gave them.
+// publish each event on its topic's Pub/Sub channel (an event of several
+// topics is stored once and published once, on the hub's channel of such
+// events, which every instance follows); each instance reads the channels
+// of the topics its subscribers follow over one connection, so that it
+// delivers the hub's events in the order the scripts gave them. The hubs
+// of an instance that name the same Redis share one client (clients.go).
 package redis
 
 import (
@@ -57,12 +60,21 @@ const (
 // placeholders, expanded when the config is loaded.
 type Transport struct {
 	// URL of the Redis server: redis://[user:pass@]host:port/db,
-	// rediss://... (TLS) or unix:///path. Instead of address.
+	// rediss://... (TLS) or unix:///path. Instead of address. Or a Redis
+	// behind Sentinel:
+	// redis+sentinel://[user:pass@]host:port[,host:port...]/<master>[/db]
+	// (rediss+sentinel://... with TLS), the addresses being the
+	// sentinels'; user and password are the Redis server's.
 	URL string `json:"url,omitempty"`
 
-	// Addresses (host:port) of the Redis server; several mean a Redis
-	// Cluster. Default: 127.0.0.1:6379 when url is not set either.
+	// Addresses (host:port) of the Redis server. Several addresses mean a
+	// Redis Cluster (its nodes), never several standalone servers.
+	// Default: 127.0.0.1:6379 when url and sentinel are not set either.
 	Addresses []string `json:"addresses,omitempty"`
+
+	// Sentinel, when set, finds the Redis server through Redis Sentinel,
+	// and follows its failovers. Not with url or addresses.
+	Sentinel *SentinelConfig `json:"sentinel,omitempty"`
 
 	// Username for Redis ACL authentication.
 	Username string `json:"username,omitempty"`
@@ -88,8 +100,13 @@ type Transport struct {
 	timeout time.Duration
 	logger  *zap.Logger
 
-	client  goredis.UniversalClient
-	node    string // this transport's random id, in its control messages
+	shared      *sharedClient // the node's client for these options (clients.go)
+	key         string        // clientKey of opts
+	releaseOnce sync.Once     // releaseClient
+	releaseErr  error
+
+	client  goredis.UniversalClient // shared.client
+	node    string                  // this transport's random id, in its control messages
 	hub     string
 	base    string   // "{<prefix>:<hub>}", the hash tag of every key
 	keys    []string // the meta key, KEYS[1] of every script
@@ -110,6 +127,21 @@ type Transport struct {
 	wg     sync.WaitGroup
 	closed atomic.Bool
 	sinkMu sync.RWMutex // held for reading while Disconnect calls the sink; Close waits for it
+}
+
+// SentinelConfig names a Redis server monitored by Redis Sentinel.
+type SentinelConfig struct {
+	// Master is the name the sentinels monitor the server under.
+	Master string `json:"master,omitempty"`
+
+	// Addresses (host:port) of the sentinels; one is enough, more are
+	// tried in turn.
+	Addresses []string `json:"addresses,omitempty"`
+
+	// Username and Password of the sentinels, if they require them (the
+	// transport's username and password are the Redis server's).
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
 }
 
 // TLSConfig configures TLS to Redis.
@@ -161,6 +193,18 @@ func (t *Transport) Provision(ctx caddy.Context) error {
 			return err
 		}
 	}
+	if sc := t.Sentinel; sc != nil {
+		for name, s := range map[string]*string{"sentinel master": &sc.Master, "sentinel username": &sc.Username, "sentinel password": &sc.Password} {
+			if err := expand(name, s); err != nil {
+				return err
+			}
+		}
+		for i := range sc.Addresses {
+			if err := expand("sentinel address", &sc.Addresses[i]); err != nil {
+				return err
+			}
+		}
+	}
 	if t.TLS != nil {
 		if err := expand("tls ca", &t.TLS.CA); err != nil {
 			return err
@@ -199,6 +243,27 @@ func (t *Transport) options() (*goredis.UniversalOptions, error) {
 	switch {
 	case t.URL != "" && len(t.Addresses) > 0:
 		return nil, fmt.Errorf("url and address are exclusive")
+	case t.Sentinel != nil && (t.URL != "" || len(t.Addresses) > 0):
+		return nil, fmt.Errorf("sentinel excludes url and address (the sentinels' addresses go in the sentinel block)")
+	case t.Sentinel != nil:
+		sc := t.Sentinel
+		if sc.Master == "" {
+			return nil, fmt.Errorf("sentinel: master (the name the sentinels monitor) is required")
+		}
+		if len(sc.Addresses) == 0 {
+			return nil, fmt.Errorf("sentinel: at least one sentinel address is required")
+		}
+		for _, a := range sc.Addresses {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, fmt.Errorf("sentinel address %q: %w", a, err)
+			}
+		}
+		opts.Addrs, opts.MasterName = sc.Addresses, sc.Master
+		opts.SentinelUsername, opts.SentinelPassword = sc.Username, sc.Password
+	case isSentinelURL(t.URL):
+		if err := parseSentinelURL(t.URL, opts); err != nil {
+			return nil, err
+		}
 	case t.URL != "":
 		o, err := goredis.ParseURL(t.URL)
 		if err != nil {
@@ -223,8 +288,8 @@ func (t *Transport) options() (*goredis.UniversalOptions, error) {
 	default:
 		opts.Addrs = []string{"127.0.0.1:6379"}
 	}
-	if len(opts.Addrs) > 1 && t.DB != 0 {
-		return nil, fmt.Errorf("db cannot be used with a Redis Cluster")
+	if len(opts.Addrs) > 1 && opts.MasterName == "" && t.DB != 0 {
+		return nil, fmt.Errorf("db cannot be used with a Redis Cluster (several addresses mean a Cluster)")
 	}
 	if t.Username != "" {
 		opts.Username = t.Username
@@ -253,10 +318,15 @@ func (t *Transport) options() (*goredis.UniversalOptions, error) {
 	// command is sent once; the next one goes where the slot moved.
 	opts.MaxRetries = -1
 	opts.MaxRedirects = -1
-	opts.ClientName = "caddy-sse"
+	opts.ClientName = "caddy-sse" // caddy-sse:<id> per shared client (clients.go)
 	// No hand-offs of connections behind the reader's back: it must see
 	// every reconnection to re-read what it missed.
 	opts.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+	var ca string
+	if t.TLS != nil {
+		ca = t.TLS.CA
+	}
+	t.key = clientKey(opts, ca)
 	return opts, nil
 }
 
@@ -280,10 +350,12 @@ func (tc *TLSConfig) config() (*tls.Config, error) {
 	return c, nil
 }
 
-// Open implements transport.Transport: it connects to Redis and starts
+// Open implements transport.Transport: it connects to Redis, with the
+// client the node's hubs share for these options (clients.go), and starts
 // reading the hub's events. When Redis cannot be reached, the hub opens
-// all the same, unavailable, and the transport keeps trying; wrong
-// credentials fail.
+// all the same, unavailable, and the transport keeps trying; a Redis that
+// answers but refuses what the hub needs (credentials, ACL rights, TLS,
+// not a Cluster...) fails, naming the cause (startcheck.go).
 func (t *Transport) Open(name string, limits transport.Limits, sink transport.Sink) error {
 	if t.opts == nil { // not provisioned: tests, or a config without Caddy
 		opts, err := t.options()
@@ -301,21 +373,19 @@ func (t *Transport) Open(name string, limits transport.Limits, sink transport.Si
 	t.keys = []string{t.base + ":meta"}
 	t.sink = sink
 	t.limits.Store(&limits)
-	t.client = goredis.NewUniversalClient(t.opts)
+	t.shared = acquireClient(t.key, t.opts)
+	t.client = t.shared.client
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.rd.init(t)
 	t.waits.init()
 
 	ctx, cancel := context.WithTimeout(t.ctx, t.timeout)
 	defer cancel()
-	if err := t.hello(ctx); err != nil {
-		if isAuthError(err) {
-			t.cancel()
-			_ = t.client.Close()
-			return fmt.Errorf("connecting to redis at %s: %w", t.address(), err)
-		}
-		t.logger.Warn("redis is unreachable; the hub is unavailable until it answers",
-			zap.String("address", t.address()), zap.Error(err))
+	if err := t.startCheck(ctx); err != nil {
+		t.closed.Store(true)
+		t.cancel()
+		t.releaseClient()
+		return err
 	}
 	t.wg.Add(2)
 	go t.rd.run()
@@ -323,6 +393,14 @@ func (t *Transport) Open(name string, limits transport.Limits, sink transport.Si
 	// Wait a little for the Pub/Sub connection, so that a hub that can
 	// serve does from the start.
 	t.rd.awaitUp(ctx)
+	if err := t.readerRefused(); err != nil {
+		t.closed.Store(true)
+		t.cancel()
+		t.rd.close()
+		t.wg.Wait()
+		t.releaseClient()
+		return err
+	}
 	return nil
 }
 
@@ -424,7 +502,7 @@ func (t *Transport) Close() error {
 	t.cancel()
 	t.rd.close()
 	t.wg.Wait()
-	return t.client.Close()
+	return t.releaseClient()
 }
 
 // unavailable wraps err, an error reaching Redis, as ErrUnavailable.

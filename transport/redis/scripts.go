@@ -13,14 +13,26 @@ import (
 // key (declared so that Cluster routes the script); the other keys are
 // built inside the scripts from the base, which is ARGV[1]:
 //
-//	B:meta            hash: epoch, seq, bytes, events, forgotten (and
-//	                  max_idle, to lower the 16384 idle topics kept)
+//	B:meta            hash: epoch, seq, bytes, events, forgotten, ibytes;
+//	                  run and runat (the run id of the server that last
+//	                  ran a script, and when it was last read: see
+//	                  ensure) and durable (the nodes found
+//	                  that it loses no write in a restart); audit (keys
+//	                  went missing: the janitor recounts the figures);
+//	                  refreshed and rcur (the renewal of the keys'
+//	                  expiry); and max_idle, to lower the 16384 idle
+//	                  topics kept
 //	B:old             list of epochs whose keys are still to be deleted
 //	B:i:<key>         string: an idempotency key's record (see below)
 //	B:iq              list: "<ms> <key>" per idempotency key, in the order
 //	                  of first use (when, in ms since the epoch), which is
 //	                  the order keys expire and are evicted in
-//	B:c:<topic>       the Pub/Sub channel of a topic
+//	B:c:<topic>       the Pub/Sub channel of a topic: its events of one
+//	                  topic
+//	B:m               the Pub/Sub channel of the events of several
+//	                  topics, published once for the hub: every node
+//	                  follows it (and delivers what its subscribers
+//	                  follow)
 //	B:ctl             the Pub/Sub channel of the nodes' control messages
 //	                  (see control.go); the scripts do not use it
 //	B:<E>:t:<topic>   list: the retained entries of a topic, oldest first
@@ -33,19 +45,33 @@ import (
 //	                  without retained events (forgotten oldest first)
 //	B:<E>:refs        hash: seq -> topics still holding it, for events
 //	                  published to several topics
+//	B:<E>:body        hash: seq -> entry, for events published to several
+//	                  topics: stored once, their topics' lists hold a stub
 //
 // where E is the epoch: data keys carry it in their names, so that a lost
 // meta key can never mix two epochs' events.
 //
-// An entry, stored in each topic's list and published on each topic's
-// channel, is
+// Every key expires, a week after it was last renewed (history_ttl and a
+// day, with history_ttl), so that a hub no node runs any more, or the
+// keys of an epoch whose meta key was lost, go in the end: the lists get
+// their expiry when created, the janitor renews it every quarter of that
+// (see trimScript); an idempotency record gets two days when written.
+//
+// Keys evicted by Redis (maxmemory) are tolerated: the scripts never fail
+// on a missing key, take what is missing for the worst (a topic without
+// its newest seq in last may have had events up to the head), and the
+// janitor recounts the figures from the lists.
+//
+// An entry, stored in its topic's list and published on its topic's
+// channel (for an event of several topics: stored once in the body hash,
+// with a stub in each topic's list, and published once on B:m), is
 //
 //	<epoch> <seq> <unix ms> <size> <n>\n
 //	<prev> <topic>\n   (n lines: each topic and the seq of its previous event)
 //	<body>             (the event's stream form without its id field)
 //
 // where size is the event's transport.Event.Size, which history_max_bytes
-// counts.
+// counts. A stub is the entry's first line followed by "@".
 //
 // An idempotency key's record keeps what a repeat needs (see "#
 // Idempotency" at transport.Transport), as four lines:
@@ -74,6 +100,9 @@ local meta = KEYS[1]
 local MAXIDLE = 16384
 local SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
 local IDLED = false -- a topic lost its last retained event
+local SUSPECT = false -- keys of the history went missing (evicted): the figures are to be recounted
+local DURABLE = false -- the server loses no write when it restarts (see ensure)
+local RUN = nil -- the run id of the server
 
 local function fmt(n) return string.format('%d', n) end
 
@@ -85,36 +114,96 @@ end
 local function k(E, name) return B .. ':' .. E .. ':' .. name end
 local function tk(E, topic) return B .. ':' .. E .. ':t:' .. topic end
 
--- ensure returns the hub's epoch, starting epoch cand when the hub has
--- none (first use, or its history was lost), and loads its figures.
-local function ensure(cand)
-	local v = redis.call('HMGET', meta, 'epoch', 'seq', 'bytes', 'events', 'forgotten')
-	if v[1] then
-		SEQ, BYTES, EVENTS, FORGOTTEN = tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
-		return v[1]
-	end
-	redis.call('HSET', meta, 'epoch', cand, 'seq', 0, 'bytes', 0, 'events', 0, 'forgotten', 0)
-	return cand
+-- keyttl is the expiry of the hub's keys, refreshed while a node runs
+-- the hub (see trimScript): a day more than the history's age limit, or
+-- a week without one.
+local function keyttl(ttl)
+	if ttl > 0 then return ttl + 86400000 end
+	return 7 * 86400000
 end
 
--- save writes the figures back.
+-- save writes the figures back; a recount is asked for when keys went
+-- missing.
 local function save()
+	if BYTES < 0 then BYTES = 0 end
+	if EVENTS < 0 then EVENTS = 0 end
 	redis.call('HSET', meta, 'seq', SEQ, 'bytes', BYTES, 'events', EVENTS, 'forgotten', FORGOTTEN)
+	if SUSPECT then redis.call('HSET', meta, 'audit', 1) end
 end
 
 -- restart starts epoch cand in place of E, whose keys the janitor deletes.
 local function restart(E, cand)
 	redis.call('RPUSH', B .. ':old', E)
 	redis.call('HSET', meta, 'epoch', cand)
+	if RUN then redis.call('HSET', meta, 'run', RUN) end
 	SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
 	save()
 	return cand
+end
+
+-- ensure returns the hub's epoch, starting epoch cand when the hub has
+-- none (first use, or its history was lost), and loads its figures.
+--
+-- It also starts a new epoch when the server restarted (its run id
+-- changed) since the hub was last used, unless the nodes found that it
+-- loses no write in a restart (appendonly with appendfsync always: meta's
+-- durable): a server restarted from a snapshot, or a replica promoted in
+-- a failover, may have lost the newest events, whose ids would be given
+-- again. Only a node that saw them could tell; a new epoch is safe for
+-- every node.
+--
+-- INFO costs more than the rest of a publish, so the run id is read at
+-- most every RUNCHECK ms (meta's runat, by the server's clock): a restart
+-- or a failover takes longer than that between the last check that the
+-- server kept and the first script it runs. A user that may not run INFO
+-- (the ACL category @dangerous) goes without this check.
+local RUNCHECK = 10
+local function ensure(cand)
+	local v = redis.call('HMGET', meta, 'epoch', 'seq', 'bytes', 'events', 'forgotten', 'run', 'durable', 'runat')
+	DURABLE = v[7] == '1'
+	local t = now_ms()
+	if not v[1] or not v[8] or math.abs(t - tonumber(v[8])) >= RUNCHECK then
+		local info = redis.pcall('INFO', 'server')
+		if type(info) == 'string' then RUN = string.match(info, 'run_id:(%x+)') end
+		if RUN then redis.call('HSET', meta, 'runat', t) end
+	end
+	if not v[1] then
+		redis.call('HSET', meta, 'epoch', cand, 'seq', 0, 'bytes', 0, 'events', 0, 'forgotten', 0)
+		if RUN then redis.call('HSET', meta, 'run', RUN) end
+		return cand
+	end
+	SEQ, BYTES, EVENTS, FORGOTTEN = tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
+	if RUN and v[6] ~= RUN then
+		if v[6] and not DURABLE then return restart(v[1], cand) end
+		redis.call('HSET', meta, 'run', RUN)
+	end
+	if EVENTS > 0 and redis.call('EXISTS', k(v[1], 'last')) == 0 then
+		-- the topics' newest seqs were evicted: every topic may have had
+		-- events up to the head, which a resumption must not miss
+		FORGOTTEN = SEQ
+		SUSPECT = true
+	end
+	return v[1]
 end
 
 -- head parses an entry's first line: seq, time, size, topics.
 local function head(e)
 	local _, _, seq, tm, size, n = string.find(e, '^%S+ (%d+) (%d+) (%d+) (%d+)\n')
 	return tonumber(seq), tonumber(tm), tonumber(size), tonumber(n)
+end
+
+-- An event of several topics is stored once, in the body hash (seq ->
+-- entry); the lists of its topics hold a stub: the entry's first line and
+-- "@" (an entry ends with a line break).
+local function is_stub(e) return string.byte(e, -1) == 64 end
+
+-- full returns the entry that list item e stands for, or nil when its
+-- body went missing (evicted).
+local function full(E, e)
+	if not is_stub(e) then return e end
+	local b = redis.call('HGET', k(E, 'body'), (head(e)))
+	if not b then SUSPECT = true end
+	return b
 end
 
 -- prev_of returns the seq of the event of topic before entry e.
@@ -143,23 +232,30 @@ local function pop(E, topic)
 	local seq, _, size, n = head(e)
 	if n > 1 then
 		local refs = k(E, 'refs')
-		if redis.call('HINCRBY', refs, seq, -1) > 0 then return end
+		local left = redis.call('HINCRBY', refs, seq, -1)
+		if left > 0 then return end
+		if left < 0 then SUSPECT = true end -- the refs hash was evicted
 		redis.call('HDEL', refs, seq)
+		redis.call('HDEL', k(E, 'body'), seq)
 	end
 	BYTES = BYTES - size
 	EVENTS = EVENTS - 1
 end
 
 -- front returns the seq and time of a topic's oldest entry; a topic
--- without entries leaves the first zset and becomes idle.
-local function front(E, topic)
+-- without entries leaves the first zset and becomes idle. held tells that
+-- the topic must have entries (it is in the first zset, and none was
+-- popped): without any, its list was evicted.
+local function front(E, topic, held)
 	local e = redis.call('LINDEX', tk(E, topic), 0)
 	if e then
 		local s, tm = head(e)
 		return s, tm
 	end
+	if held then SUSPECT = true end
 	redis.call('ZREM', k(E, 'first'), topic)
-	redis.call('ZADD', k(E, 'idle'), redis.call('ZSCORE', k(E, 'last'), topic), topic)
+	-- without its newest seq (evicted), the head stands in for it
+	redis.call('ZADD', k(E, 'idle'), redis.call('ZSCORE', k(E, 'last'), topic) or SEQ, topic)
 	IDLED = true
 	return nil
 end
@@ -171,7 +267,7 @@ local function oldest(E)
 	while true do
 		local f = redis.call('ZRANGE', first, 0, 0, 'WITHSCORES')
 		if #f == 0 then return nil end
-		local s, tm = front(E, f[1])
+		local s, tm = front(E, f[1], true)
 		if s == tonumber(f[2]) then return s, tm end
 		if s then redis.call('ZADD', first, s, f[1]) end
 	end
@@ -183,7 +279,7 @@ local function evict_oldest(E, s)
 	local first = k(E, 'first')
 	local ts = redis.call('ZRANGEBYSCORE', first, s, s)
 	for _, t in ipairs(ts) do
-		local fs = front(E, t)
+		local fs = front(E, t, true)
 		if fs == s then
 			pop(E, t)
 			fs = front(E, t)
@@ -241,9 +337,10 @@ end
 
 -- kcost is what a record counts for: its key's name in the keyspace and
 -- in the list, its value, and what Redis spends to hold them (the key's
--- dict entry and object, allocation headers, the list entry's).
+-- dict entry and object, allocation headers, the list entry's, and its
+-- expiry's entry in the expires dict).
 local function kcost(key, vlen)
-	return 2 * #key + vlen + #B + 120
+	return 2 * #key + vlen + #B + 168
 end
 
 -- kentry splits an entry of the list: the key and the time of first use.
@@ -313,7 +410,7 @@ end
 -- (0: none), and counts the difference.
 local function kwrite(key, r, vlen)
 	local v = fmt(r.t) .. ' ' .. fmt(r.n) .. '\n' .. r.runs .. '\n' .. r.counts .. '\n' .. r.fp
-	redis.call('SET', kname(key), v)
+	redis.call('SET', kname(key), v, 'PX', 2 * KTTL) -- forgotten by the scripts after a day, by Redis if no node runs the hub
 	if vlen > 0 then IBYTES = IBYTES - kcost(key, vlen) end
 	IBYTES = IBYTES + kcost(key, #v)
 end
@@ -393,20 +490,48 @@ local max_events = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local max_bytes = tonumber(ARGV[6])
 local key, fp, offset = ARGV[7], ARGV[8], tonumber(ARGV[9])
+local nmsg = tonumber(ARGV[13])
+
+-- The script is all or nothing: Redis does not undo what a script wrote
+-- before an error. So what may fail is checked before any write (the
+-- user's permissions, which an ACL edited while the hub runs may take
+-- away); the seq is advanced first, so that no id is given twice even if
+-- the script fails midway; the events are published last; and keys that
+-- went missing (evicted) are tolerated.
+if redis.acl_check_cmd then
+	if not redis.acl_check_cmd('HSET', meta, 'seq', '0') then
+		return {'noperm', 'HSET ' .. meta}
+	end
+	local i, checked = 14, {}
+	for _ = 1, nmsg do
+		local nt = tonumber(ARGV[i])
+		local t0 = i + 3
+		i = t0 + nt
+		for j = 0, nt - 1 do
+			local ch = B .. ':c:' .. ARGV[t0 + j]
+			if nt > 1 then ch = B .. ':m' end
+			if not checked[ch] then
+				checked[ch] = true
+				if not redis.acl_check_cmd(pubcmd, ch, '') then return {'noperm', pubcmd .. ' ' .. ch} end
+			end
+		end
+	end
+end
+
 local E = ensure(ARGV[3])
 if E == ARGV[10] and SEQ < tonumber(ARGV[11]) then
 	E = restart(E, ARGV[3])
 end
 
-local rec, recorded, vlen = nil, 0, 0
+local rec, recorded, vlen, newkey = nil, 0, 0, false
 local runs, cur, counts = nil, 1, nil
+local t_now = now_ms()
 if key ~= '' then
-	local t = now_ms()
-	kexpire(t, 1000)
 	local v = redis.call('GET', kname(key))
 	if v then
 		rec, vlen = kparse(v), #v
-		if rec.t <= t - KTTL then -- a day old, not yet forgotten
+		if rec.t <= t_now - KTTL then -- a day old, not yet forgotten
+			kload()
 			redis.call('LREM', IQ, 1, fmt(rec.t) .. ' ' .. key)
 			kdel(key)
 			rec, vlen = nil, 0
@@ -419,11 +544,15 @@ if key ~= '' then
 		end
 		recorded = rec.n
 	else
-		rec = {t = t, n = 0, runs = '', counts = '', fp = fp}
-		redis.call('RPUSH', IQ, fmt(t) .. ' ' .. key)
+		rec = {t = t_now, n = 0, runs = '', counts = '', fp = fp}
+		newkey = true
 	end
 	runs = kruns(rec.runs)
 end
+
+-- the seq first: a script that fails after it gives no id twice
+local fresh = nmsg - math.max(0, math.min(nmsg, recorded - offset))
+if fresh > 0 then redis.call('HSET', meta, 'seq', SEQ + fresh) end
 
 -- repeated returns the receipt of the event recorded at pos.
 local function repeated(pos)
@@ -439,11 +568,13 @@ local function repeated(pos)
 	return a
 end
 
-local now = fmt(now_ms())
+local now = fmt(t_now)
+local kt = keyttl(ttl)
 local last, first, idle = k(E, 'last'), k(E, 'first'), k(E, 'idle')
 local out = {'ok', E}
+local pubs = {} -- channel, entry, ... : published last
 local i = 14
-for m = 0, tonumber(ARGV[13]) - 1 do
+for m = 0, nmsg - 1 do
 	local nt, base, body = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
 	local t0 = i + 3
 	i = t0 + nt
@@ -466,12 +597,21 @@ for m = 0, tonumber(ARGV[13]) - 1 do
 		local e = table.concat(parts)
 		if max_events > 0 then
 			BYTES, EVENTS = BYTES + size, EVENTS + 1
-			if nt > 1 then redis.call('HSET', k(E, 'refs'), s, nt) end
+			local item = e
+			if nt > 1 then
+				redis.call('HSET', k(E, 'refs'), s, nt)
+				redis.call('HSET', k(E, 'body'), s, e)
+				item = parts[1] .. '@'
+			end
 			for j = 0, nt - 1 do
 				local t = ARGV[t0 + j]
-				local len = redis.call('RPUSH', tk(E, t), e)
+				local tkey = tk(E, t)
+				local len = redis.call('RPUSH', tkey, item)
 				if len == 1 then
-					redis.call('ZADD', first, s, t)
+					redis.call('PEXPIRE', tkey, kt)
+					if redis.call('ZADD', first, s, t) == 0 then
+						SUSPECT = true -- the topic had entries, whose list was evicted
+					end
 					redis.call('ZREM', idle, t)
 				end
 				for _ = max_events + 1, len do pop(E, t) end
@@ -485,8 +625,12 @@ for m = 0, tonumber(ARGV[13]) - 1 do
 				end
 			end
 		end
-		for j = 0, nt - 1 do
-			redis.call(pubcmd, B .. ':c:' .. ARGV[t0 + j], e)
+		if nt > 1 then -- once for the hub: every node follows B:m
+			pubs[#pubs + 1] = B .. ':m'
+			pubs[#pubs + 1] = e
+		else
+			pubs[#pubs + 1] = B .. ':c:' .. ARGV[t0]
+			pubs[#pubs + 1] = e
 		end
 		if rec and pos == recorded then
 			local r = runs[#runs]
@@ -502,7 +646,12 @@ for m = 0, tonumber(ARGV[13]) - 1 do
 		end
 	end
 end
+for j = 1, #pubs, 2 do
+	redis.call(pubcmd, pubs[j], pubs[j + 1])
+end
 if rec then
+	kexpire(t_now, 1000)
+	if newkey then redis.call('RPUSH', IQ, fmt(rec.t) .. ' ' .. key) end
 	if recorded > rec.n or vlen == 0 then
 		rec.n, rec.runs = recorded, kruns_string(runs)
 		kwrite(key, rec, vlen)
@@ -586,8 +735,17 @@ local seen = {}
 local function emit(e, s)
 	if s <= bound and not seen[s] then
 		seen[s] = true
-		out[#out + 1] = e
+		local f = full(E, e)
+		if f then out[#out + 1] = f end
 	end
+end
+
+-- prev_in returns the seq of the event of topic before list item e: the
+-- head when the item's body went missing, so that nothing claims to be
+-- complete that is not.
+local function prev_in(e, topic)
+	local f = full(E, e)
+	return (f and prev_of(f, topic)) or seq
 end
 
 -- since returns whether every event of topic after c is retained, and
@@ -612,7 +770,7 @@ local function since(topic, c)
 	end
 	local complete
 	if #found > 0 then
-		complete = prev_of(found[#found], topic) <= c
+		complete = prev_in(found[#found], topic) <= c
 	else
 		local l = redis.call('ZSCORE', last, topic)
 		if l then complete = tonumber(l) <= c else complete = forgotten <= c end
@@ -660,7 +818,7 @@ local function horizon(l)
 			return tm >= cutoff
 		end)
 	end
-	if i < l.len then return prev_of(e, l.topic) end
+	if i < l.len then return prev_in(e, l.topic) end
 	local s = redis.call('ZSCORE', last, l.topic)
 	if s then return tonumber(s) end
 	return forgotten
@@ -708,8 +866,13 @@ local function advance(c)
 		end
 	end
 	if c.left > 0 then
-		c.e = c.buf[c.pos]
-		c.seq, c.wire = parse(c.e)
+		local raw = c.buf[c.pos]
+		c.e = full(E, raw)
+		if c.e then
+			c.seq, c.wire = parse(c.e)
+		else -- its body went missing: passed over
+			c.e, c.seq, c.wire = raw, (head(raw)), 0
+		end
 	else
 		c.e, c.seq, c.buf = nil, nil, nil
 	end
@@ -807,7 +970,7 @@ local function page(lists, start, max_bytes)
 	while h[1] do
 		local c = h[1]
 		if used > 0 and used + c.wire > max_bytes then return true end
-		out[#out + 1] = c.e
+		if not is_stub(c.e) then out[#out + 1] = c.e end
 		used = used + c.wire
 		pass(h)
 	end
@@ -854,11 +1017,16 @@ return out
 // starts an epoch when it has none, or, when the hub's seq in epoch
 // ARGV[3] is below ARGV[4], a new one: a failover rolled its history back.
 //
-// ARGV: base, candidate epoch, epoch seen, seq seen, ttl ms, max bytes.
+// ARGV: base, candidate epoch, epoch seen, seq seen, ttl ms, max bytes,
+// durable ("1" when the server loses no write in a restart, "0" when it
+// may, "" unknown; see ensure).
 // Returns {epoch, seq, bytes, events, topics, idempotency keys,
 // idempotency bytes}, the keys a day old forgotten first.
 var stateScript = goredis.NewScript(luaLib + `
 local E = ensure(ARGV[2])
+if ARGV[7] ~= '' and (ARGV[7] == '1') ~= DURABLE then
+	redis.call('HSET', meta, 'durable', ARGV[7])
+end
 if E == ARGV[3] and SEQ < tonumber(ARGV[4]) then
 	E = restart(E, ARGV[2])
 end
@@ -885,14 +1053,70 @@ var trimScript = goredis.NewScript(luaLib + `
 local E = ensure(ARGV[2])
 local max_events = tonumber(ARGV[3])
 local budget = 20000
+local first = k(E, 'first')
+
+-- Keys evicted by Redis (maxmemory) leave the figures counting what they
+-- held. A few topics are sampled each time; when a list is missing, or a
+-- script found keys missing (meta's audit), the figures, the refs of the
+-- events of several topics and the first zset are recounted from the
+-- lists: this costs a read of the whole history, but only after keys
+-- were lost.
+if not SUSPECT and EVENTS > 0 then
+	if redis.call('EXISTS', first) == 0 then
+		SUSPECT = true
+	else
+		for _, t in ipairs(redis.call('ZRANDMEMBER', first, 4)) do
+			if redis.call('EXISTS', tk(E, t)) == 0 then SUSPECT = true end
+		end
+	end
+end
+if SUSPECT or redis.call('HEXISTS', meta, 'audit') == 1 then
+	local seen, refs, bytes, events = {}, {}, 0, 0
+	for _, t in ipairs(redis.call('ZRANGE', first, 0, -1)) do
+		local es = redis.call('LRANGE', tk(E, t), 0, -1)
+		if #es == 0 then
+			redis.call('ZREM', first, t)
+			redis.call('ZADD', k(E, 'idle'), redis.call('ZSCORE', k(E, 'last'), t) or SEQ, t)
+			IDLED = true
+		else
+			redis.call('ZADD', first, (head(es[1])), t)
+		end
+		for _, e in ipairs(es) do
+			local s, _, size, n = head(e)
+			if not seen[s] then
+				seen[s] = true
+				bytes, events = bytes + size, events + 1
+			end
+			if n > 1 then refs[s] = (refs[s] or 0) + 1 end
+		end
+	end
+	local rk = k(E, 'refs')
+	redis.call('DEL', rk)
+	local args = {}
+	for s, n in pairs(refs) do
+		args[#args + 1] = s
+		args[#args + 1] = n
+		if #args >= 1000 then
+			redis.call('HSET', rk, unpack(args))
+			args = {}
+		end
+	end
+	if #args > 0 then redis.call('HSET', rk, unpack(args)) end
+	local bk = k(E, 'body')
+	for _, s in ipairs(redis.call('HKEYS', bk)) do
+		if not refs[tonumber(s)] then redis.call('HDEL', bk, s) end
+	end
+	BYTES, EVENTS, SUSPECT = bytes, events, false
+	redis.call('HDEL', meta, 'audit')
+end
 if ARGV[6] == 'all' then
-	local ts = redis.call('ZRANGE', k(E, 'first'), 0, -1)
+	local ts = redis.call('ZRANGE', first, 0, -1)
 	for _, t in ipairs(ts) do
 		local n = redis.call('LLEN', tk(E, t))
 		if n > max_events then
 			for _ = max_events + 1, n do pop(E, t) end
 			local fs = front(E, t)
-			if fs then redis.call('ZADD', k(E, 'first'), fs, t) end
+			if fs then redis.call('ZADD', first, fs, t) end
 			budget = budget - (n - max_events)
 		end
 	end
@@ -903,6 +1127,31 @@ save()
 kexpire(now_ms(), 20000)
 kevict(tonumber(ARGV[7]), nil)
 ksave()
+-- Every key of the hub expires (keyttl) unless a node runs the hub: the
+-- hub's own keys get their expiry here when they have none (they may
+-- have been created since); every keyttl / 4, it is renewed for all of
+-- them, and, a thousand at a time, for the topics' lists (which get
+-- theirs when created).
+local kt = keyttl(tonumber(ARGV[4]))
+local hubkeys = {meta, B .. ':old', IQ, k(E, 'last'), first, k(E, 'idle'), k(E, 'refs'), k(E, 'body')}
+for _, name in ipairs(hubkeys) do
+	if redis.call('PTTL', name) == -1 then redis.call('PEXPIRE', name, kt) end
+end
+local rv = redis.call('HMGET', meta, 'refreshed', 'rcur')
+local rcur = tonumber(rv[2] or '-1')
+local tnow = now_ms()
+if rcur < 0 and tnow - tonumber(rv[1] or '0') >= kt / 4 then
+	for _, name in ipairs(hubkeys) do redis.call('PEXPIRE', name, kt) end
+	redis.call('HSET', meta, 'refreshed', tnow)
+	rcur = 0
+end
+if rcur >= 0 then
+	local ts = redis.call('ZRANGE', first, rcur, rcur + 999)
+	for _, t in ipairs(ts) do redis.call('PEXPIRE', tk(E, t), kt) end
+	if #ts < 1000 then rcur = -1 else rcur = rcur + 1000 end
+	redis.call('HSET', meta, 'rcur', rcur)
+end
+
 -- a former epoch's keys, a hundred topics at a time
 local old = redis.call('LINDEX', B .. ':old', 0)
 if old then
@@ -912,7 +1161,7 @@ if old then
 		redis.call('ZREM', k(old, 'last'), t)
 	end
 	if #ts < 100 then
-		redis.call('DEL', k(old, 'last'), k(old, 'first'), k(old, 'idle'), k(old, 'refs'))
+		redis.call('DEL', k(old, 'last'), k(old, 'first'), k(old, 'idle'), k(old, 'refs'), k(old, 'body'))
 		redis.call('LPOP', B .. ':old')
 	end
 end

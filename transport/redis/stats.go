@@ -55,7 +55,7 @@ func (t *Transport) trim(ctx context.Context, all bool) error {
 func (t *Transport) state(ctx context.Context, epoch string, seen uint64) ([]string, error) {
 	lim := t.limits.Load()
 	cand := t.candidate()
-	res, err := stateScript.Run(ctx, t.client, t.keys, t.base, cand, epoch, seen, lim.TTL.Milliseconds(), lim.MaxBytes).StringSlice()
+	res, err := stateScript.Run(ctx, t.client, t.keys, t.base, cand, epoch, seen, lim.TTL.Milliseconds(), lim.MaxBytes, t.rd.durability()).StringSlice()
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,54 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/ssehub/caddy-sse/transport"
+)
+
+// BenchmarkPublishConcurrent publishes 64-byte events from 8 and 16
+// publishers at once on one node (pipelined together, see batcher), to
+// one topic each or to three topics each, with a subscriber on another
+// node; publishes/s is the rate over the run.
+func BenchmarkPublishConcurrent(b *testing.B) {
+	for _, topics := range []int{1, 3} {
+		for _, pubs := range []int{8, 16} {
+			b.Run(fmt.Sprintf("%dtopics-%dpublishers", topics, pubs), func(b *testing.B) {
+				srv := startPrivateRedis(b)
+				limits := transport.Limits{Events: 1000, MaxBytes: 64 << 20}
+				pub := openNode(b, srv.Addr, "p", "h", limits)
+				sub := openNode(b, srv.Addr, "p", "h", limits)
+				names := []string{"a", "b", "c"}[:topics]
+				sub.watch(b, names...)
+				msg := transport.PublishRequest{Messages: []transport.Message{{Topics: names, Data: strings.Repeat("x", 64), Retry: -1}}}
+				for range 1100 {
+					if _, err := pub.Publish(context.Background(), msg); err != nil {
+						b.Fatal(err)
+					}
+				}
+				var left atomic.Int64
+				left.Store(int64(b.N))
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				for range pubs {
+					wg.Go(func() {
+						for left.Add(-1) >= 0 {
+							if _, err := pub.Publish(context.Background(), msg); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "publishes/s")
+			})
+		}
+	}
+}

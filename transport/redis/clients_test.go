@@ -1,0 +1,136 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// idleCost opens n hubs on srv, all of one node's config, waits until they
+// are up, and measures what they cost Redis while nothing happens: the
+// connections of this node (by client name) and the commands per second,
+// per command, over window.
+func idleCost(t *testing.T, srv *privateRedis, n int, window time.Duration) (clients int, perSec float64, byCmd map[string]float64) {
+	t.Helper()
+	var nodes []*node
+	for i := range n {
+		nodes = append(nodes, openNode(t, srv.Addr, "idle", fmt.Sprint("h", i), defaultLimits))
+	}
+	for _, nd := range nodes {
+		eventually(t, "hub up", func() bool { return nd.Stats().State.Up })
+	}
+	c := srv.client()
+	ctx := context.Background()
+	if err := c.ConfigResetStat(ctx).Err(); err != nil { // a private server: allowed
+		t.Fatal(err)
+	}
+	time.Sleep(window) // a measurement window, not a synchronisation
+	stats, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byCmd = make(map[string]float64)
+	for line := range strings.Lines(stats) {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		cmd, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd || cmd == "config|resetstat" || cmd == "client|list" { // info: the scripts call it (this call is counted after it answers)
+			continue
+		}
+		calls := strings.TrimPrefix(strings.Split(rest, ",")[0], "calls=")
+		v, _ := strconv.ParseFloat(calls, 64)
+		byCmd[cmd] = v / window.Seconds()
+		perSec += v / window.Seconds()
+	}
+	list, err := c.ClientList(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "name=" + nodes[0].clientName() + " "
+	for line := range strings.Lines(list) {
+		if strings.Contains(line, name) {
+			clients++
+		}
+	}
+	return clients, perSec, byCmd
+}
+
+// TestSharedClient: the hubs of a node that name the same Redis share one
+// client: 50 hubs make one pool, not 50; each keeps its own Pub/Sub
+// connection. What idle hubs cost is logged (SSE_IDLE_HUBS=n to measure
+// another count).
+func TestSharedClient(t *testing.T) {
+	srv := startPrivateRedis(t)
+	n := 50
+	if s := os.Getenv("SSE_IDLE_HUBS"); s != "" {
+		n, _ = strconv.Atoi(s)
+	}
+	clients, perSec, byCmd := idleCost(t, srv, n, 3*time.Second)
+	t.Logf("%d idle hubs: %d redis clients, %.1f commands/s %v", n, clients, perSec, byCmd)
+	// one Pub/Sub connection per hub, and one pool (go-redis's default
+	// size, 10 per CPU, reached when the hubs' periodic work coincides)
+	if clients > n+10*runtime.GOMAXPROCS(0) {
+		t.Errorf("%d hubs made %d redis clients", n, clients)
+	}
+}
+
+// TestSharedClientReload: a reload opens the new config's hub before it
+// closes the old one: the new hub takes the old one's client, and nothing
+// reconnects but its Pub/Sub connection; other options make another
+// client; the last hub to close closes the client.
+func TestSharedClientReload(t *testing.T) {
+	srv := startPrivateRedis(t)
+	c := srv.client()
+	ctx := context.Background()
+	connections := func() int {
+		info, err := c.Info(ctx, "stats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(info) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_connections_received:"); ok {
+				n, _ := strconv.Atoi(v)
+				return n
+			}
+		}
+		t.Fatal("no total_connections_received")
+		return 0
+	}
+	old := &Transport{Addresses: []string{srv.Addr}, Prefix: "p"}
+	if err := old.Open("h", defaultLimits, newSink()); err != nil {
+		t.Fatal(err)
+	}
+	oldNode := &node{Transport: old}
+	oldNode.publish(t, "before", "x")
+	before := connections()
+
+	n := openNode(t, srv.Addr, "p", "h", defaultLimits) // the new config
+	if n.shared != old.shared {
+		t.Fatal("the new config's hub has a client of its own")
+	}
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n.watch(t, "x")
+	n.sink.awaitSeq(t, seqOf(t, n.publish(t, "after", "x").ID))
+	if d := connections() - before; d != 1 {
+		t.Errorf("the reload made %d connections, want 1 (the new hub's Pub/Sub)", d)
+	}
+
+	other := openNode(t, srv.Addr, "p", "h2", defaultLimits, func(tr *Transport) { tr.DB = 1 })
+	if other.shared == n.shared {
+		t.Fatal("another database shares the client")
+	}
+	key := n.key
+	_ = n.Close()
+	clients.Lock()
+	left := clients.m[key]
+	clients.Unlock()
+	if left != nil {
+		t.Fatalf("the client outlived its last hub: %d users", left.refs)
+	}
+}
