@@ -26,17 +26,24 @@ type expiry struct {
 // index (stream.expiryAt), to leave it when it ends first.
 type expiryQueue []expiry
 
-func (q expiryQueue) Len() int           { return len(q) }
+// Len implements heap.Interface.
+func (q expiryQueue) Len() int { return len(q) }
+
+// Less implements heap.Interface: the earliest first.
 func (q expiryQueue) Less(i, j int) bool { return q[i].at < q[j].at }
+
+// Swap implements heap.Interface, and keeps the streams' indexes.
 func (q expiryQueue) Swap(i, j int) {
 	q[i], q[j] = q[j], q[i]
 	q[i].st.expiryAt, q[j].st.expiryAt = i, j
 }
+// Push implements heap.Interface.
 func (q *expiryQueue) Push(x any) {
 	e := x.(expiry)
 	e.st.expiryAt = len(*q)
 	*q = append(*q, e)
 }
+// Pop implements heap.Interface.
 func (q *expiryQueue) Pop() any {
 	old := *q
 	e := old[len(old)-1]

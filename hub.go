@@ -69,6 +69,7 @@ const (
 	numRefusals
 )
 
+// String returns the reason's label in the metrics.
 func (r refusalReason) String() string {
 	return [numRefusals]string{"unauthorized", "forbidden", "expired"}[r]
 }

@@ -60,7 +60,7 @@ const (
 // before the connection closes.
 const drainWait = time.Second
 
-// streamBufferPool holds the read buffers of streams, at their first size.
+// ingestBufferPool holds the read buffers of streams, at their first size.
 var ingestBufferPool = sync.Pool{New: func() any {
 	b := make([]byte, streamBufferSize)
 	return &b
@@ -82,7 +82,7 @@ func errEventTooLarge(limit int) error {
 		msg: fmt.Sprintf("the event's data is larger than the %d bytes allowed (max_size)", limit)}
 }
 
-// streamFigures say what a stream published: its events so far, those
+// ingestFigures say what a stream published: its events so far, those
 // an earlier attempt with the same key had already published, and the
 // first and last ids.
 type ingestFigures struct {
@@ -90,7 +90,7 @@ type ingestFigures struct {
 	firstID, lastID string
 }
 
-// appendStreamFigures appends the figures as JSON members (without
+// appendIngestFigures appends the figures as JSON members (without
 // braces).
 func appendIngestFigures(b []byte, f *ingestFigures) []byte {
 	b = append(b, `"count":`...)
@@ -108,7 +108,7 @@ func appendIngestFigures(b []byte, f *ingestFigures) []byte {
 	return b
 }
 
-// writeStreamAnswer answers a stream whose body ended: 200 and its
+// writeIngestAnswer answers a stream whose body ended: 200 and its
 // figures.
 func writeIngestAnswer(w http.ResponseWriter, f *ingestFigures) {
 	b := append(appendIngestFigures([]byte{'{'}, f), "}\n"...)

@@ -13,7 +13,7 @@ import (
 // application/x-ndjson, one JSON event a line. Both are fed complete
 // lines by a lineBuffer and hand complete events to an eventSink.
 
-// streamFormat is how a streaming publish body is written.
+// ingestFormat is how a streaming publish body is written.
 type ingestFormat uint8
 
 const (
@@ -22,7 +22,7 @@ const (
 	ndjson                   // application/x-ndjson
 )
 
-// streamFormatOf returns the stream format of a media type, or notAStream.
+// ingestFormatOf returns the stream format of a media type, or notAStream.
 func ingestFormatOf(mediaType string) ingestFormat {
 	switch mediaType {
 	case "text/event-stream":
@@ -44,7 +44,7 @@ func (f ingestFormat) String() string {
 	return ""
 }
 
-// streamEvent is one complete event of a stream, as its parser read it.
+// ingestEvent is one complete event of a stream, as its parser read it.
 // Its byte slices are valid until the parser reads another line.
 type ingestEvent struct {
 	topics []string // the event's own topics (ndjson), not validated; nil: none named
@@ -175,7 +175,7 @@ type ingestReader struct {
 	bomChecked bool
 }
 
-// newStreamReader returns a reader of format that reads into buf (which
+// newIngestReader returns a reader of format that reads into buf (which
 // grows as long lines need) and hands events to sink. maxSize bounds
 // each event's data and each line (beyond it by the field name of a
 // text/event-stream data line).
@@ -191,8 +191,9 @@ func newIngestReader(format ingestFormat, buf []byte, sink eventSink, maxSize in
 	return sr
 }
 
-// the longest line of a text/event-stream beyond max_size: the field name
-// of a data line as long as max_size, and its space
+// eventStreamLineSlack is how much longer than max_size a line of a
+// text/event-stream may be: the field name of a data line as long as
+// max_size, and its space.
 const eventStreamLineSlack = 16
 
 // lineError is an error of the parser, or of the sink, at a line.
@@ -201,7 +202,9 @@ type lineError struct {
 	err  error
 }
 
+// Error returns the error's message, with its line.
 func (e *lineError) Error() string { return fmt.Sprintf("line %d: %v", e.line, e.err) }
+// Unwrap returns the error of the line.
 func (e *lineError) Unwrap() error { return e.err }
 
 // parse parses the complete lines read so far, calling after (to publish

@@ -152,16 +152,16 @@ func (p *Publish) validate() error {
 	return validateOrigins(p.CORSOrigins)
 }
 
-// shutdown ends the route's streaming publishes when its config stops (a
-// reload, or Caddy's exit): Caddy would wait for them for ever. Their
-// publishers get a 503 with the figures, and send the rest again to the
-// new config.
 // Cleanup stops the route's token verifier.
 func (p *Publish) Cleanup() error {
 	p.guard.close()
 	return nil
 }
 
+// shutdown ends the route's streaming publishes when its config stops (a
+// reload, or Caddy's exit): Caddy would wait for them for ever. Their
+// publishers get a 503 with the figures, and send the rest again to the
+// new config.
 func (p *Publish) shutdown() {
 	if n := p.streams.stop(); n > 0 {
 		p.logger.Info("ended the streaming publishes: the config is being replaced, or Caddy is stopping", zap.String("hub", p.Hub), zap.Int("streams", n))
@@ -326,7 +326,7 @@ func appendPublishResult(b []byte, rc transport.Receipt) []byte {
 	return append(b, '}')
 }
 
-// publishes are the publishes of a route (or of the admin API) in
+// publishStreams are the publishes of a route (or of the admin API) in
 // progress that a stop of its config must end: streaming publishes, and
 // plain ones still reading their body.
 type publishStreams struct {

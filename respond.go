@@ -109,6 +109,7 @@ type requestError struct {
 	figures    *ingestFigures // what a streaming publish published before
 }
 
+// Error returns the refusal's message.
 func (e *requestError) Error() string { return e.msg }
 
 func badRequest(format string, args ...any) error {

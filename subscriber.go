@@ -28,6 +28,7 @@ const (
 var endReasonNames = [numEndReasons]string{"", "client", "slow", "max_age", "shutdown", "capacity", "resync", "unavailable",
 	"expired", "revoked", "per_subject"}
 
+// String returns the reason's label in the metrics.
 func (r endReason) String() string { return endReasonNames[r] }
 
 // endWait is how long a stream that the server ends (reload, shutdown,
