@@ -37,12 +37,14 @@ func (q expiryQueue) Swap(i, j int) {
 	q[i], q[j] = q[j], q[i]
 	q[i].st.expiryAt, q[j].st.expiryAt = i, j
 }
+
 // Push implements heap.Interface.
 func (q *expiryQueue) Push(x any) {
 	e := x.(expiry)
 	e.st.expiryAt = len(*q)
 	*q = append(*q, e)
 }
+
 // Pop implements heap.Interface.
 func (q *expiryQueue) Pop() any {
 	old := *q

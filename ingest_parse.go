@@ -204,6 +204,7 @@ type lineError struct {
 
 // Error returns the error's message, with its line.
 func (e *lineError) Error() string { return fmt.Sprintf("line %d: %v", e.line, e.err) }
+
 // Unwrap returns the error of the line.
 func (e *lineError) Unwrap() error { return e.err }
 
