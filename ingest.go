@@ -76,12 +76,6 @@ type publishOptions struct {
 	grants        *grants // the topics the request may publish to; nil: any
 }
 
-// errEventTooLarge refuses an event of a stream over max_size.
-func errEventTooLarge(limit int) error {
-	return &requestError{status: http.StatusRequestEntityTooLarge,
-		msg: fmt.Sprintf("the event's data is larger than the %d bytes allowed (max_size)", limit)}
-}
-
 // ingestFigures say what a stream published: its events so far, those
 // an earlier attempt with the same key had already published, and the
 // first and last ids.
@@ -315,9 +309,19 @@ func (st *ingest) parseBuffered() *requestError {
 		return nil
 	case errors.As(err, &le):
 		// the event being read is refused
-		re := asRequestError(le.err)
+		re := parseRefusal(le.err)
 		return &requestError{status: re.status, msg: fmt.Sprintf("event %d (line %d): %s",
 			st.pub.position()+1, le.line, re.msg)}
+	}
+	return parseRefusal(err)
+}
+
+// parseRefusal is the answer to an error of the parser (or of the
+// publishing of a batch): 413 for a line or an event over max_size, the
+// refusal of a requestError as it is, else 400.
+func parseRefusal(err error) *requestError {
+	if errors.Is(err, errTooLarge) {
+		return &requestError{status: http.StatusRequestEntityTooLarge, msg: err.Error()}
 	}
 	return asRequestError(err)
 }

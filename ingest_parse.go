@@ -2,9 +2,9 @@ package caddysse
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"unicode/utf8"
 )
 
@@ -253,10 +253,29 @@ func (sr *ingestReader) parse(eof bool, after func() error) error {
 	return nil
 }
 
+// errTooLarge is wrapped by the parsers' errors of a line or an event over
+// max_size; the handler answers them 413, the others 400.
+var errTooLarge = errors.New("over max_size")
+
+// sizeError is an error of a line or an event over max_size: its message,
+// wrapping errTooLarge.
+type sizeError struct{ msg string }
+
+// Error returns the error's message.
+func (e *sizeError) Error() string { return e.msg }
+
+// Unwrap returns errTooLarge.
+func (e *sizeError) Unwrap() error { return errTooLarge }
+
 // errOverlong refuses a line longer than maxLine.
 func (sr *ingestReader) errOverlong(line int) error {
-	return &lineError{line: line, err: &requestError{status: http.StatusRequestEntityTooLarge,
+	return &lineError{line: line, err: &sizeError{
 		msg: fmt.Sprintf("the line is longer than the %d bytes allowed (max_size)", sr.lines.maxLine)}}
+}
+
+// errEventTooLarge refuses an event whose data is over max_size.
+func errEventTooLarge(limit int) error {
+	return &sizeError{msg: fmt.Sprintf("the event's data is larger than the %d bytes allowed (max_size)", limit)}
 }
 
 // fill reads more of the stream from r, once.
@@ -336,7 +355,7 @@ func (p *eventStreamParser) addData(value []byte) error {
 		return errEventTooLarge(p.maxData)
 	}
 	if !utf8.Valid(value) {
-		return badRequest("data is not valid UTF-8")
+		return errors.New("data is not valid UTF-8")
 	}
 	if p.hasData {
 		p.data = append(p.data, '\n')
@@ -399,14 +418,14 @@ func (p *ndjsonParser) line(l []byte) error {
 		return nil
 	}
 	if !utf8.Valid(l) {
-		return badRequest("the line is not valid UTF-8")
+		return errors.New("the line is not valid UTF-8")
 	}
 	var jm *jsonMessage
 	if err := decodeStrictJSON(l, &jm); err != nil {
 		return jsonError("", err)
 	}
 	if jm == nil {
-		return badRequest(`the line is null: each line is one event, a JSON object such as {"data": "hello"}`)
+		return errors.New(`the line is null: each line is one event, a JSON object such as {"data": "hello"}`)
 	}
 	d, err := jm.draft()
 	if err != nil {

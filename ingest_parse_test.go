@@ -259,7 +259,7 @@ func TestStreamParserRefusals(t *testing.T) {
 				if !errors.As(err, &le) {
 					t.Fatalf("chunks %q: events %v, error %v; want a refusal at line %d", chunks, events, err, c.line)
 				}
-				re := asRequestError(le.err)
+				re := parseRefusal(le.err) // as the handler answers it
 				if len(events) != c.events || le.line != c.line || re.status != c.status || !strings.Contains(re.msg, c.msg) {
 					t.Fatalf("chunks %q: %d events, line %d, %d %q; want %d events, line %d, %d %q",
 						chunks, len(events), le.line, re.status, re.msg, c.events, c.line, c.status, c.msg)
