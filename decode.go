@@ -106,15 +106,15 @@ func parseRetry(s, what string) (int64, error) {
 
 // readDrafts decodes the body according to its content type.
 func readDrafts(r *http.Request) ([]draft, bool, error) {
-	mediaType := mediaTypeOf(r.Header.Get("Content-Type"))
-	switch {
-	case mediaType == "application/x-www-form-urlencoded":
+	kind, mediaType := classifyBody(r.Header.Get("Content-Type"))
+	switch kind {
+	case bodyForm:
 		d, err := urlencodedDraft(r)
 		return []draft{d}, false, err
-	case mediaType == "multipart/form-data":
+	case bodyMultipart:
 		d, err := multipartDraft(r)
 		return []draft{d}, false, err
-	case isJSONType(mediaType):
+	case bodyJSON:
 		buf, err := readBody(r)
 		defer putBody(buf)
 		if err != nil {
@@ -127,10 +127,47 @@ func readDrafts(r *http.Request) ([]draft, bool, error) {
 	}
 }
 
-// isJSONType reports whether a publish body of mediaType is JSON:
-// application/json, text/json, or a type with the +json suffix.
-func isJSONType(mediaType string) bool {
-	return mediaType == "application/json" || mediaType == "text/json" || strings.HasSuffix(mediaType, "+json")
+// bodyKind is what a publish body is, by its Content-Type.
+type bodyKind uint8
+
+const (
+	bodyRaw         bodyKind = iota // the data itself, topic and event in the query
+	bodyForm                        // application/x-www-form-urlencoded
+	bodyMultipart                   // multipart/form-data
+	bodyJSON                        // application/json, text/json, or a +json type
+	bodyEventStream                 // text/event-stream: events published as they arrive
+	bodyNDJSON                      // application/x-ndjson: likewise
+)
+
+// classifyBody returns what a body of contentType is, and its media type:
+// the one place that reads a publish's Content-Type.
+func classifyBody(contentType string) (bodyKind, string) {
+	mediaType := mediaTypeOf(contentType)
+	switch {
+	case mediaType == "application/x-www-form-urlencoded":
+		return bodyForm, mediaType
+	case mediaType == "multipart/form-data":
+		return bodyMultipart, mediaType
+	case mediaType == "application/json" || mediaType == "text/json" || strings.HasSuffix(mediaType, "+json"):
+		return bodyJSON, mediaType
+	case mediaType == "text/event-stream":
+		return bodyEventStream, mediaType
+	case mediaType == "application/x-ndjson":
+		return bodyNDJSON, mediaType
+	}
+	return bodyRaw, mediaType
+}
+
+// ingest returns the format of a body published event by event as it
+// arrives (serveIngest), or notAStream.
+func (k bodyKind) ingest() ingestFormat {
+	switch k {
+	case bodyEventStream:
+		return eventStream
+	case bodyNDJSON:
+		return ndjson
+	}
+	return notAStream
 }
 
 // mediaTypeOf returns the media type of a Content-Type header, without

@@ -22,17 +22,6 @@ const (
 	ndjson                   // application/x-ndjson
 )
 
-// ingestFormatOf returns the stream format of a media type, or notAStream.
-func ingestFormatOf(mediaType string) ingestFormat {
-	switch mediaType {
-	case "text/event-stream":
-		return eventStream
-	case "application/x-ndjson":
-		return ndjson
-	}
-	return notAStream
-}
-
 // String returns the format's media type.
 func (f ingestFormat) String() string {
 	switch f {

@@ -233,8 +233,8 @@ func servePublish(w http.ResponseWriter, r *http.Request, hub *Hub, opts publish
 		}
 		defer hub.releaseKey(key)
 	}
-	if format := ingestFormatOf(mediaTypeOf(r.Header.Get("Content-Type"))); format != notAStream {
-		return serveIngest(w, r, hub, opts, format, key)
+	if kind, _ := classifyBody(r.Header.Get("Content-Type")); kind.ingest() != notAStream {
+		return serveIngest(w, r, hub, opts, kind.ingest(), key)
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, opts.maxSize)
 	msgs, array, err := readPublish(w, r, opts)
