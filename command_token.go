@@ -43,8 +43,8 @@ grants nothing on a route that has no allow list.
 
 The key is the content of the file --key-file or the value of the
 environment variable --key-env (exactly one of them). For HS256 (the
-default), HS384 and HS512, it is the shared secret, at least 32 bytes
-long; a file is read as the {file.*} placeholder reads it, without one
+default), HS384 and HS512, it is the shared secret, at least as long as
+the hash (32, 48 and 64 bytes), as the routes require; a file is read as the {file.*} placeholder reads it, without one
 final line ending, so that the route's key {file.<path>} and
 --key-file <path> are the same secret, and a variable is taken as it is,
 as {env.<var>} takes it. For RS256, RS384, RS512, PS256, PS384, PS512
@@ -84,8 +84,17 @@ var mintAlgs = []string{
 	"EdDSA",
 }
 
-// mintMinSecret is the shortest HMAC secret accepted, in bytes.
-const mintMinSecret = 32
+// mintMinSecret is the shortest HMAC secret accepted for alg, in bytes:
+// the size of its hash (RFC 7518 section 3.2), as the routes require.
+func mintMinSecret(alg string) int {
+	switch alg {
+	case "HS384":
+		return 48
+	case "HS512":
+		return 64
+	}
+	return 32
+}
 
 // mintOptions are what caddy sse-token mints a token from.
 type mintOptions struct {
@@ -274,8 +283,8 @@ func mintKeyMaterial(keyFile, keyEnv string) ([]byte, string, error) {
 // alg signs with.
 func mintSigningKey(alg string, raw []byte) (any, error) {
 	if strings.HasPrefix(alg, "HS") {
-		if len(raw) < mintMinSecret {
-			return nil, fmt.Errorf("a secret of %d bytes is too short for %s: it must be at least %d bytes long", len(raw), alg, mintMinSecret)
+		if n := mintMinSecret(alg); len(raw) < n {
+			return nil, fmt.Errorf("a secret of %d bytes is too short for %s: it must be at least %d bytes long", len(raw), alg, n)
 		}
 		return raw, nil
 	}

@@ -97,7 +97,7 @@ func TestMintTokenRoundTrip(t *testing.T) {
 		// the file's final CRLF is not part of the secret, as with {file.*}
 		{"HS256 file", "HS256", []byte(tokenTestSecret + "\r\n"), []byte(tokenTestSecret)},
 		{"HS256 variable", "HS256", nil, []byte(tokenTestSecret)},
-		{"HS512 file", "HS512", []byte(tokenTestSecret), []byte(tokenTestSecret)},
+		{"HS512 file", "HS512", []byte(tokenTestSecret + tokenTestSecret), []byte(tokenTestSecret + tokenTestSecret)},
 		{"EdDSA PKCS #8", "EdDSA", pemKey("PRIVATE KEY", pkcs8(t, edKey)), edKey.Public()},
 		{"ES256 SEC 1 after EC parameters", "ES256",
 			append(pemKey("EC PARAMETERS", []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}), pemKey("EC PRIVATE KEY", ecDER)...),
@@ -239,6 +239,8 @@ func TestMintTokenRefusals(t *testing.T) {
 		{"alg in lower case", mintOptions{KeyFile: secret, Alg: "hs256"}, `--alg "hs256": not a signing algorithm`},
 		{"short secret", mintOptions{KeyEnv: "SSE_TEST_SHORT_KEY"},
 			"the key in environment variable SSE_TEST_SHORT_KEY: a secret of 31 bytes is too short for HS256: it must be at least 32 bytes long"},
+		{"secret shorter than HS512's hash", mintOptions{KeyFile: secret, Alg: "HS512"},
+			"is too short for HS512: it must be at least 64 bytes long"},
 		{"short secret once its line ending is gone", mintOptions{KeyFile: writeTokenKey(t, []byte(tokenTestSecret[:31]+"\r\n"))},
 			"a secret of 31 bytes is too short"},
 		{"Ed25519 key for ES256", mintOptions{KeyFile: edPEM, Alg: "ES256"},
