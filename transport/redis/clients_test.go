@@ -13,9 +13,11 @@ import (
 
 // idleCost opens n hubs on srv, all of one node's config, waits until they
 // are up, and measures what they cost Redis while nothing happens: the
-// connections of this node (by client name) and the commands per second,
-// per command, over window.
-func idleCost(t *testing.T, srv *privateRedis, n int, window time.Duration) (clients int, perSec float64, byCmd map[string]float64) {
+// connections of this node (by client name), and the commands per second
+// over window, per command, as Redis counts them (INFO commandstats, which
+// counts the commands the scripts run too). SSE_IDLE_SETTLE=d waits d
+// before the window, past what the hubs do when they open.
+func idleCost(t *testing.T, srv *privateRedis, n int, window time.Duration) (clients int, c idleCounts) {
 	t.Helper()
 	var nodes []*node
 	for i := range n {
@@ -24,17 +26,21 @@ func idleCost(t *testing.T, srv *privateRedis, n int, window time.Duration) (cli
 	for _, nd := range nodes {
 		eventually(t, "hub up", func() bool { return nd.Stats().State.Up })
 	}
-	c := srv.client()
+	if s := os.Getenv("SSE_IDLE_SETTLE"); s != "" { // measure past the hubs' first housekeeping
+		settle, _ := time.ParseDuration(s)
+		time.Sleep(settle) // a wait for the steady state, not a synchronisation
+	}
+	rc := srv.client()
 	ctx := context.Background()
-	if err := c.ConfigResetStat(ctx).Err(); err != nil { // a private server: allowed
+	if err := rc.ConfigResetStat(ctx).Err(); err != nil { // a private server: allowed
 		t.Fatal(err)
 	}
 	time.Sleep(window) // a measurement window, not a synchronisation
-	stats, err := c.Info(ctx, "commandstats").Result()
+	stats, err := rc.Info(ctx, "commandstats").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
-	byCmd = make(map[string]float64)
+	c.byCmd = make(map[string]float64)
 	for line := range strings.Lines(stats) {
 		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
 		cmd, isCmd := strings.CutPrefix(name, "cmdstat_")
@@ -43,10 +49,17 @@ func idleCost(t *testing.T, srv *privateRedis, n int, window time.Duration) (cli
 		}
 		calls := strings.TrimPrefix(strings.Split(rest, ",")[0], "calls=")
 		v, _ := strconv.ParseFloat(calls, 64)
-		byCmd[cmd] = v / window.Seconds()
-		perSec += v / window.Seconds()
+		rate := v / window.Seconds()
+		c.byCmd[cmd] = rate
+		c.total += rate
+		switch {
+		case sentCommands[cmd]:
+			c.sent += rate
+		case writeCommands[cmd]:
+			c.writes += rate
+		}
 	}
-	list, err := c.ClientList(ctx).Result()
+	list, err := rc.ClientList(ctx).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,21 +69,49 @@ func idleCost(t *testing.T, srv *privateRedis, n int, window time.Duration) (cli
 			clients++
 		}
 	}
-	return clients, perSec, byCmd
+	return clients, c
+}
+
+// idleCounts is what idle hubs cost Redis, in commands per second.
+type idleCounts struct {
+	total  float64            // every command Redis ran, the scripts' own included
+	sent   float64            // the commands the node sent (scripts, PINGs, subscriptions)
+	writes float64            // the scripts' writes (each is propagated to replicas and the AOF)
+	byCmd  map[string]float64 // per command
+}
+
+// sentCommands are the commands only a client sends (the scripts call
+// none of them).
+var sentCommands = map[string]bool{
+	"evalsha": true, "eval": true, "ping": true, "script|load": true, "hello": true,
+	"subscribe": true, "ssubscribe": true, "unsubscribe": true, "sunsubscribe": true,
+	"client|setname": true, "config|get": true,
+}
+
+// writeCommands are the writes the scripts may run.
+var writeCommands = map[string]bool{
+	"hset": true, "hdel": true, "hincrby": true, "pexpire": true, "expire": true, "set": true, "del": true,
+	"lpop": true, "rpush": true, "lpush": true, "lrem": true, "lset": true, "zadd": true, "zrem": true,
+	"zpopmin": true,
 }
 
 // TestSharedClient: the hubs of a node that name the same Redis share one
 // client: 50 hubs make one pool, not 50; each keeps its own Pub/Sub
 // connection. What idle hubs cost is logged (SSE_IDLE_HUBS=n to measure
-// another count).
+// another count, SSE_IDLE_WINDOW=d over another window than 3s).
 func TestSharedClient(t *testing.T) {
 	srv := startPrivateRedis(t)
 	n := 50
 	if s := os.Getenv("SSE_IDLE_HUBS"); s != "" {
 		n, _ = strconv.Atoi(s)
 	}
-	clients, perSec, byCmd := idleCost(t, srv, n, 3*time.Second)
-	t.Logf("%d idle hubs: %d redis clients, %.1f commands/s %v", n, clients, perSec, byCmd)
+	window := 3 * time.Second
+	if s := os.Getenv("SSE_IDLE_WINDOW"); s != "" {
+		window, _ = time.ParseDuration(s)
+	}
+	clients, c := idleCost(t, srv, n, window)
+	t.Logf("%d idle hubs over %v: %d redis clients; %.1f commands/s sent, %.1f run by Redis (the scripts' included), %.1f writes/s; per command %v",
+		n, window, clients, c.sent, c.total, c.writes, c.byCmd)
 	// one Pub/Sub connection per hub, and one pool (go-redis's default
 	// size, 10 per CPU, reached when the hubs' periodic work coincides)
 	if clients > n+10*runtime.GOMAXPROCS(0) {

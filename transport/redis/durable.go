@@ -36,7 +36,7 @@ func (r *reader) checkDurable(ctx context.Context) {
 		return
 	}
 	// record it at once, before the node publishes
-	if _, err := t.state(ctx, "", 0); err != nil {
+	if _, err := t.state(ctx, "", 0, stateRun); err != nil {
 		t.logger.Debug("recording redis's durability", zap.Error(err))
 	}
 }

@@ -54,6 +54,7 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 	defer t.waits.end()
 	res, sent, err := t.publish(ctx, args)
 	if err != nil {
+		t.rd.kickProbe() // Redis may hang: the reader checks its connection now
 		var (
 			reply goredis.Error
 			op    *net.OpError
@@ -77,6 +78,7 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 	}
 	epoch := res[1]
 	t.used(cand, epoch)
+	t.wantJanitor() // new keys to give an expiry, an event that will expire
 	receipts := make([]transport.Receipt, len(req.Messages))
 	var newest uint64
 	recorded := false

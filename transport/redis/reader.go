@@ -17,11 +17,27 @@ import (
 	"github.com/ssehub/caddy-sse/transport"
 )
 
-// Timing of the reader.
+// Timing of the reader. An idle hub costs Redis a PING every pingEvery
+// and a script of a few reads every checkEvery, which writes nothing.
 const (
-	// probeEvery is how often the reader checks its connection (a PING on
-	// it) and the hub's epoch and seq in Redis.
-	probeEvery = time.Second
+	// pingEvery is how often the reader checks its connection with a
+	// PING on it: a connection that died without closing (a hung server,
+	// a lost network) is noticed within pingEvery and the timeout, or
+	// sooner when a command of the hub fails (kickProbe). A closed one is
+	// noticed at once.
+	pingEvery = 10 * time.Second
+	// checkEvery is how often the reader checks the hub's epoch and seq
+	// in Redis, for a history lost (flushed, or deleted) or rolled back
+	// without the connection breaking.
+	checkEvery = 5 * time.Second
+	// runCheckEvery is how often that check also reads the server's run
+	// id (INFO), for a restart or failover that the connection outlived:
+	// otherwise one breaks it, and the reader's resynchronisation reads
+	// it (see ensure in scripts.go).
+	runCheckEvery = 30 * time.Second
+	// wakeEvery is how often the reader wakes while nothing arrives, to
+	// see whether a check is due: it costs Redis nothing.
+	wakeEvery = time.Second
 	// linger is how long a topic no local subscriber follows stays
 	// subscribed, so that clients that reconnect do not make the node
 	// unsubscribe and subscribe again.
@@ -74,10 +90,11 @@ type reader struct {
 	durable atomic.Value
 
 	// Owned by the reader goroutine.
-	retired  []string // epochs the hub left: their late messages are ignored
-	pingSent time.Time
-	ponged   bool
-	probed   time.Time
+	retired    []string // epochs the hub left: their late messages are ignored
+	pingSent   time.Time
+	ponged     bool
+	checked    time.Time // the last check of the epoch and seq
+	runChecked time.Time // the last one that read the run id
 }
 
 func (r *reader) init(t *Transport) {
@@ -183,7 +200,10 @@ func (r *reader) connect() error {
 	for _, m := range held {
 		r.receive(m)
 	}
-	r.ponged, r.pingSent, r.probed = true, time.Time{}, time.Now()
+	// the connection and the hub's state were just checked (and the run id
+	// read, by checkDurable and the resynchronisation)
+	now := time.Now()
+	r.ponged, r.pingSent, r.checked, r.runChecked = true, now, now, now
 	r.mu.Lock()
 	r.up = true
 	if r.failed {
@@ -216,7 +236,7 @@ func (r *reader) loop() error {
 	ps := r.ps
 	r.mu.Unlock()
 	for {
-		msg, err := ps.ReceiveTimeout(r.t.ctx, probeEvery)
+		msg, err := ps.ReceiveTimeout(r.t.ctx, r.wait())
 		if err != nil && !isTimeout(err) {
 			return err
 		}
@@ -231,36 +251,58 @@ func (r *reader) loop() error {
 			r.ponged = true
 		}
 		select {
-		case <-r.kick:
-			r.probed = time.Time{}
+		case <-r.kick: // both checks at once
+			r.checked = time.Time{}
+			if r.ponged {
+				r.pingSent = time.Time{}
+			}
 		default:
 		}
-		if time.Since(r.probed) >= probeEvery {
-			if err := r.probe(ps); err != nil {
-				return err
-			}
+		if err := r.probe(ps); err != nil {
+			return err
 		}
 	}
 }
 
-// probe checks that the connection answers and that the hub's epoch and
-// seq in Redis are those the reader knows.
+// wait is how long the reader may wait for a message: until its next
+// wake, or until the answer to its PING is late.
+func (r *reader) wait() time.Duration {
+	d := wakeEvery
+	if !r.ponged {
+		d = min(d, time.Until(r.pingSent.Add(r.t.timeout))+time.Millisecond)
+	}
+	return max(d, time.Millisecond)
+}
+
+// probe checks, when they are due, that the connection answers (PING) and
+// that the hub's epoch and seq in Redis are those the reader knows.
 func (r *reader) probe(ps *goredis.PubSub) error {
 	t := r.t
-	r.probed = time.Now()
-	if !r.ponged && time.Since(r.pingSent) > t.timeout {
+	now := time.Now()
+	if !r.ponged && now.Sub(r.pingSent) > t.timeout {
 		return errors.New("no answer to PING on the Pub/Sub connection")
+	}
+	if r.ponged && now.Sub(r.pingSent) >= pingEvery {
+		ctx, cancel := t.withTimeout(t.ctx)
+		err := ps.Ping(ctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		r.ponged, r.pingSent = false, now
+	}
+	if now.Sub(r.checked) < checkEvery {
+		return nil
+	}
+	r.checked = now
+	mode := stateProbe
+	if now.Sub(r.runChecked) >= runCheckEvery {
+		mode, r.runChecked = stateRun, now
 	}
 	ctx, cancel := t.withTimeout(t.ctx)
 	defer cancel()
-	if r.ponged {
-		if err := ps.Ping(ctx); err != nil {
-			return err
-		}
-		r.ponged, r.pingSent = false, time.Now()
-	}
 	epoch, delivered, _ := r.progress()
-	res, err := t.state(ctx, epoch, delivered)
+	res, err := t.state(ctx, epoch, delivered, mode)
 	if err != nil {
 		return err
 	}
@@ -419,7 +461,8 @@ func (r *reader) notePublished(epoch string, seq uint64) {
 	}
 }
 
-// kickProbe asks the reader to probe at once.
+// kickProbe asks the reader to check its connection and the hub's epoch
+// at once (within wakeEvery).
 func (r *reader) kickProbe() {
 	select {
 	case r.kick <- struct{}{}:

@@ -114,11 +114,12 @@ type Transport struct {
 	limits  atomic.Pointer[transport.Limits]
 	sharded atomic.Int32 // Pub/Sub flavour: 0 unknown, 1 sharded (Redis 7+), 2 classic
 
-	rd     reader
-	waits  deliveryWaits
-	batch  batcher
-	cached atomic.Pointer[transport.Stats] // the last figures read
-	cand   atomic.Pointer[string]          // the epoch a script starts if the hub has none
+	rd            reader
+	janitorWanted atomic.Bool // the trim script is to run at the janitor's next wake (see janitor)
+	waits         deliveryWaits
+	batch         batcher
+	cached        atomic.Pointer[transport.Stats] // the last figures read
+	cand          atomic.Pointer[string]          // the epoch a script starts if the hub has none
 
 	retryAfter time.Duration // first wait before reconnecting; 0: 50 ms (tests set more)
 
@@ -490,6 +491,7 @@ func (t *Transport) SetLimits(limits transport.Limits) {
 	if err := t.trim(ctx, true); err != nil {
 		t.logger.Warn("trimming the history to new limits; the janitor will go on", zap.Error(err))
 	}
+	t.wantJanitor() // its next run is due at another time under the new limits
 }
 
 // Close implements transport.Transport.

@@ -130,7 +130,7 @@ func (r *reader) resync(ctx context.Context) error {
 // would be given again to other events.
 func (r *reader) rolledBack(ctx context.Context, epoch string, seen uint64) error {
 	t := r.t
-	res, err := t.state(ctx, epoch, seen)
+	res, err := t.state(ctx, epoch, seen, stateProbe)
 	if err != nil {
 		return fmt.Errorf("starting a new epoch: %w", err)
 	}

@@ -99,10 +99,13 @@ local B = ARGV[1]
 local meta = KEYS[1]
 local MAXIDLE = 16384
 local SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
+local SAVED = {} -- the figures as the meta key holds them: save writes only what changed
 local IDLED = false -- a topic lost its last retained event
 local SUSPECT = false -- keys of the history went missing (evicted): the figures are to be recounted
 local DURABLE = false -- the server loses no write when it restarts (see ensure)
 local RUN = nil -- the run id of the server
+local AUDIT = false -- the meta key asks for a recount (its audit)
+local REFRESHED, RCUR = 0, -1 -- the renewal of the keys' expiry (meta's refreshed and rcur)
 
 local function fmt(n) return string.format('%d', n) end
 
@@ -122,19 +125,36 @@ local function keyttl(ttl)
 	return 7 * 86400000
 end
 
--- save writes the figures back; a recount is asked for when keys went
--- missing.
+-- save writes the figures back, if they changed; a recount is asked for
+-- when keys went missing. A script that changed nothing writes nothing:
+-- no replication or AOF traffic for idle hubs.
 local function save()
 	if BYTES < 0 then BYTES = 0 end
 	if EVENTS < 0 then EVENTS = 0 end
-	redis.call('HSET', meta, 'seq', SEQ, 'bytes', BYTES, 'events', EVENTS, 'forgotten', FORGOTTEN)
-	if SUSPECT then redis.call('HSET', meta, 'audit', 1) end
+	if SEQ ~= SAVED[1] or BYTES ~= SAVED[2] or EVENTS ~= SAVED[3] or FORGOTTEN ~= SAVED[4] then
+		redis.call('HSET', meta, 'seq', SEQ, 'bytes', BYTES, 'events', EVENTS, 'forgotten', FORGOTTEN)
+		SAVED = {SEQ, BYTES, EVENTS, FORGOTTEN}
+	end
+	if SUSPECT and not AUDIT then
+		redis.call('HSET', meta, 'audit', 1)
+		AUDIT = true
+	end
+end
+
+-- read_run reads the server's run id into RUN (see ensure).
+local function read_run()
+	local info = redis.pcall('INFO', 'server')
+	if type(info) == 'string' then RUN = string.match(info, 'run_id:(%x+)') end
 end
 
 -- restart starts epoch cand in place of E, whose keys the janitor deletes.
+-- The run id is recorded with it (read if the script had not), so that
+-- the next script that reads it does not start another epoch for the
+-- same restart.
 local function restart(E, cand)
 	redis.call('RPUSH', B .. ':old', E)
 	redis.call('HSET', meta, 'epoch', cand)
+	if not RUN then read_run() end
 	if RUN then redis.call('HSET', meta, 'run', RUN) end
 	SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
 	save()
@@ -157,27 +177,46 @@ end
 -- or a failover takes longer than that between the last check that the
 -- server kept and the first script it runs. A user that may not run INFO
 -- (the ACL category @dangerous) goes without this check.
+--
+-- runmode says when the run id is read: 'auto' (the default) as above,
+-- for the scripts that give ids or read the history; 'skip' never, for
+-- the housekeeping and the figures (a publish or a resynchronisation
+-- checks before it matters); 'force' always, without writing runat, for
+-- the nodes' periodic check (a script that finds nothing changed writes
+-- nothing); 'check' always, writing runat, for the check when a hub
+-- opens (the write fails on a read-only replica). light leaves out the
+-- look for an evicted last zset (the periodic check saves no figures).
 local RUNCHECK = 10
-local function ensure(cand)
-	local v = redis.call('HMGET', meta, 'epoch', 'seq', 'bytes', 'events', 'forgotten', 'run', 'durable', 'runat')
+local function ensure(cand, runmode, light)
+	runmode = runmode or 'auto'
+	local v = redis.call('HMGET', meta, 'epoch', 'seq', 'bytes', 'events', 'forgotten', 'run', 'durable', 'runat',
+		'audit', 'refreshed', 'rcur')
 	DURABLE = v[7] == '1'
-	local t = now_ms()
-	if not v[1] or not v[8] or math.abs(t - tonumber(v[8])) >= RUNCHECK then
-		local info = redis.pcall('INFO', 'server')
-		if type(info) == 'string' then RUN = string.match(info, 'run_id:(%x+)') end
-		if RUN then redis.call('HSET', meta, 'runat', t) end
+	AUDIT = v[9] and true or false
+	REFRESHED, RCUR = tonumber(v[10] or '0'), tonumber(v[11] or '-1')
+	local read = runmode == 'force' or runmode == 'check'
+	local t = nil
+	if runmode == 'auto' then
+		t = now_ms()
+		read = not v[1] or not v[8] or math.abs(t - tonumber(v[8])) >= RUNCHECK
+	end
+	if read then
+		read_run()
+		if runmode == 'check' or (RUN and runmode == 'auto') then redis.call('HSET', meta, 'runat', t or now_ms()) end
 	end
 	if not v[1] then
 		redis.call('HSET', meta, 'epoch', cand, 'seq', 0, 'bytes', 0, 'events', 0, 'forgotten', 0)
+		SAVED = {0, 0, 0, 0}
 		if RUN then redis.call('HSET', meta, 'run', RUN) end
 		return cand
 	end
 	SEQ, BYTES, EVENTS, FORGOTTEN = tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
+	SAVED = {SEQ, BYTES, EVENTS, FORGOTTEN}
 	if RUN and v[6] ~= RUN then
 		if v[6] and not DURABLE then return restart(v[1], cand) end
 		redis.call('HSET', meta, 'run', RUN)
 	end
-	if EVENTS > 0 and redis.call('EXISTS', k(v[1], 'last')) == 0 then
+	if not light and EVENTS > 0 and redis.call('EXISTS', k(v[1], 'last')) == 0 then
 		-- the topics' newest seqs were evicted: every topic may have had
 		-- events up to the head, which a resumption must not miss
 		FORGOTTEN = SEQ
@@ -290,16 +329,42 @@ end
 
 -- trim evicts expired events, then the oldest until the history fits in
 -- max_bytes; at most budget evictions (the janitor goes on later).
+-- Returns the budget left, and the time of the oldest event retained
+-- (nil when none is, or when the budget ran out first).
 local function trim(E, ttl, max_bytes, budget)
 	local cutoff = -1
 	if ttl > 0 then cutoff = now_ms() - ttl end
 	while budget > 0 and EVENTS > 0 do
 		local s, tm = oldest(E)
-		if not s or (tm >= cutoff and BYTES <= max_bytes) then break end
+		if not s then break end
+		if tm >= cutoff and BYTES <= max_bytes then return budget, tm end
 		evict_oldest(E, s)
 		budget = budget - 1
 	end
-	return budget
+	return budget, nil
+end
+
+-- sample looks for lists of the history that went missing (evicted), in
+-- a few topics: the figures are then to be recounted (see trimScript).
+local function sample(E)
+	if SUSPECT or EVENTS == 0 then return end
+	local first = k(E, 'first')
+	if redis.call('EXISTS', first) == 0 then
+		SUSPECT = true
+		return
+	end
+	for _, t in ipairs(redis.call('ZRANDMEMBER', first, 4)) do
+		if redis.call('EXISTS', tk(E, t)) == 0 then SUSPECT = true end
+	end
+end
+
+-- janitor_due tells whether the janitor has work that no node's own
+-- publishes announce: a recount, or the renewal of the keys' expiry,
+-- due every keyttl / 4.
+local function janitor_due(ttl)
+	if SUSPECT or AUDIT or RCUR >= 0 then return '1' end
+	if now_ms() - REFRESHED >= keyttl(ttl) / 4 then return '1' end
+	return '0'
 end
 
 -- forget drops the oldest idle topics once there are too many, raising
@@ -323,16 +388,24 @@ end
 local IQ = B .. ':iq'
 local KTTL = 86400000
 local KCOUNTED = 1000 -- transport.IdempotencyCountedPositions
-local IBYTES = nil
+local IBYTES, IBYTES_SAVED = nil, nil
+local KNEXT = nil -- when kexpire has keys to forget again (ms), nil: none
 
 local function kname(key) return B .. ':i:' .. key end
 
 local function kload()
-	if not IBYTES then IBYTES = tonumber(redis.call('HGET', meta, 'ibytes') or '0') end
+	if not IBYTES then
+		IBYTES = tonumber(redis.call('HGET', meta, 'ibytes') or '0')
+		IBYTES_SAVED = IBYTES
+	end
 end
 
+-- ksave writes the records' cost back, if it changed.
 local function ksave()
-	if IBYTES then redis.call('HSET', meta, 'ibytes', IBYTES) end
+	if IBYTES and IBYTES ~= IBYTES_SAVED then
+		redis.call('HSET', meta, 'ibytes', IBYTES)
+		IBYTES_SAVED = IBYTES
+	end
 end
 
 -- kcost is what a record counts for: its key's name in the keyspace and
@@ -360,9 +433,10 @@ local function kdel(key)
 end
 
 -- kexpire forgets the keys first used a day ago or more, at most n of
--- them.
+-- them, and notes in KNEXT when the next one is due.
 local function kexpire(now, n)
 	kload()
+	KNEXT = nil
 	while n > 0 do
 		local e = redis.call('LINDEX', IQ, 0)
 		if not e then
@@ -370,11 +444,15 @@ local function kexpire(now, n)
 			return
 		end
 		local key, tm = kentry(e)
-		if tm > now - KTTL then return end
+		if tm > now - KTTL then
+			KNEXT = tm + KTTL
+			return
+		end
 		redis.call('LPOP', IQ)
 		kdel(key)
 		n = n - 1
 	end
+	KNEXT = now
 end
 
 -- kevict forgets the oldest keys until the records cost at most max, but
@@ -1013,17 +1091,33 @@ out[3] = status
 return out
 `)
 
-// stateScript reports a hub's figures, expired events dropped first, and
-// starts an epoch when it has none, or, when the hub's seq in epoch
-// ARGV[3] is below ARGV[4], a new one: a failover rolled its history back.
+// stateScript reports a hub's epoch and seq, or its figures, and starts
+// an epoch when it has none, or, when the hub's seq in epoch ARGV[3] is
+// below ARGV[4], a new one: a failover rolled its history back. It writes
+// nothing unless something changed.
 //
 // ARGV: base, candidate epoch, epoch seen, seq seen, ttl ms, max bytes,
 // durable ("1" when the server loses no write in a restart, "0" when it
-// may, "" unknown; see ensure).
-// Returns {epoch, seq, bytes, events, topics, idempotency keys,
-// idempotency bytes}, the keys a day old forgotten first.
+// may, "" unknown; see ensure), mode:
+//
+//	probe   the nodes' periodic check: epoch and seq only, without the
+//	        run id (a few reads)
+//	run     probe with the run id read (see ensure)
+//	stats   the figures, expired events and the keys a day old dropped
+//	        first, and a few topics' lists looked for (see sample)
+//	check   stats, with the run id read and written (the check when a
+//	        hub opens)
+//
+// Returns {epoch, seq, due} for probe and run, and {epoch, seq, bytes,
+// events, topics, idempotency keys, idempotency bytes, due} for stats
+// and check, where due is "1" when the janitor has work to do that no
+// publish of the node announced (see janitor_due).
 var stateScript = goredis.NewScript(luaLib + `
-local E = ensure(ARGV[2])
+local mode = ARGV[8]
+local light = mode == 'probe' or mode == 'run'
+local runmode = 'skip'
+if mode == 'run' then runmode = 'force' elseif mode == 'check' then runmode = 'check' end
+local E = ensure(ARGV[2], runmode, light)
 if ARGV[7] ~= '' and (ARGV[7] == '1') ~= DURABLE then
 	redis.call('HSET', meta, 'durable', ARGV[7])
 end
@@ -1031,29 +1125,44 @@ if E == ARGV[3] and SEQ < tonumber(ARGV[4]) then
 	E = restart(E, ARGV[2])
 end
 local ttl = tonumber(ARGV[5])
+if light then return {E, fmt(SEQ), janitor_due(ttl)} end
 if ttl > 0 then
 	trim(E, ttl, tonumber(ARGV[6]), 1000)
 	if IDLED then forget(E) end
-	save()
 end
+sample(E)
+save()
 kexpire(now_ms(), 1000)
 ksave()
 return {E, fmt(SEQ), fmt(BYTES), fmt(EVENTS), tostring(redis.call('ZCARD', k(E, 'first'))),
-	tostring(redis.call('LLEN', IQ)), fmt(IBYTES)}
+	tostring(redis.call('LLEN', IQ)), fmt(IBYTES), janitor_due(ttl)}
 `)
 
 // trimScript applies the history limits (all of them when ARGV[5] is
 // "all", else age and bytes), forgets idle topics and the idempotency keys
 // a day old or over the budget, and deletes part of the keys of a former
-// epoch.
+// epoch. It writes nothing unless something changed.
 //
 // ARGV: base, candidate epoch, history events, ttl ms, max bytes, scope,
 // the idempotency records' budget.
+//
+// Returns when it is due again, in ms from now (0: it has work left), or
+// -1 when nothing it knows of will fall due (no event will expire, no
+// key will be a day old): the next event to expire by the ttl, the next
+// idempotency key a day old, the next renewal of the keys' expiry. What
+// other nodes or Redis's eviction change is not foreseen: the janitor
+// also runs when its node publishes, and at a slow pace.
 var trimScript = goredis.NewScript(luaLib + `
-local E = ensure(ARGV[2])
+local E = ensure(ARGV[2], 'skip')
 local max_events = tonumber(ARGV[3])
+local ttl = tonumber(ARGV[4])
 local budget = 20000
 local first = k(E, 'first')
+local due = -1
+local function due_at(ms, now)
+	local d = math.max(0, ms - now)
+	if due < 0 or d < due then due = d end
+end
 
 -- Keys evicted by Redis (maxmemory) leave the figures counting what they
 -- held. A few topics are sampled each time; when a list is missing, or a
@@ -1061,16 +1170,8 @@ local first = k(E, 'first')
 -- events of several topics and the first zset are recounted from the
 -- lists: this costs a read of the whole history, but only after keys
 -- were lost.
-if not SUSPECT and EVENTS > 0 then
-	if redis.call('EXISTS', first) == 0 then
-		SUSPECT = true
-	else
-		for _, t in ipairs(redis.call('ZRANDMEMBER', first, 4)) do
-			if redis.call('EXISTS', tk(E, t)) == 0 then SUSPECT = true end
-		end
-	end
-end
-if SUSPECT or redis.call('HEXISTS', meta, 'audit') == 1 then
+sample(E)
+if SUSPECT or AUDIT then
 	local seen, refs, bytes, events = {}, {}, 0, 0
 	for _, t in ipairs(redis.call('ZRANGE', first, 0, -1)) do
 		local es = redis.call('LRANGE', tk(E, t), 0, -1)
@@ -1107,7 +1208,8 @@ if SUSPECT or redis.call('HEXISTS', meta, 'audit') == 1 then
 		if not refs[tonumber(s)] then redis.call('HDEL', bk, s) end
 	end
 	BYTES, EVENTS, SUSPECT = bytes, events, false
-	redis.call('HDEL', meta, 'audit')
+	if AUDIT then redis.call('HDEL', meta, 'audit') end
+	AUDIT = false
 end
 if ARGV[6] == 'all' then
 	local ts = redis.call('ZRANGE', first, 0, -1)
@@ -1121,10 +1223,17 @@ if ARGV[6] == 'all' then
 		end
 	end
 end
-trim(E, tonumber(ARGV[4]), tonumber(ARGV[5]), math.max(budget, 1000))
+local left, oldest_tm = trim(E, ttl, tonumber(ARGV[5]), math.max(budget, 1000))
 forget(E)
 save()
-kexpire(now_ms(), 20000)
+local tnow = now_ms()
+if left <= 0 and EVENTS > 0 then
+	due_at(tnow, tnow)
+elseif ttl > 0 and oldest_tm then
+	due_at(oldest_tm + ttl + 1, tnow) -- the oldest event expires
+end
+kexpire(tnow, 20000)
+if KNEXT then due_at(KNEXT, tnow) end
 kevict(tonumber(ARGV[7]), nil)
 ksave()
 -- Every key of the hub expires (keyttl) unless a node runs the hub: the
@@ -1132,17 +1241,16 @@ ksave()
 -- have been created since); every keyttl / 4, it is renewed for all of
 -- them, and, a thousand at a time, for the topics' lists (which get
 -- theirs when created).
-local kt = keyttl(tonumber(ARGV[4]))
+local kt = keyttl(ttl)
 local hubkeys = {meta, B .. ':old', IQ, k(E, 'last'), first, k(E, 'idle'), k(E, 'refs'), k(E, 'body')}
 for _, name in ipairs(hubkeys) do
 	if redis.call('PTTL', name) == -1 then redis.call('PEXPIRE', name, kt) end
 end
-local rv = redis.call('HMGET', meta, 'refreshed', 'rcur')
-local rcur = tonumber(rv[2] or '-1')
-local tnow = now_ms()
-if rcur < 0 and tnow - tonumber(rv[1] or '0') >= kt / 4 then
+local rcur, refreshed = RCUR, REFRESHED
+if rcur < 0 and tnow - refreshed >= kt / 4 then
 	for _, name in ipairs(hubkeys) do redis.call('PEXPIRE', name, kt) end
-	redis.call('HSET', meta, 'refreshed', tnow)
+	refreshed = tnow
+	redis.call('HSET', meta, 'refreshed', refreshed)
 	rcur = 0
 end
 if rcur >= 0 then
@@ -1151,6 +1259,7 @@ if rcur >= 0 then
 	if #ts < 1000 then rcur = -1 else rcur = rcur + 1000 end
 	redis.call('HSET', meta, 'rcur', rcur)
 end
+if rcur >= 0 then due_at(tnow, tnow) else due_at(refreshed + kt / 4, tnow) end
 
 -- a former epoch's keys, a hundred topics at a time
 local old = redis.call('LINDEX', B .. ':old', 0)
@@ -1164,6 +1273,7 @@ if old then
 		redis.call('DEL', k(old, 'last'), k(old, 'first'), k(old, 'idle'), k(old, 'refs'), k(old, 'body'))
 		redis.call('LPOP', B .. ':old')
 	end
+	due_at(tnow, tnow) -- more of it, or another former epoch, perhaps
 end
-return 1
+return due
 `)

@@ -85,7 +85,7 @@ func (t *Transport) misconfigured(err error) error {
 // checkRights checks that the user may run the hub's scripts and publish
 // on its channels: Redis refuses with NOPERM otherwise.
 func (t *Transport) checkRights(ctx context.Context) error {
-	if _, err := t.state(ctx, "", 0); err != nil {
+	if _, err := t.state(ctx, "", 0, stateCheck); err != nil {
 		if isPermError(err) {
 			return fmt.Errorf("redis user %q at %s may not run the hub's Lua scripts on its keys: %w "+
 				"(it needs +evalsha, +eval and the commands of the scripts, on the keys ~{%s:*)",
