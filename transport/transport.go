@@ -426,7 +426,8 @@ type IdempotencyStats struct {
 type State struct {
 	// Up is whether the transport can publish and subscribe now.
 	Up bool `json:"up"`
-	// LastError is the last error that made the transport unavailable.
+	// LastError is the error that made the transport unavailable, while
+	// it is; empty once it is up again.
 	LastError string `json:"last_error,omitempty"`
 	// WatchedTopics is the number of topics the transport watches for
 	// this node.

@@ -167,6 +167,9 @@ func TestOutage(t *testing.T) {
 
 	srv.start() // the same data, from its append-only file
 	eventually(t, "the transport is up again", func() bool { return a.Stats().State.Up })
+	if st := a.Stats().State; st.LastError != "" {
+		t.Fatalf("state after the outage: %+v, want no last_error once up again", st)
+	}
 	a.watch(t, "new")
 	r := a.publish(t, "after", "t")
 	a.sink.awaitSeq(t, 4)

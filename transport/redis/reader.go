@@ -470,7 +470,9 @@ func (r *reader) kickProbe() {
 	}
 }
 
-// state reports the reader's part of the transport's state.
+// state reports the reader's part of the transport's state; the last
+// error only while it is down (once up again, it is history, which the
+// log has).
 func (r *reader) state() (up bool, lastErr string, watched, lingering int, resyncs map[string]uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -487,7 +489,10 @@ func (r *reader) state() (up bool, lastErr string, watched, lingering int, resyn
 			resyncs[k] = v
 		}
 	}
-	return r.up, r.lastErr, watched, lingering, resyncs
+	if !r.up {
+		lastErr = r.lastErr
+	}
+	return r.up, lastErr, watched, lingering, resyncs
 }
 
 // isTimeout reports whether err is a read timing out.
