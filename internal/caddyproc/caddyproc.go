@@ -210,6 +210,10 @@ func (c *Caddy) Load(caddyfile string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("load: %d %s", resp.StatusCode, body)
 	}
+	// the connections kept alive by the previous config's servers are
+	// closing: a request (a POST, which net/http does not retry) sent on
+	// one of them would read EOF
+	http.DefaultClient.CloseIdleConnections()
 	return nil
 }
 
