@@ -212,8 +212,9 @@ func usesTokenPlaceholders(templates ...[]string) bool {
 }
 
 // setPlaceholders makes tok's claims placeholders of r's replacer, and
-// returns them, to be dropped once used; nil for no token, or when the
-// route's templates have none of them (want).
+// returns them, to be dropped once the route's templates are evaluated, by
+// a request that lives on; nil for no token, or when the route's templates
+// have none of them (want).
 func setPlaceholders(r *http.Request, tok *access.Token, want bool) *tokenPlaceholders {
 	if tok == nil || !want {
 		return nil

@@ -14,6 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/ssehub/caddy-sse/internal/ssetest"
+	"github.com/ssehub/caddy-sse/transport"
 )
 
 // testTokenKey is the HS256 secret of the tests' token routes.
@@ -401,12 +402,9 @@ func TestTokenExpiredOnConnect(t *testing.T) {
 	}
 }
 
-// checkExpired checks the frames of a stream ended by its token's
-// expiry: a retry of at least 30 s and the expired event, last.
-func checkExpired(t *testing.T, frames []ssetest.Frame, lastID string) {
-	t.Helper()
-	var retry int
-	var last ssetest.Frame
+// lastEvent returns the last event of a stream's frames, and the last
+// reconnection delay they set, in milliseconds.
+func lastEvent(frames []ssetest.Frame) (last ssetest.Frame, retry int) {
 	for _, f := range frames {
 		switch f.Kind {
 		case ssetest.KindRetry:
@@ -415,6 +413,14 @@ func checkExpired(t *testing.T, frames []ssetest.Frame, lastID string) {
 			last = f
 		}
 	}
+	return last, retry
+}
+
+// checkExpired checks the frames of a stream ended by its token's
+// expiry: a retry of at least 30 s and the expired event, last.
+func checkExpired(t *testing.T, frames []ssetest.Frame, lastID string) {
+	t.Helper()
+	last, retry := lastEvent(frames)
 	var data expiredData
 	mustUnmarshal(t, last.Data, &data)
 	if last.Type != "expired" || data.LastEventID != lastID || retry < 30000 {
@@ -442,17 +448,14 @@ func TestTokenExpiresOpenStream(t *testing.T) {
 	if late := time.Since(exp); late < 0 || late > time.Second {
 		t.Fatalf("the stream ended %v after its token's expiry", late)
 	}
+	last, _ := lastEvent(frames)
 	var data expiredData
-	for _, f := range frames {
-		if f.Kind == ssetest.KindEvent {
-			t.Logf("frame %+v", f)
-			mustUnmarshal(t, f.Data, &data)
-		}
-	}
+	mustUnmarshal(t, last.Data, &data)
 	// the position may be past events of other topics: resuming from it
 	// loses nothing
 	checkExpired(t, frames, data.LastEventID)
-	if data.LastEventID < sent.ID {
+	_, at, _ := transport.ParseID(data.LastEventID)
+	if _, sentSeq, _ := transport.ParseID(sent.ID); at < sentSeq {
 		t.Fatalf("last_event_id %q is before the last event sent, %q", data.LastEventID, sent.ID)
 	}
 	eventually(t, "one expired disconnect is counted", func() bool {
@@ -502,16 +505,7 @@ func TestMaxStreamsPer(t *testing.T) {
 // a disconnect event: a retry of at least 30 s and the event, last.
 func checkDisconnect(t *testing.T, frames []ssetest.Frame, reason string) {
 	t.Helper()
-	var retry int
-	var last ssetest.Frame
-	for _, f := range frames {
-		switch f.Kind {
-		case ssetest.KindRetry:
-			retry = f.Retry
-		case ssetest.KindEvent:
-			last = f
-		}
-	}
+	last, retry := lastEvent(frames)
 	var data disconnectData
 	mustUnmarshal(t, last.Data, &data)
 	if last.Type != "disconnect" || data.Reason != reason || retry < 30000 {

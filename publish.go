@@ -185,7 +185,6 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 		return nil
 	}
 	ph := setPlaceholders(r, tok, p.tokenPlaceholders)
-	defer ph.drop()
 	var forced []string
 	if len(p.Topics) > 0 {
 		topics, err := expandTopics(r, p.Topics)
@@ -201,7 +200,7 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	}
 	opts := publishOptions{forced: forced, maxSize: p.MaxSize, streamTimeout: time.Duration(p.StreamTimeout),
 		streams: p.streams, logger: p.logger, grants: p.guard.grantsFor(r, tok)}
-	ph.drop()
+	ph.drop() // the request lives on (a stream, an ingest): it keeps no claims; a refusal ends it
 	if e := servePublish(w, r, p.hub, opts); e != nil {
 		if e.cause != nil {
 			p.logger.Error("publish failed", zap.String("hub", p.Hub), zap.String("remote_addr", r.RemoteAddr),

@@ -315,7 +315,6 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		return nil
 	}
 	ph := setPlaceholders(r, tok, h.tokenPlaceholders)
-	defer ph.drop()
 	topics, status, err := h.subscriptionTopics(r, q)
 	if err != nil {
 		h.logRefusal(r, nil, "topics", err)
@@ -335,7 +334,7 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 			a.subject = tok.Subject
 		}
 	}
-	ph.drop()
+	ph.drop() // the request lives on (a stream, an ingest): it keeps no claims; a refusal ends it
 	return h.serveStream(w, r, topics, q, a)
 }
 

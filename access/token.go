@@ -323,7 +323,7 @@ func (v *verifier) verifyKeys(raw string) (*tokenClaims, error) {
 // one configured.
 func (v *verifier) checkHeader(h64 string) error {
 	var buf [512]byte
-	header, err := decodeSegment(buf[:], h64, "header")
+	header, err := decodeHeader(buf[:], h64)
 	if err != nil {
 		return err
 	}
@@ -345,16 +345,16 @@ func (v *verifier) checkHeader(h64 string) error {
 	return nil
 }
 
-// decodeSegment decodes a base64url segment of a token into buf, when it
-// fits, else into memory of its own.
-func decodeSegment(buf []byte, seg, what string) ([]byte, error) {
+// decodeHeader decodes a token's base64url header into buf, when it fits,
+// else into memory of its own.
+func decodeHeader(buf []byte, h64 string) ([]byte, error) {
 	enc := base64.RawURLEncoding
-	if enc.DecodedLen(len(seg)) > len(buf) {
-		buf = make([]byte, enc.DecodedLen(len(seg)))
+	if enc.DecodedLen(len(h64)) > len(buf) {
+		buf = make([]byte, enc.DecodedLen(len(h64)))
 	}
-	n, err := enc.Decode(buf, []byte(seg))
+	n, err := enc.Decode(buf, []byte(h64))
 	if err != nil {
-		return nil, fmt.Errorf("%w: malformed: the %s is not base64url: %v", ErrInvalid, what, err)
+		return nil, fmt.Errorf("%w: malformed: the header is not base64url: %v", ErrInvalid, err)
 	}
 	return buf[:n], nil
 }
