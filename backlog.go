@@ -1,7 +1,6 @@
 package caddysse
 
 import (
-	"sort"
 	"sync"
 	"sync/atomic"
 
@@ -128,15 +127,6 @@ func (bl *backlog) over() bool {
 	return n > 1 && n > bl.maxEvents && bl.bytes > bl.maxBytes
 }
 
-func (bl *backlog) popFront() *transport.Event {
-	e := bl.fifo[bl.head]
-	bl.fifo[bl.head] = nil
-	bl.head++
-	bl.bytes -= int64(len(e.Wire))
-	bl.fifo, bl.head = compact(bl.fifo, bl.head)
-	return e
-}
-
 // compact gives the slots before head back once they are half of s, and
 // the whole array once s is empty.
 func compact(s []*transport.Event, head int) ([]*transport.Event, int) {
@@ -175,39 +165,11 @@ type WindowStats struct {
 	MaxEvents int `json:"max_events,omitempty"`
 }
 
-// topicSubs are the local subscribers of one topic and its part of the
-// hub's delivery window.
-type topicSubs struct {
-	subs []*subscriber // guarded by the hub's lock
-
-	// guarded by the backlog's lock
-	events []*transport.Event // the topic's events in the window, from head, in Seq order
-	head   int
-	floor  uint64 // events of the topic up to this Seq may be missing from events
-}
-
-func (ts *topicSubs) front() *transport.Event {
-	if ts.head == len(ts.events) {
-		return nil
-	}
-	return ts.events[ts.head]
-}
-
 func (ts *topicSubs) popFront() {
 	ts.floor = ts.events[ts.head].Seq
 	ts.events[ts.head] = nil
 	ts.head++
 	ts.events, ts.head = compact(ts.events, ts.head)
-}
-
-// after returns the topic's events in the window newer than seq.
-func (ts *topicSubs) after(seq uint64) []*transport.Event {
-	evs := ts.events[ts.head:]
-	if len(evs) == 0 || evs[0].Seq > seq {
-		return evs
-	}
-	i := sort.Search(len(evs), func(i int) bool { return evs[i].Seq > seq })
-	return evs[i:]
 }
 
 // take appends to parts the wire form of s's next events in the window,
@@ -281,3 +243,12 @@ func takeMerged(s *subscriber, pos uint64, parts [][]byte, maxBytes int) ([][]by
 }
 
 func eventSeq(ev *transport.Event) uint64 { return ev.Seq }
+
+func (bl *backlog) popFront() *transport.Event {
+	e := bl.fifo[bl.head]
+	bl.fifo[bl.head] = nil
+	bl.head++
+	bl.bytes -= int64(len(e.Wire))
+	bl.fifo, bl.head = compact(bl.fifo, bl.head)
+	return e
+}

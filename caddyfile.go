@@ -11,6 +11,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"github.com/dustin/go-humanize"
+
+	"github.com/ssehub/caddy-sse/internal/caddyargs"
 )
 
 func init() {
@@ -259,7 +261,7 @@ func (hc *HubConfig) unmarshalTransport(d *caddyfile.Dispenser) error {
 // eventTypeArg reads the event type of an option, or off.
 func eventTypeArg(d *caddyfile.Dispenser) (string, error) {
 	opt := d.Val()
-	typ, err := oneArg(d)
+	typ, err := caddyargs.One(d)
 	if err != nil {
 		return "", err
 	}
@@ -294,17 +296,17 @@ func tokenBlock(d *caddyfile.Dispenser, prev *TokenConfig) (*TokenConfig, error)
 		case "key":
 			tc.Keys, err = someArgs(d, tc.Keys)
 		case "jwks":
-			tc.JWKS, err = oneArg(d)
+			tc.JWKS, err = caddyargs.One(d)
 		case "alg":
-			tc.Alg, err = oneArg(d)
+			tc.Alg, err = caddyargs.One(d)
 		case "issuer":
-			tc.Issuer, err = oneArg(d)
+			tc.Issuer, err = caddyargs.One(d)
 		case "audience":
-			tc.Audience, err = oneArg(d)
+			tc.Audience, err = caddyargs.One(d)
 		case "query":
-			tc.Query, err = oneArg(d)
+			tc.Query, err = caddyargs.One(d)
 		case "cookie":
-			tc.Cookie, err = oneArg(d)
+			tc.Cookie, err = caddyargs.One(d)
 		default:
 			return nil, d.Errf("unrecognized token option '%s'", d.Val())
 		}
@@ -340,18 +342,6 @@ func streamsPerArgs(d *caddyfile.Dispenser) (*StreamsPer, error) {
 	return sp, nil
 }
 
-// oneArg reads exactly one argument.
-func oneArg(d *caddyfile.Dispenser) (string, error) {
-	if !d.NextArg() {
-		return "", d.ArgErr()
-	}
-	v := d.Val()
-	if d.NextArg() {
-		return "", d.ArgErr()
-	}
-	return v, nil
-}
-
 // someArgs appends one or more arguments to list.
 func someArgs(d *caddyfile.Dispenser, list []string) ([]string, error) {
 	args := d.RemainingArgs()
@@ -363,7 +353,7 @@ func someArgs(d *caddyfile.Dispenser, list []string) ([]string, error) {
 
 // hubArg reads a hub name.
 func hubArg(d *caddyfile.Dispenser) (string, error) {
-	name, err := oneArg(d)
+	name, err := caddyargs.One(d)
 	if err != nil {
 		return "", err
 	}
@@ -388,7 +378,7 @@ func originArgs(d *caddyfile.Dispenser, list []string) ([]string, error) {
 // intArg reads the integer of an option; it must be at least min.
 func intArg(d *caddyfile.Dispenser, min int) (int, error) {
 	opt := d.Val()
-	s, err := oneArg(d)
+	s, err := caddyargs.One(d)
 	if err != nil {
 		return 0, err
 	}
@@ -402,7 +392,7 @@ func intArg(d *caddyfile.Dispenser, min int) (int, error) {
 // sizeArg reads the size of an option, such as 64MiB.
 func sizeArg(d *caddyfile.Dispenser) (int64, error) {
 	opt := d.Val()
-	s, err := oneArg(d)
+	s, err := caddyargs.One(d)
 	if err != nil {
 		return 0, err
 	}
@@ -440,7 +430,7 @@ func bufferArg(d *caddyfile.Dispenser) (size int64, events int, err error) {
 // positiveDuration reads the duration of an option: greater than zero.
 func positiveDuration(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	opt := d.Val()
-	s, err := oneArg(d)
+	s, err := caddyargs.One(d)
 	if err != nil {
 		return 0, err
 	}
@@ -463,7 +453,7 @@ func parsePositiveDuration(d *caddyfile.Dispenser, opt, s, orElse string) (caddy
 // sizeOrOff reads the size of an option, or off (-1).
 func sizeOrOff(d *caddyfile.Dispenser) (int64, error) {
 	opt := d.Val()
-	s, err := oneArg(d)
+	s, err := caddyargs.One(d)
 	if err != nil {
 		return 0, err
 	}
@@ -480,7 +470,7 @@ func sizeOrOff(d *caddyfile.Dispenser) (int64, error) {
 // durationOrOff reads the duration of an option, or "off" (negative).
 func durationOrOff(d *caddyfile.Dispenser) (caddy.Duration, error) {
 	opt := d.Val()
-	s, err := oneArg(d)
+	s, err := caddyargs.One(d)
 	if err != nil {
 		return 0, err
 	}

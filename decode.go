@@ -139,6 +139,26 @@ const (
 	bodyNDJSON                      // application/x-ndjson: likewise
 )
 
+// ingestFormat is how a streaming publish body is written.
+type ingestFormat uint8
+
+const (
+	notAStream  ingestFormat = iota
+	eventStream              // text/event-stream
+	ndjson                   // application/x-ndjson
+)
+
+// String returns the format's media type.
+func (f ingestFormat) String() string {
+	switch f {
+	case eventStream:
+		return "text/event-stream"
+	case ndjson:
+		return "application/x-ndjson"
+	}
+	return ""
+}
+
 // classifyBody returns what a body of contentType is, and its media type:
 // the one place that reads a publish's Content-Type.
 func classifyBody(contentType string) (bodyKind, string) {

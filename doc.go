@@ -49,8 +49,9 @@
 //	output.go hijack.go conn.go
 //	                     where a stream's bytes go: the response, a connection taken over, the TCP
 //	                     connection under an HTTP/2 stream
-//	topics.go query.go cors.go idempotency.go respond.go
-//	                     topic rules and templates, the stream's query, CORS, Idempotency-Key, JSON answers
+//	topics.go query.go cors.go idempotency.go respond.go registry.go
+//	                     topic rules and templates, the stream's query, CORS, Idempotency-Key, JSON answers,
+//	                     the requests in progress that a stop ends
 //	access/              who may read and publish which topics: patterns, signed tokens (JWT, JWKS)
 //	transport/           the contract between a hub and where its events live; transport/memory (the
 //	                     default), transport/redis (several instances), transport/transporttest (the
@@ -60,6 +61,7 @@
 //	cmd/ssehostile       hostile clients: what they make a Caddy spend, and an honest subscriber's latency
 //	internal/            ssetest (a WHATWG event stream parser, test clients), caddyproc (Caddy as a
 //	                     process), seqmerge (k-way merge by sequence), shrink (maps that give memory
-//	                     back), benchfloor (Caddy's floor for an idle stream)
+//	                     back), benchfloor (Caddy's floor for an idle stream), caddyargs (Caddyfile
+//	                     arguments read alike by the handlers and the Redis transport)
 //	e2e/ browser/        tests against Caddy processes, and in headless Chromium
 package caddysse

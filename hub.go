@@ -15,6 +15,10 @@ import (
 	"github.com/ssehub/caddy-sse/transport"
 )
 
+// pageBytes is how much of the history a stream reads at once: a page,
+// which a shared transport reads into memory of its own.
+const pageBytes = 64 << 10
+
 // errOverCapacity refuses a subscription beyond max_subscribers.
 var errOverCapacity = errors.New("too many subscribers")
 

@@ -302,7 +302,6 @@ func BenchmarkStreamSetup(b *testing.B) {
 			hub := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
 			h := &Subscribe{hub: hub, logger: zap.NewNop(), Allow: c.allow, Token: c.token}
 			h.setDefaults()
-			h.streams.init()
 			g, err := newGuard(h.Allow, h.Token, false)
 			if err != nil {
 				b.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,9 +43,14 @@ import (
 // receipts by position, so a stream sent again with the same key skips
 // the events the earlier attempt published, and publishes the rest.
 
-// DefaultStreamTimeout is how long a streaming publish may send nothing
-// before it is ended, by default.
-const DefaultStreamTimeout = time.Minute
+const (
+	// DefaultStreamTimeout is how long a streaming publish may send
+	// nothing before it is ended, by default.
+	DefaultStreamTimeout = time.Minute
+	// DefaultMaxStreams is the most streaming publishes a route reads at
+	// once (and the admin API).
+	DefaultMaxStreams = 100
+)
 
 // Bounds of what a stream holds in memory at once.
 const (
@@ -74,32 +78,6 @@ type publishOptions struct {
 	streams       *publishStreams // the route's (or the admin API's) publishes in progress
 	logger        *zap.Logger
 	grants        *grants // the topics the request may publish to; nil: any
-}
-
-// ingestFigures say what a stream published: its events so far, those
-// an earlier attempt with the same key had already published, and the
-// first and last ids.
-type ingestFigures struct {
-	count, repeated int
-	firstID, lastID string
-}
-
-// appendIngestFigures appends the figures as JSON members (without
-// braces).
-func appendIngestFigures(b []byte, f *ingestFigures) []byte {
-	b = append(b, `"count":`...)
-	b = strconv.AppendInt(b, int64(f.count), 10)
-	if f.count > 0 {
-		b = append(b, `,"first_id":`...)
-		b = appendJSONString(b, f.firstID)
-		b = append(b, `,"last_id":`...)
-		b = appendJSONString(b, f.lastID)
-	}
-	if f.repeated > 0 {
-		b = append(b, `,"repeated":`...)
-		b = strconv.AppendInt(b, int64(f.repeated), 10)
-	}
-	return b
 }
 
 // writeIngestAnswer answers a stream whose body ended: 200 and its
@@ -536,3 +514,70 @@ func (s *ingestPublisher) flush() *requestError {
 
 // Interface guards
 var _ eventSink = (*ingestPublisher)(nil)
+
+// publishStreams are the publishes of a route (or of the admin API) in
+// progress that a stop of its config must end: streaming publishes, and
+// plain ones still reading their body.
+type publishStreams struct {
+	open    registry[stoppable]
+	streams atomic.Int64 // streaming publishes among open
+	max     int          // the most streaming publishes at once; 0: DefaultMaxStreams
+}
+
+// stoppable is a publish in progress that a stop ends.
+type stoppable interface {
+	stop()
+}
+
+// add registers a streaming publish, or returns why it is refused: the
+// route's config is stopping, or it reads max streams already.
+func (ps *publishStreams) add(st *ingest) *requestError {
+	limit := ps.max
+	if limit == 0 {
+		limit = DefaultMaxStreams
+	}
+	if ps.streams.Add(1) > int64(limit) {
+		ps.streams.Add(-1)
+		return &requestError{status: http.StatusServiceUnavailable, retryAfter: 5, msg: fmt.Sprintf(
+			"%d streaming publishes are being read already, the most this route reads at once (max_streams); try again later", limit)}
+	}
+	if !ps.open.add(st) {
+		ps.streams.Add(-1)
+		return errStopping
+	}
+	return nil
+}
+
+// reading registers a plain publish that reads its body; one that comes
+// while the config stops is stopped at once (it has endWait).
+func (ps *publishStreams) reading(br stoppable) {
+	if !ps.open.add(br) {
+		br.stop()
+	}
+}
+
+// remove unregisters p before its handler returns: it is not stopped
+// after.
+func (ps *publishStreams) remove(p stoppable) {
+	if !ps.open.remove(p) {
+		return
+	}
+	if _, ok := p.(*ingest); ok {
+		ps.streams.Add(-1)
+	}
+}
+
+// stop ends every publish in progress and refuses new streams; it
+// returns how many streams it ended. Their events before are published;
+// they are answered 503, as plain publishes whose body does not come
+// within endWait.
+func (ps *publishStreams) stop() int {
+	n := 0
+	for _, p := range ps.open.close() {
+		p.stop()
+		if _, ok := p.(*ingest); ok {
+			n++
+		}
+	}
+	return n
+}

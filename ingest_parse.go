@@ -13,26 +13,6 @@ import (
 // application/x-ndjson, one JSON event a line. Both are fed complete
 // lines by a lineBuffer and hand complete events to an eventSink.
 
-// ingestFormat is how a streaming publish body is written.
-type ingestFormat uint8
-
-const (
-	notAStream  ingestFormat = iota
-	eventStream              // text/event-stream
-	ndjson                   // application/x-ndjson
-)
-
-// String returns the format's media type.
-func (f ingestFormat) String() string {
-	switch f {
-	case eventStream:
-		return "text/event-stream"
-	case ndjson:
-		return "application/x-ndjson"
-	}
-	return ""
-}
-
 // ingestEvent is one complete event of a stream, as its parser read it.
 // Its byte slices are valid until the parser reads another line.
 type ingestEvent struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"regexp"
 	"slices"
 	"time"
@@ -325,6 +326,23 @@ func (h eventHandler) Handle(context.Context, caddy.Event) error {
 
 // String describes the handler.
 func (h eventHandler) String() string { return h.what }
+
+// findRunningHub returns the hub called name in the running config, or
+// answers 404.
+func findRunningHub(w http.ResponseWriter, name string) (*Hub, bool) {
+	return appHub(w, runningApp(), name)
+}
+
+// appHub returns the hub called name of app (nil: none), or answers 404.
+func appHub(w http.ResponseWriter, app *App, name string) (*Hub, bool) {
+	if app != nil {
+		if hub := app.Hub(name); hub != nil {
+			return hub, true
+		}
+	}
+	writeError(w, http.StatusNotFound, fmt.Sprintf("no hub %q in the running config; GET /sse/hubs lists the hubs", name))
+	return nil, false
+}
 
 // Interface guards
 var (

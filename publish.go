@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,9 +24,6 @@ func init() {
 const (
 	// DefaultMaxSize is the largest publish request body: 1 MiB.
 	DefaultMaxSize = 1 << 20
-	// DefaultMaxStreams is the most streaming publishes a route reads at
-	// once (and the admin API).
-	DefaultMaxStreams = 100
 )
 
 // Publish is the sse_publish handler: a POST publishes one event, or an
@@ -323,93 +319,6 @@ func appendPublishResult(b []byte, rc transport.Receipt) []byte {
 	b = append(b, `],"subscribers":`...)
 	b = strconv.AppendInt(b, int64(rc.Subscribers), 10)
 	return append(b, '}')
-}
-
-// publishStreams are the publishes of a route (or of the admin API) in
-// progress that a stop of its config must end: streaming publishes, and
-// plain ones still reading their body.
-type publishStreams struct {
-	mu      sync.Mutex
-	open    map[stoppable]struct{}
-	streams int // streaming publishes among open
-	max     int // the most streaming publishes at once; 0: DefaultMaxStreams
-	stopped bool
-}
-
-// stoppable is a publish in progress that a stop ends.
-type stoppable interface {
-	stop()
-}
-
-// add registers a streaming publish, or returns why it is refused: the
-// route's config is stopping, or it reads max streams already.
-func (ps *publishStreams) add(st *ingest) *requestError {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if ps.stopped {
-		return errStopping
-	}
-	limit := ps.max
-	if limit == 0 {
-		limit = DefaultMaxStreams
-	}
-	if ps.streams >= limit {
-		return &requestError{status: http.StatusServiceUnavailable, retryAfter: 5, msg: fmt.Sprintf(
-			"%d streaming publishes are being read already, the most this route reads at once (max_streams); try again later", limit)}
-	}
-	ps.streams++
-	ps.insert(st)
-	return nil
-}
-
-// reading registers a plain publish that reads its body; one that comes
-// while the config stops is stopped at once (it has endWait).
-func (ps *publishStreams) reading(br *bodyRead) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if ps.stopped {
-		br.stop()
-	}
-	ps.insert(br)
-}
-
-func (ps *publishStreams) insert(p stoppable) {
-	if ps.open == nil {
-		ps.open = make(map[stoppable]struct{})
-	}
-	ps.open[p] = struct{}{}
-}
-
-// remove unregisters p before its handler returns: it is not stopped
-// after.
-func (ps *publishStreams) remove(p stoppable) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if _, ok := ps.open[p]; !ok {
-		return
-	}
-	delete(ps.open, p)
-	if _, ok := p.(*ingest); ok {
-		ps.streams--
-	}
-}
-
-// stop ends every publish in progress and refuses new streams; it
-// returns how many streams it ended. Their events before are published;
-// they are answered 503, as plain publishes whose body does not come
-// within endWait.
-func (ps *publishStreams) stop() int {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	ps.stopped = true
-	n := 0
-	for p := range ps.open {
-		p.stop()
-		if _, ok := p.(*ingest); ok {
-			n++
-		}
-	}
-	return n
 }
 
 // bodyRead is a plain publish reading its body.

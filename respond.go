@@ -177,3 +177,29 @@ func writeRefusal(w http.ResponseWriter, e *requestError) {
 	b = appendIngestFigures(b, e.figures)
 	writeJSONBytes(w, e.status, append(b, "}\n"...))
 }
+
+// ingestFigures say what a stream published: its events so far, those
+// an earlier attempt with the same key had already published, and the
+// first and last ids.
+type ingestFigures struct {
+	count, repeated int
+	firstID, lastID string
+}
+
+// appendIngestFigures appends the figures as JSON members (without
+// braces).
+func appendIngestFigures(b []byte, f *ingestFigures) []byte {
+	b = append(b, `"count":`...)
+	b = strconv.AppendInt(b, int64(f.count), 10)
+	if f.count > 0 {
+		b = append(b, `,"first_id":`...)
+		b = appendJSONString(b, f.firstID)
+		b = append(b, `,"last_id":`...)
+		b = appendJSONString(b, f.lastID)
+	}
+	if f.repeated > 0 {
+		b = append(b, `,"repeated":`...)
+		b = strconv.AppendInt(b, int64(f.repeated), 10)
+	}
+	return b
+}

@@ -19,11 +19,10 @@ import (
 // How much a stream takes at once: a round from the delivery window,
 // written with one flush (a piece of at most batchSize bytes: what a
 // writer blocked on its client holds is a round's list of the hub's shared
-// bytes and the piece being written), and a page of the history (which a
-// shared transport reads into memory of its own).
+// bytes and the piece being written), and a page of the history
+// (pageBytes, see hub.go).
 const (
 	roundBytes = batchSize
-	pageBytes  = 64 << 10
 	// maxRounds is how many rounds a writer writes before it lets the
 	// others that were woken go first.
 	maxRounds = 16
@@ -141,7 +140,7 @@ func (st *stream) runTakenOver(out *connOutput) {
 // do, with one timer for all its streams).
 func (st *stream) startDeadline(expires time.Time) {
 	if !expires.IsZero() {
-		st.route.expiries.add(st, expires)
+		st.route.expireAt(st, expires)
 	}
 	maxAge := time.Duration(st.route.MaxAge)
 	if maxAge <= 0 {
@@ -242,10 +241,7 @@ func (st *stream) end(reason endReason) {
 	if st.deadline != nil {
 		st.deadline.Stop()
 	}
-	if st.route.Token != nil {
-		st.route.expiries.remove(st)
-	}
-	st.route.per.remove(st)
+	st.route.release(st)
 	if st.cancel != nil {
 		st.cancel()
 	}

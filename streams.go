@@ -1,7 +1,6 @@
 package caddysse
 
 import (
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -70,70 +69,13 @@ func (h *Subscribe) sweep(interval time.Duration) {
 
 // streamSet is the set of a handler's open streams.
 type streamSet struct {
-	mu     sync.Mutex
-	set    map[*stream]struct{}
-	closed bool
-	empty  chan struct{} // closed once the set is closed and empty
-}
-
-func (ss *streamSet) init() {
-	ss.set = make(map[*stream]struct{})
-	ss.empty = make(chan struct{})
-}
-
-// add adds s, unless the set was closed.
-func (ss *streamSet) add(st *stream) bool {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	if ss.closed {
-		return false
-	}
-	ss.set[st] = struct{}{}
-	return true
-}
-
-func (ss *streamSet) remove(st *stream) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	delete(ss.set, st)
-	ss.signalEmpty()
-}
-
-// signalEmpty closes empty once the set is closed and empty.
-func (ss *streamSet) signalEmpty() {
-	if ss.empty == nil { // never initialised: the handler did not provision
-		return
-	}
-	if ss.closed && len(ss.set) == 0 {
-		select {
-		case <-ss.empty:
-		default:
-			close(ss.empty)
-		}
-	}
-}
-
-// snapshot appends the streams of the set to buf[:0] and returns it, so
-// that they can be looked at without holding the set's lock (probing a
-// connection is a system call).
-func (ss *streamSet) snapshot(buf []*stream) []*stream {
-	buf = buf[:0]
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	for st := range ss.set {
-		buf = append(buf, st)
-	}
-	return buf
+	registry[*stream]
 }
 
 // close ends every stream for reason, refuses new ones, and returns how
 // many it ended.
 func (ss *streamSet) close(reason endReason) int {
-	ss.mu.Lock()
-	ss.closed = true
-	ss.signalEmpty()
-	ss.mu.Unlock()
-	streams := ss.snapshot(nil)
+	streams := ss.registry.close()
 	for _, st := range streams {
 		st.sub.finish(reason)
 	}
@@ -148,16 +90,14 @@ func (ss *streamSet) close(reason endReason) int {
 // can be written on it, and the server would wait for it for ever. The
 // connection's other streams are ending too: their config is stopping.
 func (ss *streamSet) wait(timeout time.Duration) bool {
-	if ss.empty == nil {
-		return true
-	}
+	empty := ss.done()
 	deadline := time.Now().Add(timeout)
 	t := time.NewTimer(min(endWait, timeout))
 	defer t.Stop()
 	var streams []*stream
 	for {
 		select {
-		case <-ss.empty:
+		case <-empty:
 			return true
 		case <-t.C:
 		}

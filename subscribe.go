@@ -196,7 +196,6 @@ func (h *Subscribe) Provision(ctx caddy.Context) error {
 		perKey = []string{h.MaxStreamsPer.Key}
 	}
 	h.tokenPlaceholders = usesTokenPlaceholders(h.Topics, h.Allow, perKey)
-	h.streams.init()
 	if err := rememberConns(ctx); err != nil {
 		return err
 	}
@@ -469,6 +468,21 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics [
 	h.logOpen(r, sub, rep, req.replay)
 	st.serve(w, r, rep, req.replay.LastEventID, a.expires)
 	return nil
+}
+
+// expireAt has the route end st at t, when its token expires (the
+// route's expiries keep one timer for all its streams).
+func (h *Subscribe) expireAt(st *stream, t time.Time) {
+	h.expiries.add(st, t)
+}
+
+// release takes an ended stream out of the route's expiries and its
+// count of streams per subject.
+func (h *Subscribe) release(st *stream) {
+	if h.Token != nil {
+		h.expiries.remove(st)
+	}
+	h.per.remove(st)
 }
 
 // hardWriteDeadline is the deadline that the server's write timeout

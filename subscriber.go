@@ -1,6 +1,7 @@
 package caddysse
 
 import (
+	"sort"
 	"sync/atomic"
 	"time"
 
@@ -238,4 +239,32 @@ func (s *subscriber) topicIndex(topic string) int {
 		}
 	}
 	return -1
+}
+
+// topicSubs are the local subscribers of one topic and its part of the
+// hub's delivery window.
+type topicSubs struct {
+	subs []*subscriber // guarded by the hub's lock
+
+	// guarded by the backlog's lock
+	events []*transport.Event // the topic's events in the window, from head, in Seq order
+	head   int
+	floor  uint64 // events of the topic up to this Seq may be missing from events
+}
+
+func (ts *topicSubs) front() *transport.Event {
+	if ts.head == len(ts.events) {
+		return nil
+	}
+	return ts.events[ts.head]
+}
+
+// after returns the topic's events in the window newer than seq.
+func (ts *topicSubs) after(seq uint64) []*transport.Event {
+	evs := ts.events[ts.head:]
+	if len(evs) == 0 || evs[0].Seq > seq {
+		return evs
+	}
+	i := sort.Search(len(evs), func(i int) bool { return evs[i].Seq > seq })
+	return evs[i:]
 }

@@ -29,14 +29,12 @@ MIN_DURATION=${MIN_DURATION:-10s}  # the honest subscriber's shortest window
 HOSTILE_FLAGS=${HOSTILE_FLAGS:-}   # more ssehostile flags, for every run
 OUT=${OUT:-hostile.jsonl}          # the JSON lines are appended here
 
-log() { echo "hostile.sh: $*" >&2; }
-die() {
-	log "$*"
-	exit 1
-}
+name=hostile.sh
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 command -v taskset >/dev/null || die "taskset is missing (util-linux)"
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+raise_open_files
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ssehostile.XXXXXX")
 trees=()

@@ -24,35 +24,28 @@ SUBS=${SUBS:-1000}
 DURATION=${DURATION:-10s}
 PUBLISHERS=${PUBLISHERS:-8}
 
-log() { echo "redis.sh: $*" >&2; }
-die() {
-	log "$*"
-	exit 1
-}
+name=redis.sh
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 [ $# -ge 1 ] || {
 	sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+raise_open_files
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ssebench-redis.XXXXXX")
 pids=()
 redis_pid=""
 stop_all() {
+	local pid
 	for pid in "${pids[@]}"; do
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	for pid in "${pids[@]}"; do
-		wait "$pid" 2>/dev/null || true
+		stop_pid "$pid"
 	done
 	pids=()
 }
 cleanup() {
 	stop_all
-	if [ -n "$redis_pid" ]; then
-		kill -TERM "$redis_pid" 2>/dev/null || true
-		wait "$redis_pid" 2>/dev/null || true
-	fi
+	stop_pid "$redis_pid"
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -79,15 +72,8 @@ start() {
 		>>"$work/caddy-$3.log" 2>&1 &
 	local pid=$!
 	pids+=("$pid")
-	for _ in $(seq 100); do
-		kill -0 "$pid" 2>/dev/null || die "caddy exited at start: $(tail -n 5 "$work/caddy-$3.log")"
-		if curl -s -o /dev/null "http://127.0.0.1:$3/"; then
-			sleep 1
-			return 0
-		fi
-		sleep 0.1
-	done
-	die "caddy did not answer"
+	await_caddy "$pid" "$work/caddy-$3.log" answers "http://127.0.0.1:$3/"
+	sleep 1
 }
 
 # redis_figures prints the scripts' calls, their time, and Redis's CPU seconds.

@@ -49,11 +49,9 @@ PROFILE=${PROFILE:-}             # a directory: Caddy's CPU profile of each fano
                                  # search's first step), its heap at the end of each idle hold
                                  # (<label>.cpu.pb.gz, <label>.heap.pb.gz)
 
-log() { echo "run.sh: $*" >&2; }
-die() {
-	log "$*"
-	exit 1
-}
+name=run.sh
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 usage() {
 	sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2
@@ -70,28 +68,11 @@ case $PROTO in h1 | h1tls | h2 | h3) ;; *) die "unknown protocol $PROTO (h1, h1t
 command -v taskset >/dev/null || die "taskset is missing (util-linux)"
 command -v curl >/dev/null || die "curl is missing"
 
-# Every stream is one file in Caddy and one in the tool.
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+raise_open_files
 log "open files limit: $(ulimit -n)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ssebench.XXXXXX")
 caddy_pid=""
-
-# stop_caddy ends the Caddy this script started, by its PID only.
-stop_caddy() {
-	[ -n "$caddy_pid" ] || return 0
-	kill -TERM "$caddy_pid" 2>/dev/null || true
-	for _ in $(seq 100); do
-		kill -0 "$caddy_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$caddy_pid" 2>/dev/null; then
-		log "caddy $caddy_pid did not stop in 10s; killing it"
-		kill -KILL "$caddy_pid" 2>/dev/null || true
-	fi
-	wait "$caddy_pid" 2>/dev/null || true
-	caddy_pid=""
-}
 
 # idle_subscribers N TOPIC opens N idle streams on TOPIC with a second
 # ssebench in the background and waits until the hub counts them; stop
@@ -134,19 +115,21 @@ build() {
 	log "commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$root" diff --quiet 2>/dev/null || echo '+changes'), $(go version | cut -d' ' -f3), $(nproc) CPUs, kernel $(uname -r)"
 }
 
-# check_ports fails if a port of Caddy is in use: Caddy listens with
-# SO_REUSEPORT, so it would start anyway and share the connections with
-# whatever else listens there (another Caddy), which spoils every count.
-check_ports() {
-	local port
-	for port in "$ADMIN_PORT" "$HTTP_PORT" "$HTTPS_PORT"; do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			die "port $port is in use (BENCH_ADMIN_PORT, BENCH_HTTP_PORT, BENCH_HTTPS_PORT move them)"
-		fi
-	done
+# check_caddy_ports fails if a port of Caddy is in use (TCP, and UDP
+# for HTTP/3).
+check_caddy_ports() {
+	check_ports "$ADMIN_PORT" "$HTTP_PORT" "$HTTPS_PORT"
 	if command -v ss >/dev/null && ss -Hlun "sport = :$HTTPS_PORT" | grep -q .; then
 		die "UDP port $HTTPS_PORT is in use (BENCH_HTTPS_PORT moves it)"
 	fi
+}
+
+# ready tells whether the Caddy just started answers on its admin API,
+# its site, and over HTTPS its TLS site.
+ready() {
+	curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/config/" &&
+		answers "http://127.0.0.1:$HTTP_PORT/" &&
+		{ ! secure || { [ -f "$ca_root" ] && curl -s -o /dev/null --cacert "$ca_root" "https://127.0.0.1:$HTTPS_PORT/"; }; }
 }
 
 # secure says whether the subscribers use HTTPS.
@@ -163,29 +146,16 @@ start_caddy() {
 	local cfg="$here/Caddyfile.$1"
 	if secure; then cfg="$here/Caddyfile.$1-tls"; fi
 	[ -f "$cfg" ] || die "no config $cfg"
-	check_ports
+	check_caddy_ports
 	mkdir -p "$work/home"
 	BENCH_ADMIN_PORT=$ADMIN_PORT BENCH_HTTP_PORT=$HTTP_PORT BENCH_HTTPS_PORT=$HTTPS_PORT HOME="$work/home" \
 		XDG_CONFIG_HOME="$work/home" XDG_DATA_HOME="$work/home" \
 		taskset -c "$CADDY_CPU" "$work/caddy" run --config "$cfg" --adapter caddyfile \
 		>"$work/caddy.log" 2>&1 &
 	caddy_pid=$!
-	for _ in $(seq 100); do
-		if ! kill -0 "$caddy_pid" 2>/dev/null; then
-			tail -n 20 "$work/caddy.log" >&2
-			caddy_pid=""
-			die "caddy exited at start (is port $HTTP_PORT, $HTTPS_PORT or $ADMIN_PORT taken?)"
-		fi
-		if curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/config/" &&
-			curl -s -o /dev/null "http://127.0.0.1:$HTTP_PORT/" &&
-			{ ! secure || { [ -f "$ca_root" ] && curl -s -o /dev/null --cacert "$ca_root" "https://127.0.0.1:$HTTPS_PORT/"; }; }; then
-			sleep 1 # let its memory settle before it is measured
-			log "caddy ($(basename "$cfg")) is running, pid $caddy_pid, CPU $CADDY_CPU"
-			return 0
-		fi
-		sleep 0.1
-	done
-	die "caddy did not answer within 10s"
+	await_caddy "$caddy_pid" "$work/caddy.log" ready
+	sleep 1 # let its memory settle before it is measured
+	log "caddy ($(basename "$cfg")) is running, pid $caddy_pid, CPU $CADDY_CPU"
 }
 
 # sub_flags sets the array sub to the ssebench flags of the subscribers:

@@ -40,38 +40,21 @@ CADDY=${CADDY:-}                     # a Caddy binary (with this plugin) to use 
 SSEBENCH=${SSEBENCH:-}               # the same for ssebench
 OUT=${OUT:-}
 
-log() { echo "token.sh: $*" >&2; }
-die() {
-	log "$*"
-	exit 1
-}
+name=token.sh
+# shellcheck source=bench/lib.sh
+. "$here/lib.sh"
 
 for cmd in taskset curl jq openssl; do
 	command -v "$cmd" >/dev/null || die "$cmd is missing"
 done
 
-ulimit -n 20000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+raise_open_files
 [ "$((N + 200))" -le "$(ulimit -n)" ] || log "warning: $N streams need about $((N + 200)) open files; the limit is $(ulimit -n)"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ssebench-token.XXXXXX")
 caddy_pid=""
 tool_pid=""
 
-# stop_caddy ends the Caddy this script started, by its PID only.
-stop_caddy() {
-	[ -n "$caddy_pid" ] || return 0
-	kill -TERM "$caddy_pid" 2>/dev/null || true
-	for _ in $(seq 100); do
-		kill -0 "$caddy_pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	if kill -0 "$caddy_pid" 2>/dev/null; then
-		log "caddy $caddy_pid did not stop in 10s; killing it"
-		kill -KILL "$caddy_pid" 2>/dev/null || true
-	fi
-	wait "$caddy_pid" 2>/dev/null || true
-	caddy_pid=""
-}
 stop_tool() {
 	[ -n "$tool_pid" ] || return 0
 	kill -INT "$tool_pid" 2>/dev/null || true
@@ -108,37 +91,22 @@ query[allow]=""
 query[hs256]="&token=$("$work/caddy" sse-token --key-file "$keys/hs256.key" --alg HS256 --sub bench --subscribe '**' --ttl 1h)"
 query[eddsa]="&token=$("$work/caddy" sse-token --key-file "$keys/ed25519.key" --alg EdDSA --sub bench --subscribe '**' --ttl 1h)"
 
-check_ports() {
-	local port
-	for port in "$ADMIN_PORT" "$HTTP_PORT"; do
-		if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-			die "port $port is in use (BENCH_ADMIN_PORT, BENCH_HTTP_PORT move them)"
-		fi
-	done
+# ready tells whether the Caddy just started answers on its admin API
+# and its site.
+ready() {
+	curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/config/" && answers "http://127.0.0.1:$HTTP_PORT/"
 }
 
 start_caddy() {
-	check_ports
+	check_ports "$ADMIN_PORT" "$HTTP_PORT"
 	mkdir -p "$work/home"
 	BENCH_ADMIN_PORT=$ADMIN_PORT BENCH_HTTP_PORT=$HTTP_PORT BENCH_TOKEN_DIR=$keys HOME="$work/home" \
 		XDG_CONFIG_HOME="$work/home" XDG_DATA_HOME="$work/home" \
 		taskset -c "$CADDY_CPU" "$work/caddy" run --config "$here/Caddyfile.token" --adapter caddyfile \
 		>"$work/caddy.log" 2>&1 &
 	caddy_pid=$!
-	for _ in $(seq 100); do
-		if ! kill -0 "$caddy_pid" 2>/dev/null; then
-			tail -n 20 "$work/caddy.log" >&2
-			caddy_pid=""
-			die "caddy exited at start"
-		fi
-		if curl -sf -o /dev/null "http://127.0.0.1:$ADMIN_PORT/config/" &&
-			curl -s -o /dev/null "http://127.0.0.1:$HTTP_PORT/"; then
-			sleep 1 # let its memory settle before it is measured
-			return 0
-		fi
-		sleep 0.1
-	done
-	die "caddy did not answer within 10s"
+	await_caddy "$caddy_pid" "$work/caddy.log" ready
+	sleep 1 # let its memory settle before it is measured
 }
 
 # cpu_ticks is Caddy's user and system CPU time, in clock ticks.

@@ -5,6 +5,8 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/ssehub/caddy-sse/internal/caddyargs"
 )
 
 // UnmarshalCaddyfile sets up the transport from Caddyfile tokens:
@@ -42,19 +44,19 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		var err error
 		switch d.Val() {
 		case "url":
-			t.URL, err = oneArg(d)
+			t.URL, err = caddyargs.One(d)
 		case "address":
 			t.Addresses = append(t.Addresses, d.RemainingArgs()...)
 			if len(t.Addresses) == 0 {
 				return d.ArgErr()
 			}
 		case "username":
-			t.Username, err = oneArg(d)
+			t.Username, err = caddyargs.One(d)
 		case "password":
-			t.Password, err = oneArg(d)
+			t.Password, err = caddyargs.One(d)
 		case "db":
 			var s string
-			if s, err = oneArg(d); err == nil {
+			if s, err = caddyargs.One(d); err == nil {
 				if t.DB, err = strconv.Atoi(s); err != nil || t.DB < 0 {
 					return d.Errf("db: %q is not a database number", s)
 				}
@@ -64,10 +66,10 @@ func (t *Transport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		case "sentinel":
 			err = t.unmarshalSentinel(d)
 		case "prefix":
-			t.Prefix, err = oneArg(d)
+			t.Prefix, err = caddyargs.One(d)
 		case "timeout":
 			var s string
-			if s, err = oneArg(d); err == nil {
+			if s, err = caddyargs.One(d); err == nil {
 				dur, perr := caddy.ParseDuration(s)
 				if perr != nil || dur <= 0 {
 					return d.Errf("timeout: %q is not a positive duration", s)
@@ -93,9 +95,9 @@ func (t *Transport) unmarshalTLS(d *caddyfile.Dispenser) error {
 		var err error
 		switch d.Val() {
 		case "ca":
-			t.TLS.CA, err = oneArg(d)
+			t.TLS.CA, err = caddyargs.One(d)
 		case "server_name":
-			t.TLS.ServerName, err = oneArg(d)
+			t.TLS.ServerName, err = caddyargs.One(d)
 		case "insecure_skip_verify":
 			if d.NextArg() {
 				return d.ArgErr()
@@ -121,7 +123,7 @@ func (t *Transport) unmarshalSentinel(d *caddyfile.Dispenser) error {
 		var err error
 		switch d.Val() {
 		case "master":
-			sc.Master, err = oneArg(d)
+			sc.Master, err = caddyargs.One(d)
 		case "address":
 			args := d.RemainingArgs()
 			if len(args) == 0 {
@@ -129,9 +131,9 @@ func (t *Transport) unmarshalSentinel(d *caddyfile.Dispenser) error {
 			}
 			sc.Addresses = append(sc.Addresses, args...)
 		case "username":
-			sc.Username, err = oneArg(d)
+			sc.Username, err = caddyargs.One(d)
 		case "password":
-			sc.Password, err = oneArg(d)
+			sc.Password, err = caddyargs.One(d)
 		default:
 			return d.Errf("unrecognized sentinel option '%s'", d.Val())
 		}
@@ -143,18 +145,6 @@ func (t *Transport) unmarshalSentinel(d *caddyfile.Dispenser) error {
 		return d.Err("sentinel needs master <name> and address <host:port>...")
 	}
 	return nil
-}
-
-// oneArg reads exactly one argument.
-func oneArg(d *caddyfile.Dispenser) (string, error) {
-	if !d.NextArg() {
-		return "", d.ArgErr()
-	}
-	v := d.Val()
-	if d.NextArg() {
-		return "", d.ArgErr()
-	}
-	return v, nil
 }
 
 // Interface guard
