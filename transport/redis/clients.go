@@ -11,8 +11,8 @@ import (
 
 // A node's hubs that name the same Redis with the same options share one
 // go-redis client: one pool of connections (and the sentinels' or the
-// Cluster's bookkeeping), however many hubs. Each hub's reader still has
-// a Pub/Sub connection of its own, opened from the shared client.
+// Cluster's bookkeeping), however many hubs, and one Pub/Sub connection
+// that their readers share (pubsub.go; on a Cluster, one per hub).
 //
 // The clients are counted: Caddy provisions a new config before it cleans
 // up the old one, so on a reload the new config's hubs take the clients
@@ -25,6 +25,7 @@ type sharedClient struct {
 	name   string // CLIENT SETNAME of its connections: caddy-sse:<id>
 	client goredis.UniversalClient
 	refs   int
+	muxes  map[muxKey]*mux // its Pub/Sub connections, guarded by clients' lock
 }
 
 var clients = struct {

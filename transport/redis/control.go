@@ -13,8 +13,8 @@ import (
 
 // The hub's control channel, B:ctl, carries what the nodes of a hub tell
 // one another besides events. Every node's reader subscribes to it, on
-// the connection of its topics' channels (sharded like them when Redis
-// has sharded Pub/Sub). A message is a JSON object:
+// the Pub/Sub connection of its topics' channels (pubsub.go; sharded like
+// them when Redis has sharded Pub/Sub). A message is a JSON object:
 //
 //	{"kind":"disconnect","node":"<id>","disconnect":{"topic":"...","subject":"..."}}
 //

@@ -17,13 +17,15 @@ import (
 	"github.com/ssehub/caddy-sse/transport"
 )
 
-// Timing of the reader. An idle hub costs Redis a PING every pingEvery
-// and a script of a few reads every checkEvery, which writes nothing.
+// Timing of the reader and of the Pub/Sub connection (pubsub.go). An idle
+// hub costs Redis a script of a few reads every checkEvery, which writes
+// nothing; the node's Pub/Sub connection a PING every pingEvery, however
+// many hubs share it.
 const (
-	// pingEvery is how often the reader checks its connection with a
-	// PING on it: a connection that died without closing (a hung server,
-	// a lost network) is noticed within pingEvery and the timeout, or
-	// sooner when a command of the hub fails (kickProbe). A closed one is
+	// pingEvery is how often the mux checks its connection with a PING
+	// on it: a connection that died without closing (a hung server, a
+	// lost network) is noticed within pingEvery and the timeout, or
+	// sooner when a command of a hub fails (kickProbe). A closed one is
 	// noticed at once.
 	pingEvery = 10 * time.Second
 	// checkEvery is how often the reader checks the hub's epoch and seq
@@ -35,8 +37,8 @@ const (
 	// otherwise one breaks it, and the reader's resynchronisation reads
 	// it (see ensure in scripts.go).
 	runCheckEvery = 30 * time.Second
-	// wakeEvery is how often the reader wakes while nothing arrives, to
-	// see whether a check is due: it costs Redis nothing.
+	// wakeEvery is how often the reader and the mux wake while nothing
+	// arrives, to see whether a check is due: it costs Redis nothing.
 	wakeEvery = time.Second
 	// linger is how long a topic no local subscriber follows stays
 	// subscribed, so that clients that reconnect do not make the node
@@ -44,8 +46,9 @@ const (
 	linger = 10 * time.Second
 	// resyncChunk is how many topics one history read covers.
 	resyncChunk = 1000
-	// maxBuffered bounds the live messages held while a connection
-	// resynchronises.
+	// maxBuffered bounds the live messages a hub holds while it
+	// resynchronises, or has yet to take from the mux (past it, they are
+	// dropped and re-read from the history).
 	maxBuffered = 100_000
 )
 
@@ -56,27 +59,30 @@ const (
 	reasonEpoch     = "epoch"     // the history was lost: every stream ends
 )
 
-// reader receives a hub's events on one Pub/Sub connection, so that they
-// arrive in the order the scripts published them, and hands them to the
-// sink in id order, each once. A topic's channel is subscribed when a local
-// subscriber first follows it, and unsubscribed a while after the last
-// one left. After a lost connection the reader subscribes again, reads
-// what it missed from the history, delivers it, then goes on with the
-// live messages.
+// reader receives a hub's events from the node's Pub/Sub connection to
+// its Redis, which the hubs share (pubsub.go), and hands them to the sink
+// in id order, each once: its own goroutine takes the messages of the
+// hub's channels in the order the scripts published them. A topic's
+// channel is subscribed when a local subscriber first follows it, and
+// unsubscribed a while after the last one left. After a lost connection
+// (or when its own checks fail, or it fell behind) the reader waits until
+// its channels are subscribed again, reads what it missed from the
+// history, delivers it, then goes on with the live messages.
 type reader struct {
-	t *Transport
+	t  *Transport
+	in inbox // what the mux hands the reader
+
+	subMu sync.Mutex // held while the hub's channels change on the mux
 
 	mu         sync.Mutex
-	ps         *goredis.PubSub // nil while disconnected
+	m          *mux // the connection the hub reads on; nil until joined
 	up         bool
 	firstUp    chan struct{} // closed once the reader is first up
 	lastErr    string        // the last error that made the reader go down
 	failed     bool          // down since that error
 	topics     map[string]*watch
-	topicsPeak int                   // the most topics since topics was last rebuilt (shrink.Map)
-	expect     map[string][]*confirm // per channel, the confirmations awaited, in order
+	topicsPeak int // the most topics since topics was last rebuilt (shrink.Map)
 	resyncs    map[string]uint64
-	kick       chan struct{}
 
 	// The reader's place in the hub's sequence, written by the reader
 	// goroutine, read by publishes.
@@ -90,124 +96,220 @@ type reader struct {
 	durable atomic.Value
 
 	// Owned by the reader goroutine.
-	retired    []string // epochs the hub left: their late messages are ignored
-	pingSent   time.Time
-	ponged     bool
-	checked    time.Time // the last check of the epoch and seq
-	runChecked time.Time // the last one that read the run id
+	retired    []string           // epochs the hub left: their late messages are ignored
+	held       []*goredis.Message // live messages held until the reader is in sync
+	checked    time.Time          // the last check of the epoch and seq
+	runChecked time.Time          // the last one that read the run id
 }
 
 func (r *reader) init(t *Transport) {
 	r.t = t
+	r.in.init()
 	r.firstUp = make(chan struct{})
 	r.topics = make(map[string]*watch)
-	r.expect = make(map[string][]*confirm)
 	r.resyncs = make(map[string]uint64)
-	r.kick = make(chan struct{}, 1)
 }
 
-// run connects, reads, and reconnects until the transport closes.
+// errBehind is why a reader that fell behind its messages goes down.
+var errBehind = errors.New("the hub fell too far behind its Pub/Sub messages")
+
+// run joins the node's Pub/Sub connection and serves the hub until the
+// transport closes.
 func (r *reader) run() {
 	defer r.t.wg.Done()
-	first := r.t.retryAfter
-	if first == 0 {
-		first = 50 * time.Millisecond
+	defer r.setDown(transport.ErrClosed)
+	m := r.join()
+	if m == nil {
+		return
 	}
-	backoff := first
-	for r.t.ctx.Err() == nil {
-		err := r.connect()
+	defer func() {
+		r.subMu.Lock()
+		defer r.subMu.Unlock()
+		r.mu.Lock()
+		channels := r.channels()
+		r.m, r.up = nil, false
+		r.mu.Unlock()
+		m.leave(r, channels)
+	}()
+	r.serve()
+}
+
+// join learns the server's Pub/Sub flavour (hello), trying until Redis
+// answers, then joins the connection of the node's client for it. It
+// returns nil if the transport closed first.
+func (r *reader) join() *mux {
+	t := r.t
+	b := newBackoff(t.retryAfter)
+	for {
+		ctx, cancel := t.withTimeout(t.ctx)
+		err := t.hello(ctx)
+		cancel()
 		if err == nil {
-			backoff = first
-			err = r.loop()
+			break
 		}
-		if r.t.ctx.Err() != nil {
-			r.setDown(transport.ErrClosed)
-			return
+		if t.ctx.Err() != nil {
+			return nil
 		}
 		r.setDown(err)
 		select {
-		case <-r.t.ctx.Done():
-			return
-		case <-time.After(backoff):
+		case <-t.ctx.Done():
+			return nil
+		case <-time.After(b.next()):
 		}
-		backoff = min(2*backoff, max(first, time.Second))
+	}
+	r.subMu.Lock()
+	defer r.subMu.Unlock()
+	r.mu.Lock()
+	channels := r.channels()
+	r.mu.Unlock()
+	m := joinMux(r, channels)
+	r.mu.Lock()
+	r.m = m
+	r.mu.Unlock()
+	return m
+}
+
+// channels are the Pub/Sub channels of the hub that the reader reads. The
+// caller holds r.mu.
+func (r *reader) channels() []string {
+	t := r.t
+	channels := make([]string, 0, len(r.topics)+2)
+	channels = append(channels, t.controlChannel(), t.multiChannel())
+	for topic := range r.topics {
+		channels = append(channels, t.channel(topic))
+	}
+	return channels
+}
+
+// serve takes what the mux hands the reader, in order, until the
+// transport closes: it delivers the live messages while in sync, holds
+// them while not, gets in sync when the connection is up, and checks the
+// hub's epoch and seq when due.
+func (r *reader) serve() {
+	t := r.t
+	st := serveState{b: newBackoff(t.retryAfter)}
+	var items []notice
+	timer := time.NewTimer(wakeEvery)
+	defer timer.Stop()
+	for {
+		var kicked bool
+		items, kicked = r.in.take(items)
+		r.apply(&st, items)
+		if kicked { // both checks at once
+			r.checked = time.Time{}
+			r.m.pingNow()
+		}
+		err := r.advance(&st)
+		if t.ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			r.setDown(err)
+			st.retryAt = time.Now().Add(st.b.next())
+		}
+		timer.Reset(st.wait())
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-r.in.signal:
+		case <-timer.C:
+		}
 	}
 }
 
-// connect opens a Pub/Sub connection, subscribes to the channels of every
-// followed topic, resynchronises and goes up.
-func (r *reader) connect() error {
+// serveState is where serve is.
+type serveState struct {
+	inSync    bool      // up: the live messages are delivered as they come
+	connected bool      // the mux's connection is up
+	retryAt   time.Time // the next attempt to get in sync, after a failed one
+	b         backoff
+}
+
+// wait is how long serve may sleep: until its next wake, or its next
+// attempt to get in sync.
+func (st *serveState) wait() time.Duration {
+	if st.inSync || !st.connected {
+		return wakeEvery
+	}
+	return min(wakeEvery, max(time.Until(st.retryAt), time.Millisecond))
+}
+
+// apply acts on the notices of the mux, in order.
+func (r *reader) apply(st *serveState, items []notice) {
+	for _, n := range items {
+		switch {
+		case n.msg != nil && st.inSync:
+			r.receive(n.msg)
+		case n.msg != nil:
+			r.hold(n.msg)
+		case n.up: // a new connection: try at once
+			st.connected, st.retryAt = true, time.Time{}
+		case n.down != nil:
+			st.connected, st.inSync = false, false
+			r.setDown(n.down)
+		case n.lost:
+			st.inSync, r.held = false, nil
+			r.setDown(errBehind)
+		}
+	}
+}
+
+// advance gets the reader in sync when it is not and may, or checks the
+// hub when it is; it returns why that failed.
+func (r *reader) advance(st *serveState) error {
+	switch {
+	case !st.inSync && st.connected && !time.Now().Before(st.retryAt):
+		if err := r.sync(); err != nil {
+			return err
+		}
+		st.inSync = true
+		st.b.reset()
+	case st.inSync:
+		if err := r.probe(); err != nil {
+			st.inSync = false
+			return err
+		}
+	}
+	return nil
+}
+
+// hold keeps a live message until the reader is in sync; past
+// maxBuffered, those held are dropped: the history has them.
+func (r *reader) hold(m *goredis.Message) {
+	if len(r.held) >= maxBuffered {
+		clear(r.held)
+		r.held = r.held[:0]
+	}
+	r.held = append(r.held, m)
+}
+
+// sync gets the reader in sync once the connection is up: it awaits the
+// subscription of the hub's channels, reads from the history what it
+// missed, delivers it, then the live messages held meanwhile, and goes up.
+func (r *reader) sync() error {
 	t := r.t
 	ctx, cancel := t.withTimeout(t.ctx)
 	defer cancel()
-	if err := t.hello(ctx); err != nil {
-		return err
+	if err := r.subscribed(ctx); err != nil {
+		return fmt.Errorf("subscribing: %w", err)
 	}
 	r.checkDurable(ctx)
-	sharded := t.sharded.Load() == 1
-	var ps *goredis.PubSub
-	if sharded {
-		ps = t.client.SSubscribe(t.ctx)
-	} else {
-		ps = t.client.Subscribe(t.ctx)
-	}
-	r.mu.Lock()
-	r.ps = ps
-	channels := make([]string, 0, len(r.topics)+2)
-	channels = append(channels, t.controlChannel(), t.multiChannel())
-	r.expect[t.controlChannel()] = []*confirm{newConfirm(false)}
-	r.expect[t.multiChannel()] = []*confirm{newConfirm(false)}
-	for topic, w := range r.topics {
-		ch := t.channel(topic)
-		channels = append(channels, ch)
-		w.sub = newConfirm(false)
-		r.expect[ch] = append(r.expect[ch], w.sub)
-	}
-	r.mu.Unlock()
-	for chunk := range slices.Chunk(channels, resyncChunk) {
-		var err error
-		if sharded {
-			err = ps.SSubscribe(ctx, chunk...)
-		} else {
-			err = ps.Subscribe(ctx, chunk...)
-		}
-		if err != nil {
-			return fmt.Errorf("subscribing: %w", err)
-		}
-	}
-	// Await every confirmation, holding the messages that come meanwhile.
-	var held []*goredis.Message
-	for r.awaited() > 0 {
-		msg, err := ps.ReceiveTimeout(ctx, t.timeout)
-		if err != nil {
-			return fmt.Errorf("subscribing: %w", err)
-		}
-		switch m := msg.(type) {
-		case *goredis.Message:
-			if len(held) >= maxBuffered {
-				return errors.New("too many messages while subscribing")
-			}
-			held = append(held, m)
-		case *goredis.Subscription:
-			if err := r.confirmed(m); err != nil {
-				return err
-			}
-		}
-	}
 	if err := r.resync(ctx); err != nil {
 		return err
 	}
+	held := r.held
+	r.held = nil
 	for _, m := range held {
 		r.receive(m)
 	}
-	// the connection and the hub's state were just checked (and the run id
-	// read, by checkDurable and the resynchronisation)
+	// the hub's state was just checked (and the run id read, by
+	// checkDurable and the resynchronisation)
 	now := time.Now()
-	r.ponged, r.pingSent, r.checked, r.runChecked = true, now, now, now
+	r.checked, r.runChecked = now, now
 	r.mu.Lock()
 	r.up = true
 	if r.failed {
-		r.t.logger.Info("the redis connection is back", zap.String("hub", r.t.hub), zap.String("address", t.address()))
+		t.logger.Info("the redis connection is back", zap.String("hub", t.hub), zap.String("address", t.address()))
 	}
 	r.failed = false
 	r.mu.Unlock()
@@ -219,78 +321,61 @@ func (r *reader) connect() error {
 	return nil
 }
 
-// awaited counts the confirmations not yet received.
-func (r *reader) awaited() int {
+// subscribed subscribes those of the hub's channels that are not (after a
+// lost connection, the mux did already) and awaits Redis's confirmations.
+func (r *reader) subscribed(ctx context.Context) error {
+	r.subMu.Lock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, q := range r.expect {
-		n += len(q)
-	}
-	return n
-}
-
-// loop reads the connection until it fails.
-func (r *reader) loop() error {
-	r.mu.Lock()
-	ps := r.ps
+	channels := r.channels()
 	r.mu.Unlock()
-	for {
-		msg, err := ps.ReceiveTimeout(r.t.ctx, r.wait())
-		if err != nil && !isTimeout(err) {
-			return err
-		}
-		switch m := msg.(type) {
-		case *goredis.Message:
-			r.receive(m)
-		case *goredis.Subscription:
-			if err := r.confirmed(m); err != nil {
-				return err
-			}
-		case *goredis.Pong:
-			r.ponged = true
-		}
+	waits, err := r.m.add(ctx, r, channels)
+	r.subMu.Unlock()
+	if err != nil {
+		return err
+	}
+	return awaitConfirms(ctx, waits)
+}
+
+// awaitConfirms waits for confirmations, and returns the first error.
+func awaitConfirms(ctx context.Context, waits []*confirm) error {
+	for _, c := range waits {
 		select {
-		case <-r.kick: // both checks at once
-			r.checked = time.Time{}
-			if r.ponged {
-				r.pingSent = time.Time{}
+		case <-c.done:
+			if c.err != nil {
+				return c.err
 			}
-		default:
-		}
-		if err := r.probe(ps); err != nil {
-			return err
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
+	return nil
 }
 
-// wait is how long the reader may wait for a message: until its next
-// wake, or until the answer to its PING is late.
-func (r *reader) wait() time.Duration {
-	d := wakeEvery
-	if !r.ponged {
-		d = min(d, time.Until(r.pingSent.Add(r.t.timeout))+time.Millisecond)
+// backoff is the growing wait between attempts: from first (50 ms if 0)
+// to max(first, 1 s).
+type backoff struct{ first, cur time.Duration }
+
+func newBackoff(first time.Duration) backoff {
+	if first == 0 {
+		first = 50 * time.Millisecond
 	}
-	return max(d, time.Millisecond)
+	return backoff{first: first}
 }
 
-// probe checks, when they are due, that the connection answers (PING) and
-// that the hub's epoch and seq in Redis are those the reader knows.
-func (r *reader) probe(ps *goredis.PubSub) error {
+// next is the wait before the next attempt.
+func (b *backoff) next() time.Duration {
+	b.cur = min(max(2*b.cur, b.first), max(b.first, time.Second))
+	return b.cur
+}
+
+// reset starts again from first, after a success.
+func (b *backoff) reset() { b.cur = 0 }
+
+// probe checks, when it is due, that the hub's epoch and seq in Redis
+// are those the reader knows (the mux checks the connection).
+func (r *reader) probe() error {
 	t := r.t
 	now := time.Now()
-	if !r.ponged && now.Sub(r.pingSent) > t.timeout {
-		return errors.New("no answer to PING on the Pub/Sub connection")
-	}
-	if r.ponged && now.Sub(r.pingSent) >= pingEvery {
-		ctx, cancel := t.withTimeout(t.ctx)
-		err := ps.Ping(ctx)
-		cancel()
-		if err != nil {
-			return err
-		}
-		r.ponged, r.pingSent = false, now
-	}
 	if now.Sub(r.checked) < checkEvery {
 		return nil
 	}
@@ -304,6 +389,7 @@ func (r *reader) probe(ps *goredis.PubSub) error {
 	epoch, delivered, _ := r.progress()
 	res, err := t.state(ctx, epoch, delivered, mode)
 	if err != nil {
+		r.m.pingNow() // Redis may hang: the connection is checked too
 		return err
 	}
 	if res[0] != epoch {
@@ -386,7 +472,8 @@ func (r *reader) interrupt(topics []string, reason string) {
 	r.t.sink.Interrupt(topics, reason)
 }
 
-// setDown marks the reader disconnected and fails what awaited Redis.
+// setDown marks the reader out of service: publishes and watches fail
+// until it is back in sync.
 func (r *reader) setDown(err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -400,29 +487,11 @@ func (r *reader) setDown(err error) {
 		r.lastErr = err.Error()
 		r.failed = true
 	}
-	for ch, q := range r.expect {
-		for _, c := range q {
-			c.err = err
-			close(c.done)
-		}
-		delete(r.expect, ch)
-	}
-	for _, w := range r.topics {
-		w.sub = nil
-	}
-	if r.ps != nil {
-		_ = r.ps.Close()
-		r.ps = nil
-	}
 }
 
-// close unblocks the reader for Close.
+// close wakes the reader for Close (which cancelled the transport).
 func (r *reader) close() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ps != nil {
-		_ = r.ps.Close()
-	}
+	r.in.wake()
 }
 
 // awaitUp waits until the reader is first up, or ctx is done.
@@ -461,13 +530,10 @@ func (r *reader) notePublished(epoch string, seq uint64) {
 	}
 }
 
-// kickProbe asks the reader to check its connection and the hub's epoch
-// at once (within wakeEvery).
+// kickProbe asks the reader to check the hub's epoch, and the mux its
+// connection, at once (within wakeEvery).
 func (r *reader) kickProbe() {
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
+	r.in.kick()
 }
 
 // state reports the reader's part of the transport's state; the last

@@ -6,7 +6,8 @@
 // events, which every instance follows); each instance reads the channels
 // of the topics its subscribers follow over one connection, so that it
 // delivers the hub's events in the order the scripts gave them. The hubs
-// of an instance that name the same Redis share one client (clients.go).
+// of an instance that name the same Redis share one client (clients.go)
+// and that connection (pubsub.go).
 package redis
 
 import (

@@ -14,7 +14,7 @@ import (
 // Redis behind Sentinel: go-redis's failover client asks the sentinels
 // for the master's address, connects to it, and follows the sentinels'
 // +switch-master announcements: after a failover, the next commands and
-// the readers' next Pub/Sub connections go to the new master.
+// the node's next Pub/Sub connection (pubsub.go) go to the new master.
 
 // isSentinelURL reports whether u is a redis+sentinel:// URL.
 func isSentinelURL(u string) bool {

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
-	"go.uber.org/zap"
-
 	"github.com/ssehub/caddy-sse/internal/shrink"
 )
 
@@ -17,10 +14,10 @@ type watch struct {
 	refs      int       // Watch calls not yet undone
 	idleSince time.Time // when refs fell to 0
 	lastSeen  uint64    // seq of its newest event delivered; 0: unknown
-	sub       *confirm  // its subscription on the current connection
 }
 
-// confirm is a subscription or unsubscription awaiting Redis's answer.
+// confirm is a subscription or unsubscription awaiting Redis's answer
+// (see mux.pending).
 type confirm struct {
 	unsub bool
 	done  chan struct{}
@@ -31,40 +28,19 @@ func newConfirm(unsub bool) *confirm {
 	return &confirm{unsub: unsub, done: make(chan struct{})}
 }
 
-// confirmed matches Redis's answer to a subscription or unsubscription
-// with the one awaited; an unsolicited one (Redis dropped a subscription,
-// e.g. when a Cluster slot moved) fails the connection.
-func (r *reader) confirmed(m *goredis.Subscription) error {
-	unsub := m.Kind == "unsubscribe" || m.Kind == "sunsubscribe"
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	q := r.expect[m.Channel]
-	if len(q) == 0 || q[0].unsub != unsub {
-		return fmt.Errorf("unexpected %s of %s", m.Kind, m.Channel)
-	}
-	close(q[0].done)
-	if len(q) == 1 {
-		delete(r.expect, m.Channel)
-	} else {
-		r.expect[m.Channel] = q[1:]
-	}
-	return nil
-}
-
 // watch follows topics, subscribing to the channels of the new ones, and
 // returns once Redis confirmed them.
 func (r *reader) watch(ctx context.Context, topics []string) error {
 	t := r.t
+	r.subMu.Lock()
 	r.mu.Lock()
 	if !r.up {
 		err := r.downError()
 		r.mu.Unlock()
+		r.subMu.Unlock()
 		return err
 	}
-	var (
-		subscribe []string
-		waits     []*confirm
-	)
+	channels := make([]string, 0, len(topics))
 	for _, topic := range topics {
 		w := r.topics[topic]
 		if w == nil {
@@ -72,47 +48,25 @@ func (r *reader) watch(ctx context.Context, topics []string) error {
 			r.topics[topic] = w
 			shrink.Grown(r.topics, &r.topicsPeak)
 		}
-		if w.sub == nil {
-			ch := t.channel(topic)
-			w.sub = newConfirm(false)
-			r.expect[ch] = append(r.expect[ch], w.sub)
-			subscribe = append(subscribe, ch)
-		}
-		waits = append(waits, w.sub)
 		w.refs++
+		channels = append(channels, t.channel(topic))
 	}
-	var err error
-	if len(subscribe) > 0 {
-		if t.sharded.Load() == 1 {
-			err = r.ps.SSubscribe(ctx, subscribe...)
-		} else {
-			err = r.ps.Subscribe(ctx, subscribe...)
-		}
-		if err != nil {
-			r.breakConnection()
-		}
-	}
+	m := r.m
 	r.mu.Unlock()
+	waits, err := m.add(ctx, r, channels)
+	r.subMu.Unlock()
+	if err == nil {
+		err = awaitConfirms(ctx, waits)
+	}
 	if err != nil {
 		r.unwatch(topics)
 		return unavailable(fmt.Errorf("subscribing: %w", err))
 	}
-	for _, c := range waits {
-		select {
-		case <-c.done:
-			if c.err != nil {
-				r.unwatch(topics)
-				return unavailable(c.err)
-			}
-		case <-ctx.Done():
-			r.unwatch(topics)
-			return unavailable(fmt.Errorf("subscribing: %w", ctx.Err()))
-		}
-	}
 	return nil
 }
 
-// downError is the error of a watch while the reader is down.
+// downError is the error of a watch while the reader is down. The caller
+// holds r.mu.
 func (r *reader) downError() error {
 	if r.lastErr == "" {
 		return unavailable(errors.New("not connected yet"))
@@ -139,48 +93,27 @@ func (r *reader) unwatch(topics []string) {
 }
 
 // unsubscribeIdle unsubscribes the channels of topics that nobody has
-// followed for longer than linger.
+// followed for longer than linger (only the hub's: another hub, or the
+// other transport of this hub during a reload, may read them still).
 func (r *reader) unsubscribeIdle(ctx context.Context, linger time.Duration) {
 	t := r.t
 	cutoff := time.Now().Add(-linger)
+	r.subMu.Lock()
+	defer r.subMu.Unlock()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if !r.up {
-		return // a connection being set up subscribes what it finds
-	}
 	var channels []string
 	for topic, w := range r.topics {
 		if w.refs > 0 || w.idleSince.After(cutoff) {
 			continue
 		}
 		delete(r.topics, topic)
-		ch := t.channel(topic)
-		r.expect[ch] = append(r.expect[ch], newConfirm(true))
-		channels = append(channels, ch)
+		channels = append(channels, t.channel(topic))
 	}
 	r.topics = shrink.Map(r.topics, &r.topicsPeak)
-	if len(channels) == 0 {
-		return
-	}
-	var err error
-	if t.sharded.Load() == 1 {
-		err = r.ps.SUnsubscribe(ctx, channels...)
-	} else {
-		err = r.ps.Unsubscribe(ctx, channels...)
-	}
-	if err != nil {
-		r.t.logger.Debug("unsubscribing idle topics", zap.Error(err))
-		r.breakConnection()
-	}
-}
-
-// breakConnection closes the Pub/Sub connection after a failed write on
-// it, so that the reader reconnects and re-reads what it missed: go-redis
-// would otherwise reconnect behind its back and lose the messages of the
-// meantime. The caller holds r.mu.
-func (r *reader) breakConnection() {
-	if r.ps != nil {
-		_ = r.ps.Close()
+	m := r.m
+	r.mu.Unlock()
+	if m != nil && len(channels) > 0 {
+		m.remove(ctx, r, channels)
 	}
 }
 
