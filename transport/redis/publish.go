@@ -16,13 +16,13 @@ import (
 	"github.com/ssehub/caddy-sse/transport"
 )
 
-// Publish implements transport.Transport: one script stores the batch,
-// publishes it on its topics' channels and records the idempotency key.
-// It is sent once (no automatic retries), in a pipeline with the
-// concurrent publishes of this node (see batcher). A receipt's Subscribers are the
-// local subscribers the event was queued for on this node: Publish waits,
-// within the timeout, for this node's reader to deliver the events whose
-// topics are watched here.
+// Publish implements transport.Transport: one script stores the
+// messages, publishes them on their topics' channels and records the
+// idempotency key. It is sent once (no automatic retries), in one script
+// call with the concurrent publishes of this node (see batcher). A
+// receipt's Subscribers are the local subscribers the event was queued
+// for on this node: Publish waits, within the timeout, for this node's
+// reader to deliver the events whose topics are watched here.
 func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) ([]transport.Receipt, error) {
 	if t.closed.Load() {
 		return nil, transport.ErrClosed
@@ -36,53 +36,87 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 	if err != nil {
 		return nil, err
 	}
-	lim := t.limits.Load()
-	floorEpoch, floorSeq := t.rd.position()
-	cand := t.candidate()
-	args := make([]any, 0, 13+4*len(req.Messages))
-	args = append(args, t.base, cmd, cand, lim.Events, lim.TTL.Milliseconds(), lim.MaxBytes,
-		req.Key, req.Fingerprint, req.Offset, floorEpoch, floorSeq, lim.IdempotencyBudget(), len(req.Messages))
+	c := newPubCall(ctx, cmd, req)
+	t.waits.begin()
+	defer t.waits.end()
+	t.publish(c)
+	if err := publishError(c); err != nil {
+		if c.err != nil {
+			t.rd.kickProbe() // Redis may hang: the reader checks its connection now
+		}
+		return nil, err
+	}
+	t.wantJanitor() // new keys to give an expiry, an event that will expire
+	receipts, newest, recorded := parseReceipts(req, c.answers)
+	if newest > 0 {
+		t.rd.notePublished(c.epoch, newest)
+		t.countLocal(ctx, c.epoch, receipts, req.Messages)
+	}
+	if recorded {
+		t.recordSubscribers(ctx, req, c.answers, receipts)
+	}
+	return receipts, nil
+}
+
+// newPubCall returns the call of req, with its part of the publish
+// script's arguments: key, fingerprint, offset, the number of messages,
+// then per message its topics' count, its size without the id, its body
+// and its topics.
+func newPubCall(ctx context.Context, cmd string, req transport.PublishRequest) *pubCall {
+	topics := 0
+	for i := range req.Messages {
+		topics += len(req.Messages[i].Topics)
+	}
+	args := make([]any, 0, 4+3*len(req.Messages)+topics)
+	args = append(args, req.Key, req.Fingerprint, req.Offset, len(req.Messages))
+	size := 0
 	for i := range req.Messages {
 		m := &req.Messages[i]
 		body := transport.AppendEvent(nil, "", m.Type, m.Retry, m.Data)
 		args = append(args, len(m.Topics), sizeWithoutID(m, len(body)), body)
+		size += len(body)
 		for _, topic := range m.Topics {
 			args = append(args, topic)
+			size += len(topic)
 		}
 	}
-	t.waits.begin()
-	defer t.waits.end()
-	res, sent, err := t.publish(ctx, args)
-	if err != nil {
-		t.rd.kickProbe() // Redis may hang: the reader checks its connection now
+	return &pubCall{ctx: ctx, cmd: cmd, args: args, nmsg: len(req.Messages), ntopics: topics, bytes: size,
+		done: make(chan struct{}), lead: make(chan struct{}, 1)}
+}
+
+// publishError returns the error of a publish call that was answered, or
+// nil if it succeeded.
+func publishError(c *pubCall) error {
+	if c.err != nil {
 		var (
 			reply goredis.Error
 			op    *net.OpError
 		)
-		dialing := errors.As(err, &op) && op.Op == "dial"
-		if sent && !dialing && !errors.As(err, &reply) {
+		dialing := errors.As(c.err, &op) && op.Op == "dial"
+		if c.sent && !dialing && !errors.As(c.err, &reply) {
 			// no answer: the script may have run
-			return nil, unavailable(fmt.Errorf("publishing: %w: %w", err, errMaybePublished))
+			return unavailable(fmt.Errorf("publishing: %w: %w", c.err, errMaybePublished))
 		}
-		return nil, redisError(fmt.Errorf("publishing: %w", err))
+		return redisError(fmt.Errorf("publishing: %w", c.err))
 	}
-	if len(res) > 0 && res[0] == "mismatch" {
-		return nil, transport.ErrKeyMismatch
-	}
-	if len(res) == 2 && res[0] == "noperm" {
+	switch c.status {
+	case "ok":
+		return nil
+	case "mismatch":
+		return transport.ErrKeyMismatch
+	case "noperm":
 		// refused before anything was stored or published
-		return nil, unavailable(fmt.Errorf("publishing: the redis user may not run %s (ACL); nothing was published", res[1]))
+		return unavailable(fmt.Errorf("publishing: the redis user may not run %s (ACL); nothing was published", c.refused))
 	}
-	if len(res) != 2+len(req.Messages) || res[0] != "ok" {
-		return nil, fmt.Errorf("publishing: unexpected answer from redis: %q", res)
-	}
-	epoch := res[1]
-	t.used(cand, epoch)
-	t.wantJanitor() // new keys to give an expiry, an event that will expire
-	receipts := make([]transport.Receipt, len(req.Messages))
-	var newest uint64
-	recorded := false
-	for i, r := range res[2:] {
+	return fmt.Errorf("publishing: unexpected answer from redis: %q", c.status)
+}
+
+// parseReceipts returns the receipts of req's messages from the script's
+// answers, the newest seq of the new events (0: none), and whether any
+// was recorded under the idempotency key.
+func parseReceipts(req transport.PublishRequest, answers []string) (receipts []transport.Receipt, newest uint64, recorded bool) {
+	receipts = make([]transport.Receipt, len(req.Messages))
+	for i, r := range answers {
 		rc := &receipts[i]
 		rc.Topics = cloneTopics(req.Messages[i].Topics)
 		switch r[0] {
@@ -99,14 +133,7 @@ func (t *Transport) Publish(ctx context.Context, req transport.PublishRequest) (
 			newest = max(newest, seq)
 		}
 	}
-	if newest > 0 {
-		t.rd.notePublished(epoch, newest)
-		t.countLocal(ctx, epoch, receipts, req.Messages)
-	}
-	if recorded {
-		t.recordSubscribers(ctx, req, res[2:], receipts)
-	}
-	return receipts, nil
+	return receipts, newest, recorded
 }
 
 // multiChannel is the Pub/Sub channel of the events of several topics,

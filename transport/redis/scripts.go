@@ -109,9 +109,16 @@ local REFRESHED, RCUR = 0, -1 -- the renewal of the keys' expiry (meta's refresh
 
 local function fmt(n) return string.format('%d', n) end
 
+-- now_ms returns the server's time in ms, read once per script: a
+-- script is short, and Redis itself takes the time as frozen while it
+-- runs (for the expiry of keys).
+local NOW = nil
 local function now_ms()
-	local t = redis.call('TIME')
-	return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+	if not NOW then
+		local t = redis.call('TIME')
+		NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+	end
+	return NOW
 end
 
 local function k(E, name) return B .. ':' .. E .. ':' .. name end
@@ -260,14 +267,11 @@ local function prev_of(e, topic)
 	return nil
 end
 
--- pop evicts the oldest entry of a topic; the event leaves the history
--- once no topic holds it. The first zset is not updated here: a topic's
+-- pop evicts the oldest entry of a topic, which dropped accounts for:
+-- the event leaves the history once no topic holds it. The first zset is not updated here: a topic's
 -- score there may fall behind its oldest entry, and evict_oldest puts it
 -- right when it matters.
-local function pop(E, topic)
-	local key = tk(E, topic)
-	local e = redis.call('LPOP', key)
-	if not e then return end
+local function dropped(E, e)
 	local seq, _, size, n = head(e)
 	if n > 1 then
 		local refs = k(E, 'refs')
@@ -279,6 +283,74 @@ local function pop(E, topic)
 	end
 	BYTES = BYTES - size
 	EVENTS = EVENTS - 1
+end
+
+local function pop(E, topic)
+	local e = redis.call('LPOP', tk(E, topic))
+	if e then dropped(E, e) end
+end
+
+-- many runs cmd on key with the arguments of list, n at a time.
+local function many(cmd, key, list, n)
+	for a = 1, #list, n do
+		redis.call(cmd, key, unpack(list, a, math.min(#list, a + n - 1)))
+	end
+end
+
+-- popn evicts the n oldest entries of a topic (n > 0), as pop does, but
+-- leaves the stubs (of the events of several topics) to pend (a
+-- {seqs = {}, by = {}}: the seqs in order, and by seq how many stubs of
+-- it were popped and its size), where
+-- drop_shared settles them: an event whose topics all lose it in one
+-- script has its refs read and written once, not once per topic.
+local function popn(E, topic, n, pend)
+	local es = redis.call('LPOP', tk(E, topic), n)
+	if not es then return end
+	for _, e in ipairs(es) do
+		local seq, _, size, nt = head(e)
+		if nt > 1 then
+			local m = pend.by[seq]
+			if not m then
+				m = {d = 0, size = size}
+				pend.by[seq] = m
+				pend.seqs[#pend.seqs + 1] = seq
+			end
+			m.d = m.d + 1
+		else
+			BYTES = BYTES - size
+			EVENTS = EVENTS - 1
+		end
+	end
+end
+
+-- drop_shared settles the stubs popn left in pend, as dropped does one
+-- by one: an event leaves the history once no topic holds it.
+local function drop_shared(E, pend)
+	local seqs = pend.seqs
+	if #seqs == 0 then return end
+	local refs = k(E, 'refs')
+	local keep, gone = {}, {}
+	for a = 1, #seqs, 1000 do
+		local b = math.min(#seqs, a + 999)
+		local vals = redis.call('HMGET', refs, unpack(seqs, a, b))
+		for x = a, b do
+			local seq = seqs[x]
+			local m = pend.by[seq]
+			local left = (tonumber(vals[x - a + 1]) or 0) - m.d
+			if left > 0 then
+				keep[#keep + 1] = seq
+				keep[#keep + 1] = left
+			else
+				if left < 0 then SUSPECT = true end -- the refs hash was evicted
+				gone[#gone + 1] = seq
+				BYTES = BYTES - m.size
+				EVENTS = EVENTS - 1
+			end
+		end
+	end
+	many('HSET', refs, keep, 1000)
+	many('HDEL', refs, gone, 1000)
+	many('HDEL', k(E, 'body'), gone, 1000)
 end
 
 -- front returns the seq and time of a topic's oldest entry; a topic
@@ -456,22 +528,22 @@ local function kexpire(now, n)
 end
 
 -- kevict forgets the oldest keys until the records cost at most max, but
--- never keep (the key of the request being published), which stays in
--- its place whatever it costs.
+-- never those in the set keep (the keys of the requests being published),
+-- which stay in their places whatever they cost.
 local function kevict(max, keep)
 	kload()
-	local held = nil
+	local held = {}
 	while IBYTES > max do
 		local e = redis.call('LPOP', IQ)
 		if not e then
 			IBYTES = 0
-			if held then IBYTES = kcost(keep, redis.call('STRLEN', kname(keep))) end
+			for _, h in ipairs(held) do IBYTES = IBYTES + kcost(h[2], redis.call('STRLEN', kname(h[2]))) end
 			break
 		end
 		local key = kentry(e)
-		if key == keep then held = e else kdel(key) end
+		if keep and keep[key] then held[#held + 1] = {e, key} else kdel(key) end
 	end
-	if held then redis.call('LPUSH', IQ, held) end
+	for j = #held, 1, -1 do redis.call('LPUSH', IQ, held[j][1]) end
 end
 
 -- kparse splits a record's value.
@@ -546,20 +618,34 @@ local function kcounts_string(cs, len)
 end
 `
 
-// publishScript stores and publishes a batch of messages.
+// publishScript stores and publishes the publishes of a batch (see
+// batcher): the concurrent publish calls of a node, each with its own
+// messages, idempotency key, fingerprint and offset, and its own answer.
+// What does not depend on a call is done once for the batch: the rights
+// checks, the read of the hub's figures and of the server's clock, the
+// epoch's checks, the look for an evicted last zset, the trim, and the
+// write of the figures; the entries of a topic are pushed to its list
+// together, and its newest seq read and written once.
 //
 // ARGV: base, publish command (SPUBLISH or PUBLISH), candidate epoch,
-// history events, ttl ms, max bytes, idempotency key, fingerprint, offset,
-// floor epoch, floor seq (the newest seq the caller has seen: a hub whose
-// seq is below it in the same epoch was rolled back, and restarts), the
-// idempotency records' budget in bytes, the number of messages, then per
-// message: topics, size without the id, body, the topics.
+// history events, ttl ms, max bytes, the idempotency records' budget in
+// bytes, floor epoch, floor seq (the newest seq the caller has seen: a
+// hub whose seq is below it in the same epoch was rolled back, and
+// restarts), the number of calls, then per call: idempotency key (""
+// none), fingerprint, offset, the number of messages, then per message:
+// topics, size without the id, body, the topics.
 //
-// Returns {"ok", epoch, receipt per message} or {"mismatch"}, where a
-// receipt is "n<id>" for a new event, "k<id>" for a new event recorded
-// under the idempotency key, "r<id>[ <subscribers>]" for one published
-// before under the key (the publisher records the subscriber counts of
-// the first positions once known: countScript).
+// Returns {"noperm", command} when the user may not write the hub's
+// figures (no call ran), or {"ok", epoch, answer per call}, where an
+// answer is one element "mismatch" (the key is recorded with another
+// fingerprint), two elements "noperm", command (the user may not publish
+// on a channel of the call), or "ok" followed by a receipt per message:
+// "n<id>" for a new event, "k<id>" for a new event recorded under the
+// idempotency key, "r<id>[ <subscribers>]" for one published before
+// under the key (the publisher records the subscriber counts of the first
+// positions once known: countScript). A call refused (mismatch, noperm)
+// stores nothing and takes no seq; its neighbours go on as if it had not
+// been sent.
 var publishScript = goredis.NewScript(luaLib + publishBody)
 
 const publishBody = `
@@ -567,174 +653,283 @@ local pubcmd = ARGV[2]
 local max_events = tonumber(ARGV[4])
 local ttl = tonumber(ARGV[5])
 local max_bytes = tonumber(ARGV[6])
-local key, fp, offset = ARGV[7], ARGV[8], tonumber(ARGV[9])
-local nmsg = tonumber(ARGV[13])
 
--- The script is all or nothing: Redis does not undo what a script wrote
--- before an error. So what may fail is checked before any write (the
--- user's permissions, which an ACL edited while the hub runs may take
--- away); the seq is advanced first, so that no id is given twice even if
--- the script fails midway; the events are published last; and keys that
--- went missing (evicted) are tolerated.
+-- The script is all or nothing for each call: Redis does not undo what a
+-- script wrote before an error. So what may refuse a call is checked
+-- before any write (the user's permissions, which an ACL edited while the
+-- hub runs may take away, and the idempotency keys); the seq of every
+-- event of the batch is advanced first, by the first write that may be
+-- refused (HSET: out of memory), so that a refusal leaves nothing and no
+-- id is given twice even if the script fails midway; the events are
+-- published last; and keys that went missing (evicted) are tolerated.
+-- A script that fails midway (which only a key of the wrong type, put
+-- there by someone else, could cause) fails every call of its batch:
+-- the seqs it advanced are not given again, and what it wrote before the
+-- failure stays, unpublished.
+
+-- The calls: call.at is the index in ARGV of its first message.
+local calls = {}
+local i = 11
+for c = 1, tonumber(ARGV[10]) do
+	local call = {key = ARGV[i], fp = ARGV[i + 1], offset = tonumber(ARGV[i + 2]), nmsg = tonumber(ARGV[i + 3])}
+	call.at = i + 4
+	i = call.at
+	for _ = 1, call.nmsg do i = i + 3 + tonumber(ARGV[i]) end
+	calls[c] = call
+end
+
+-- channel is where the message with nt topics, the first at ARGV[t0], is
+-- published: an event of several topics once for the hub, on B:m, which
+-- every node follows.
+local function channel(nt, t0)
+	if nt > 1 then return B .. ':m' end
+	return B .. ':c:' .. ARGV[t0]
+end
+
 if redis.acl_check_cmd then
 	if not redis.acl_check_cmd('HSET', meta, 'seq', '0') then
 		return {'noperm', 'HSET ' .. meta}
 	end
-	local i, checked = 14, {}
-	for _ = 1, nmsg do
-		local nt = tonumber(ARGV[i])
-		local t0 = i + 3
-		i = t0 + nt
-		for j = 0, nt - 1 do
-			local ch = B .. ':c:' .. ARGV[t0 + j]
-			if nt > 1 then ch = B .. ':m' end
-			if not checked[ch] then
-				checked[ch] = true
-				if not redis.acl_check_cmd(pubcmd, ch, '') then return {'noperm', pubcmd .. ' ' .. ch} end
+	local checked = {}
+	for _, call in ipairs(calls) do
+		local j = call.at
+		for _ = 1, call.nmsg do
+			local nt = tonumber(ARGV[j])
+			local ch = channel(nt, j + 3)
+			local ok = checked[ch]
+			if ok == nil then
+				ok = redis.acl_check_cmd(pubcmd, ch, '') and true or false
+				checked[ch] = ok
 			end
+			if not ok then
+				call.noperm = pubcmd .. ' ' .. ch
+				break
+			end
+			j = j + 3 + nt
 		end
 	end
 end
 
 local E = ensure(ARGV[3])
-if E == ARGV[10] and SEQ < tonumber(ARGV[11]) then
+if E == ARGV[8] and SEQ < tonumber(ARGV[9]) then
 	E = restart(E, ARGV[3])
 end
-
-local rec, recorded, vlen, newkey = nil, 0, 0, false
-local runs, cur, counts = nil, 1, nil
 local t_now = now_ms()
-if key ~= '' then
+
+-- The idempotency keys' records, read before any write: a state per key
+-- (the calls of a batch may share one, a retry sent while the first
+-- publish was still waiting), in sorder by first use. st.sim is how many
+-- positions will be recorded once the calls before are done; st.recorded
+-- how many are, as the calls are done.
+local states, sorder = {}, {}
+local stale = {} -- records a day old, not yet forgotten: deleted once the seq is written
+local function kstate(key, fp)
+	local st = {key = key, vlen = 0, newkey = false, cur = 1}
 	local v = redis.call('GET', kname(key))
 	if v then
-		rec, vlen = kparse(v), #v
-		if rec.t <= t_now - KTTL then -- a day old, not yet forgotten
-			kload()
-			redis.call('LREM', IQ, 1, fmt(rec.t) .. ' ' .. key)
-			kdel(key)
-			rec, vlen = nil, 0
+		local rec = kparse(v)
+		if rec.t <= t_now - KTTL then
+			stale[#stale + 1] = fmt(rec.t) .. ' ' .. key
+		else
+			st.rec, st.vlen = rec, #v
 		end
 	end
-	if rec then
-		if rec.fp ~= fp then
-			ksave()
-			return {'mismatch'}
-		end
-		recorded = rec.n
-	else
-		rec = {t = t_now, n = 0, runs = '', counts = '', fp = fp}
-		newkey = true
+	if not st.rec then
+		st.rec = {t = t_now, n = 0, runs = '', counts = '', fp = fp}
+		st.newkey = true
 	end
-	runs = kruns(rec.runs)
+	st.n0, st.recorded, st.sim = st.rec.n, st.rec.n, st.rec.n
+	st.runs = kruns(st.rec.runs)
+	states[key] = st
+	sorder[#sorder + 1] = st
+	return st
+end
+
+local fresh = 0 -- the events the batch publishes
+for _, call in ipairs(calls) do
+	if not call.noperm then
+		local st = nil
+		if call.key ~= '' then st = states[call.key] or kstate(call.key, call.fp) end
+		if st and st.rec.fp ~= call.fp then
+			call.mismatch = true
+		else
+			call.st = st
+			local recorded = st and st.sim or 0
+			fresh = fresh + call.nmsg - math.max(0, math.min(call.nmsg, recorded - call.offset))
+			if st and call.offset <= recorded and call.offset + call.nmsg > recorded then
+				st.sim = call.offset + call.nmsg
+			end
+		end
+	end
 end
 
 -- the seq first: a script that fails after it gives no id twice
-local fresh = nmsg - math.max(0, math.min(nmsg, recorded - offset))
 if fresh > 0 then redis.call('HSET', meta, 'seq', SEQ + fresh) end
+if #stale > 0 then
+	kload()
+	for _, e in ipairs(stale) do
+		redis.call('LREM', IQ, 1, e)
+		kdel(kentry(e))
+	end
+end
 
--- repeated returns the receipt of the event recorded at pos.
-local function repeated(pos)
-	while runs[cur].pos + runs[cur].n <= pos do cur = cur + 1 end
-	while runs[cur].pos > pos do cur = cur - 1 end
-	local r = runs[cur]
+-- repeated returns the receipt of the event recorded under st's key at
+-- pos.
+local function repeated(st, pos)
+	local runs = st.runs
+	while runs[st.cur].pos + runs[st.cur].n <= pos do st.cur = st.cur + 1 end
+	while runs[st.cur].pos > pos do st.cur = st.cur - 1 end
+	local r = runs[st.cur]
 	local a = 'r' .. r.E .. '-' .. fmt(r.seq + pos - r.pos)
 	if pos < KCOUNTED then
-		if not counts then counts = kcounts(rec.counts) end
-		local c = counts[pos + 1]
+		if not st.counts then st.counts = kcounts(st.rec.counts) end
+		local c = st.counts[pos + 1]
 		if c and c > 0 then a = a .. ' ' .. fmt(c) end
 	end
 	return a
 end
 
-local now = fmt(t_now)
-local kt = keyttl(ttl)
-local last, first, idle = k(E, 'last'), k(E, 'first'), k(E, 'idle')
-local out = {'ok', E}
-local pubs = {} -- channel, entry, ... : published last
-local i = 14
-for m = 0, nmsg - 1 do
-	local nt, base, body = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), ARGV[i + 2]
-	local t0 = i + 3
-	i = t0 + nt
-	local pos = offset + m
-	if pos < recorded then
-		out[#out + 1] = repeated(pos)
+-- record notes that the event at SEQ is recorded at st's next position.
+local function record(st)
+	local runs = st.runs
+	local r = runs[#runs]
+	if r and r.E == E and r.seq + r.n == SEQ then
+		r.n = r.n + 1
 	else
-		SEQ = SEQ + 1
-		local s = fmt(SEQ)
-		local id = E .. '-' .. s
-		local size = base + 2 * #id
-		local parts = {E .. ' ' .. s .. ' ' .. now .. ' ' .. fmt(size) .. ' ' .. nt .. '\n'}
-		for j = 0, nt - 1 do
-			local t = ARGV[t0 + j]
-			local p = redis.call('ZSCORE', last, t) or fmt(FORGOTTEN)
-			parts[#parts + 1] = p .. ' ' .. t .. '\n'
-			redis.call('ZADD', last, s, t)
+		runs[#runs + 1] = {E = E, pos = st.recorded, seq = SEQ, n = 1}
+	end
+	st.recorded = st.recorded + 1
+end
+
+-- The events, as they are built: what is written for them is gathered
+-- and written after the loop, a command per key (or per thousand items).
+local now = fmt(t_now)
+local last = k(E, 'last')
+local newest = {} -- topic -> seq of its newest event (a string), as the batch goes
+local torder = {} -- the topics, in order of first use
+local items = {} -- topic -> the items to push to its list; .first: the seq of the first
+local shared = {} -- refs and body hash fields of the events of several topics: seq, topics, seq, entry
+local pubs = {} -- channel, entry, ... : published last
+
+-- add builds the entry of the message at ARGV[j] with SEQ.
+local function add(j)
+	local nt, base, body = tonumber(ARGV[j]), tonumber(ARGV[j + 1]), ARGV[j + 2]
+	local t0 = j + 3
+	local s = fmt(SEQ)
+	local id = E .. '-' .. s
+	local size = base + 2 * #id
+	local parts = {E .. ' ' .. s .. ' ' .. now .. ' ' .. fmt(size) .. ' ' .. nt .. '\n'}
+	for j2 = 0, nt - 1 do
+		local t = ARGV[t0 + j2]
+		local p = newest[t]
+		if not p then
+			p = redis.call('ZSCORE', last, t) or fmt(FORGOTTEN)
+			torder[#torder + 1] = t
+			items[t] = {}
 		end
-		parts[#parts + 1] = body
-		local e = table.concat(parts)
-		if max_events > 0 then
-			BYTES, EVENTS = BYTES + size, EVENTS + 1
-			local item = e
-			if nt > 1 then
-				redis.call('HSET', k(E, 'refs'), s, nt)
-				redis.call('HSET', k(E, 'body'), s, e)
-				item = parts[1] .. '@'
-			end
-			for j = 0, nt - 1 do
-				local t = ARGV[t0 + j]
-				local tkey = tk(E, t)
-				local len = redis.call('RPUSH', tkey, item)
-				if len == 1 then
-					redis.call('PEXPIRE', tkey, kt)
-					if redis.call('ZADD', first, s, t) == 0 then
-						SUSPECT = true -- the topic had entries, whose list was evicted
-					end
-					redis.call('ZREM', idle, t)
-				end
-				for _ = max_events + 1, len do pop(E, t) end
-			end
-		else
-			for j = 0, nt - 1 do
-				local t = ARGV[t0 + j]
-				if not redis.call('ZSCORE', first, t) then
-					redis.call('ZADD', idle, s, t)
-					IDLED = true
-				end
-			end
+		parts[#parts + 1] = p .. ' ' .. t .. '\n'
+		newest[t] = s
+	end
+	parts[#parts + 1] = body
+	local e = table.concat(parts)
+	if max_events > 0 then
+		BYTES, EVENTS = BYTES + size, EVENTS + 1
+		local item = e
+		if nt > 1 then
+			shared[#shared + 1] = {s, nt, e}
+			item = parts[1] .. '@'
 		end
-		if nt > 1 then -- once for the hub: every node follows B:m
-			pubs[#pubs + 1] = B .. ':m'
-			pubs[#pubs + 1] = e
-		else
-			pubs[#pubs + 1] = B .. ':c:' .. ARGV[t0]
-			pubs[#pubs + 1] = e
+		for j2 = 0, nt - 1 do
+			local q = items[ARGV[t0 + j2]]
+			q[#q + 1] = item
+			q.first = q.first or s
 		end
-		if rec and pos == recorded then
-			local r = runs[#runs]
-			if r and r.E == E and r.seq + r.n == SEQ then
-				r.n = r.n + 1
+	end
+	pubs[#pubs + 1] = channel(nt, t0)
+	pubs[#pubs + 1] = e
+	return id
+end
+
+local out = {'ok', E}
+for _, call in ipairs(calls) do
+	if call.noperm then
+		out[#out + 1] = 'noperm'
+		out[#out + 1] = call.noperm
+	elseif call.mismatch then
+		out[#out + 1] = 'mismatch'
+	else
+		out[#out + 1] = 'ok'
+		local st, j = call.st, call.at
+		for m = 0, call.nmsg - 1 do
+			local pos = call.offset + m
+			if st and pos < st.recorded then
+				out[#out + 1] = repeated(st, pos)
 			else
-				runs[#runs + 1] = {E = E, pos = recorded, seq = SEQ, n = 1}
+				SEQ = SEQ + 1
+				local id = add(j)
+				if st and pos == st.recorded then
+					record(st)
+					out[#out + 1] = 'k' .. id
+				else
+					out[#out + 1] = 'n' .. id
+				end
 			end
-			recorded = recorded + 1
-			out[#out + 1] = 'k' .. id
-		else
-			out[#out + 1] = 'n' .. id
+			j = j + 3 + tonumber(ARGV[j])
 		end
 	end
 end
+
+if #shared > 0 then
+	local refs, bodies = {}, {}
+	for n, x in ipairs(shared) do
+		refs[2 * n - 1], refs[2 * n] = x[1], x[2]
+		bodies[2 * n - 1], bodies[2 * n] = x[1], x[3]
+	end
+	many('HSET', k(E, 'refs'), refs, 1000)
+	many('HSET', k(E, 'body'), bodies, 1000)
+end
+local first, idle = k(E, 'first'), k(E, 'idle')
+local kt = keyttl(ttl)
+local lasts = {}
+local pend = {seqs = {}, by = {}} -- the stubs popped (see popn)
+for n, t in ipairs(torder) do
+	lasts[2 * n - 1], lasts[2 * n] = newest[t], t
+	if max_events > 0 then
+		local q, tkey, len = items[t], tk(E, t), 0
+		for a = 1, #q, 1000 do
+			local b = math.min(#q, a + 999)
+			len = redis.call('RPUSH', tkey, unpack(q, a, b))
+			if a == 1 and len == b then -- the list was empty
+				redis.call('PEXPIRE', tkey, kt)
+				if redis.call('ZADD', first, q.first, t) == 0 then
+					SUSPECT = true -- the topic had entries, whose list was evicted
+				end
+				redis.call('ZREM', idle, t)
+			end
+		end
+		if len > max_events then popn(E, t, len - max_events, pend) end
+	elseif not redis.call('ZSCORE', first, t) then
+		redis.call('ZADD', idle, newest[t], t)
+		IDLED = true
+	end
+end
+drop_shared(E, pend)
+many('ZADD', last, lasts, 1000)
 for j = 1, #pubs, 2 do
 	redis.call(pubcmd, pubs[j], pubs[j + 1])
 end
-if rec then
+if #sorder > 0 then
 	kexpire(t_now, 1000)
-	if newkey then redis.call('RPUSH', IQ, fmt(rec.t) .. ' ' .. key) end
-	if recorded > rec.n or vlen == 0 then
-		rec.n, rec.runs = recorded, kruns_string(runs)
-		kwrite(key, rec, vlen)
+	local keep = {}
+	for _, st in ipairs(sorder) do
+		keep[st.key] = true
+		if st.newkey then redis.call('RPUSH', IQ, fmt(st.rec.t) .. ' ' .. st.key) end
+		if st.recorded > st.n0 or st.vlen == 0 then
+			st.rec.n, st.rec.runs = st.recorded, kruns_string(st.runs)
+			kwrite(st.key, st.rec, st.vlen)
+		end
 	end
-	kevict(tonumber(ARGV[12]), key)
+	kevict(tonumber(ARGV[7]), keep)
 	ksave()
 end
 if ttl > 0 or BYTES > max_bytes then trim(E, ttl, max_bytes, 100000) end
@@ -766,7 +961,7 @@ for j = 5, #ARGV - 1, 2 do
 end
 rec.counts = kcounts_string(cs, len)
 kwrite(key, rec, #v)
-kevict(tonumber(ARGV[4]), key)
+kevict(tonumber(ARGV[4]), {[key] = true})
 ksave()
 return 1
 `)
@@ -1216,7 +1411,9 @@ if ARGV[6] == 'all' then
 	for _, t in ipairs(ts) do
 		local n = redis.call('LLEN', tk(E, t))
 		if n > max_events then
-			for _ = max_events + 1, n do pop(E, t) end
+			local pend = {seqs = {}, by = {}}
+			popn(E, t, n - max_events, pend)
+			drop_shared(E, pend)
 			local fs = front(E, t)
 			if fs then redis.call('ZADD', first, fs, t) end
 			budget = budget - (n - max_events)
