@@ -160,6 +160,113 @@ type Transport interface {
 	Close() error
 }
 
+// PatternTransport is a Transport that also serves pattern subscriptions
+// and latest-per-topic replays (SPEC section 11). It is optional: a hub
+// checks for it with a type assertion, and refuses (or serves without)
+// what needs it when its transport does not implement it. Everything
+// Transport says holds for its methods too: they may be called from any
+// goroutine, after Open and before Close, and answer ErrUnavailable and
+// ErrClosed alike.
+//
+// # Patterns
+//
+// A pattern is a topic pattern as package access defines it: "*" as a
+// whole segment matches exactly one segment, "**" as the last segment one
+// or more, any other character is literal; a topic matches a pattern when
+// access.Match says so. A transport never decides whether a requested
+// string is a pattern or a topic: in a query's Topics or in Watch, "a/*"
+// is the topic of that name (SPEC section 4: without the route's
+// patterns setting, "*" is an ordinary character); in Patterns and
+// WatchPatterns, it is a pattern. That choice is the hub's.
+//
+// # Order and the replay seam
+//
+// A pattern is watched as a topic is (see "Order" and "The replay seam"
+// at Transport), for every topic it matches, including topics first
+// published to after WatchPatterns returned: from the moment
+// WatchPatterns returns, every event one of whose topics matches a
+// watched pattern reaches the sink, once (whatever number of its topics
+// match, and whether or not some of them are watched too), in Seq order
+// with all the other events the sink is handed. WatchPatterns is called
+// before ReplayPatterns, which reports in Replay.Head the Seq up to which
+// it read the history: the events of the matching topics at or below Head
+// are in the replay (when newer than the resume point), those above reach
+// the sink.
+//
+// # The matching topics and their bound
+//
+// The topics of a PatternQuery are its Topics and every topic of the
+// history that matches one of its Patterns: a topic with retained events,
+// or one whose lost events the transport still remembers (a topic it has
+// forgotten may have matched: a transport that forgets topics counts what
+// they lost as lost by the pattern, erring on the side of a reset). Their
+// events are merged by Seq, an event of several of them once. The work is
+// bounded by MaxTopics: the merge takes the retained events of at most
+// that many topics. When more of the topics have events to give, the
+// replay keeps to the newest events, those after a Seq chosen so that at
+// most MaxTopics topics have events after it (the topics published to
+// last), and sets Replay.TopicsCapped; a resumption is then a reset (see
+// Replay.Reset), since it cannot be served completely. What follows a
+// reset stays whole, as for Replay: a page can be resumed from any of its
+// events.
+type PatternTransport interface {
+	Transport
+
+	// WatchPatterns tells the transport that a local subscriber follows
+	// patterns: from the moment it returns, every event one of whose
+	// topics matches one of them reaches the sink (see "Order and the
+	// replay seam"). Calls are counted as Watch's are: each WatchPatterns
+	// that returned nil is matched by one UnwatchPatterns of the same
+	// patterns. A transport may deliver every event whatever is watched,
+	// as the memory transport does; one that carries only the watched
+	// topics between nodes must carry the matching ones too.
+	WatchPatterns(ctx context.Context, patterns []string) error
+
+	// UnwatchPatterns undoes one WatchPatterns of the same patterns. It
+	// does not wait for the network.
+	UnwatchPatterns(patterns []string)
+
+	// ReplayPatterns returns the retained events that a new subscription
+	// to q's topics and patterns must be sent before live events, as
+	// Replay does for topics (see PatternQuery and "The matching topics
+	// and their bound"), or the newest events of each of its topics
+	// (PatternQuery.LatestPerTopic). With neither Patterns nor
+	// LatestPerTopic, it answers as Replay would, within MaxTopics.
+	ReplayPatterns(ctx context.Context, q PatternQuery) (Replay, error)
+}
+
+// PatternQuery describes what a new subscription with patterns, or with
+// a latest-per-topic replay, needs from the history. Its ReplayQuery
+// fields mean what they mean for Replay, applied to all the topics of the
+// query (its Topics and the topics matching its Patterns): Resume and
+// LastEventID, Latest (without Resume), ResetLatest and MaxBytes (pages,
+// each resuming from the last event of the one before, with the same
+// Patterns, MaxTopics and LatestPerTopic).
+type PatternQuery struct {
+	ReplayQuery
+
+	// Patterns the subscription follows besides ReplayQuery.Topics.
+	Patterns []string
+
+	// MaxTopics, when positive, is the most topics whose events are
+	// merged (the route's max_topics); see "The matching topics and their
+	// bound" at PatternTransport. 0: no bound.
+	MaxTopics int
+
+	// LatestPerTopic, when positive, asks for the newest LatestPerTopic
+	// retained events of each topic of the query (of at most MaxTopics
+	// topics: those published to last), in Seq order, an event of several
+	// topics once: the replay_latest of a first connection. Latest and
+	// ResetLatest play no part then, and no replay of it is a reset. With
+	// Resume, it gives those of the events that are newer than
+	// LastEventID (from the start when the id is not one of the hub's
+	// current epoch): the pages after the first of such a replay, which
+	// resume from the last event of the page before. A hub never sets it
+	// with a client's own last event id: a resumption is served in full,
+	// or reset.
+	LatestPerTopic int
+}
+
 // Sink receives a hub's events from its transport. It never calls back
 // into the transport from inside its methods.
 type Sink interface {
@@ -366,6 +473,11 @@ type Replay struct {
 	// page's last event are to be read with a query resuming from it.
 	// Without More, Events covers the topics up to Head.
 	More bool
+	// TopicsCapped is set by PatternTransport.ReplayPatterns when more
+	// topics of the query had events to give than PatternQuery.MaxTopics:
+	// Events keeps to the newest of them (see "The matching topics and
+	// their bound" at PatternTransport).
+	TopicsCapped bool
 }
 
 // Limits bound a hub's history and its idempotency records.
@@ -432,6 +544,9 @@ type State struct {
 	// WatchedTopics is the number of topics the transport watches for
 	// this node.
 	WatchedTopics int `json:"watched_topics"`
+	// WatchedPatterns is the number of patterns the transport watches
+	// for this node (PatternTransport.WatchPatterns).
+	WatchedPatterns int `json:"watched_patterns,omitempty"`
 	// Resyncs counts, by reason, the times the transport had to interrupt
 	// streams or re-read the history (see Sink.Interrupt).
 	Resyncs map[string]uint64 `json:"resyncs,omitempty"`

@@ -3,6 +3,7 @@ package memory
 import (
 	"sort"
 
+	"github.com/ssehub/caddy-sse/internal/patternset"
 	"github.com/ssehub/caddy-sse/internal/shrink"
 	"github.com/ssehub/caddy-sse/transport"
 )
@@ -89,6 +90,22 @@ type history struct {
 	topicsPeak int    // the most topics since topics was last rebuilt (shrink.Map)
 
 	evicted func(*transport.Event) // called for every event that leaves
+
+	// index holds the topics by their segments, for pattern replays; nil
+	// until the first of them (see indexed), so that a hub without
+	// pattern subscriptions pays nothing for it.
+	index *patternset.Index[*topicLog]
+}
+
+// indexed returns the index of the topics, building it at the first call.
+func (h *history) indexed() *patternset.Index[*topicLog] {
+	if h.index == nil {
+		h.index = new(patternset.Index[*topicLog])
+		for name, tl := range h.topics {
+			h.index.Put(name, tl)
+		}
+	}
+	return h.index
 }
 
 func (h *history) init(evicted func(*transport.Event)) {
@@ -107,6 +124,9 @@ func (h *history) add(ev *transport.Event, perTopic int) {
 		if tl == nil {
 			tl = &topicLog{name: name}
 			h.topics[name] = tl
+			if h.index != nil {
+				h.index.Put(name, tl)
+			}
 			shrink.Grown(h.topics, &h.topicsPeak)
 		} else if tl.len() == 0 {
 			h.setIdle(tl, false)
@@ -240,6 +260,9 @@ func (h *history) sweepIdleTopics() {
 		if tl.len() == 0 {
 			h.forgotten = max(h.forgotten, tl.evicted)
 			delete(h.topics, name)
+			if h.index != nil {
+				h.index.Delete(name)
+			}
 		}
 	}
 	h.topics = shrink.Map(h.topics, &h.topicsPeak)

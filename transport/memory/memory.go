@@ -35,6 +35,9 @@ type Transport struct {
 	// watched counts the Watch calls not yet undone, per topic.
 	watched     map[string]int
 	watchedPeak int // the most topics since watched was last rebuilt (shrink.Map)
+	// patterns counts the WatchPatterns calls not yet undone, per pattern.
+	patterns     map[string]int
+	patternsPeak int
 
 	history
 	keys keyRecords
@@ -78,6 +81,7 @@ func (t *Transport) Open(_ string, limits transport.Limits, sink transport.Sink)
 		t.now = time.Now
 	}
 	t.watched = make(map[string]int)
+	t.patterns = make(map[string]int)
 	t.history.init(func(ev *transport.Event) {
 		ev.MarkEvicted()
 		sink.Evicted(ev)
@@ -268,7 +272,7 @@ func (t *Transport) Stats() transport.Stats {
 		Head:        t.seq,
 		Epoch:       t.epoch,
 		Idempotency: t.keys.stats(),
-		State:       transport.State{Up: !t.closed, WatchedTopics: len(t.watched)},
+		State:       transport.State{Up: !t.closed, WatchedTopics: len(t.watched), WatchedPatterns: len(t.patterns)},
 	}
 }
 
@@ -331,6 +335,13 @@ func (t *Transport) page(topics []string, seq uint64, maxBytes int) ([]*transpor
 			}
 		}
 	}
+	return mergePage(lists, n, maxBytes)
+}
+
+// mergePage merges lists, which hold n records together, into a page of
+// at most maxBytes (at least one event; 0: all), in Seq order and each
+// event once, and reports whether more remain.
+func mergePage(lists [][]*record, n, maxBytes int) ([]*transport.Event, bool) {
 	if n == 0 {
 		return nil, false
 	}
@@ -358,11 +369,24 @@ func (t *Transport) latestStart(topics []string, n int) uint64 {
 	if n <= 0 {
 		return 0
 	}
-	tails := make([][]*record, 0, len(topics))
+	logs := make([]*topicLog, 0, len(topics))
 	for _, name := range topics {
 		if tl := t.topics[name]; tl != nil {
-			tails = append(tails, tl.last(n))
+			logs = append(logs, tl)
 		}
+	}
+	return latestStartOf(logs, n)
+}
+
+// latestStartOf returns the Seq after which the newest n retained events
+// of logs begin: 0 when they have n or fewer, or for n <= 0.
+func latestStartOf(logs []*topicLog, n int) uint64 {
+	if n <= 0 {
+		return 0
+	}
+	tails := make([][]*record, 0, len(logs))
+	for _, tl := range logs {
+		tails = append(tails, tl.last(n))
 	}
 	for count := 0; ; {
 		next := -1 // the list whose last event is the newest
@@ -388,6 +412,7 @@ func (t *Transport) latestStart(topics []string, n int) uint64 {
 
 // Interface guards
 var (
-	_ transport.Transport   = (*Transport)(nil)
-	_ caddyfile.Unmarshaler = (*Transport)(nil)
+	_ transport.Transport        = (*Transport)(nil)
+	_ transport.PatternTransport = (*Transport)(nil)
+	_ caddyfile.Unmarshaler      = (*Transport)(nil)
 )

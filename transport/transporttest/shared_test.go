@@ -71,7 +71,7 @@ func (h *sharedHub) Disconnect(d transport.Disconnect) int {
 }
 
 func (h *sharedHub) join(t *testing.T, sink transport.Sink) *sharedNode {
-	nd := &sharedNode{hub: h, sink: sink, watched: make(map[string]int)}
+	nd := &sharedNode{hub: h, sink: sink, watched: make(map[string]int), patterns: make(map[string]int)}
 	h.nodesMu.Lock()
 	h.nodes = append(h.nodes, nd)
 	h.nodesMu.Unlock()
@@ -84,9 +84,10 @@ type sharedNode struct {
 	hub  *sharedHub
 	sink transport.Sink
 
-	mu      sync.Mutex
-	watched map[string]int
-	closed  bool
+	mu       sync.Mutex
+	watched  map[string]int
+	patterns map[string]int
+	closed   bool
 }
 
 func (n *sharedNode) isClosed() bool {
@@ -151,6 +152,7 @@ func (n *sharedNode) Stats() transport.Stats {
 	defer n.mu.Unlock()
 	st.State.Up = !n.closed
 	st.State.WatchedTopics = len(n.watched)
+	st.State.WatchedPatterns = len(n.patterns)
 	return st
 }
 
@@ -209,8 +211,41 @@ func TestSuiteOnSharedHub(t *testing.T) {
 	})
 }
 
+// WatchPatterns implements transport.PatternTransport; every node gets
+// every event.
+func (n *sharedNode) WatchPatterns(_ context.Context, patterns []string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return transport.ErrClosed
+	}
+	for _, p := range patterns {
+		n.patterns[p]++
+	}
+	return nil
+}
+
+// UnwatchPatterns implements transport.PatternTransport.
+func (n *sharedNode) UnwatchPatterns(patterns []string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range patterns {
+		if n.patterns[p]--; n.patterns[p] <= 0 {
+			delete(n.patterns, p)
+		}
+	}
+}
+
+// ReplayPatterns implements transport.PatternTransport.
+func (n *sharedNode) ReplayPatterns(ctx context.Context, q transport.PatternQuery) (transport.Replay, error) {
+	if n.isClosed() {
+		return transport.Replay{}, transport.ErrClosed
+	}
+	return n.hub.tr.ReplayPatterns(ctx, q)
+}
+
 // Interface guards
 var (
-	_ transport.Transport = (*sharedNode)(nil)
-	_ transport.Sink      = (*sharedHub)(nil)
+	_ transport.PatternTransport = (*sharedNode)(nil)
+	_ transport.Sink             = (*sharedHub)(nil)
 )

@@ -14,7 +14,9 @@
 //	}
 //
 // The suite uses only the Transport interface, so that every transport is
-// held to the same rules, plus the optional hooks of Hub: a clock the
+// held to the same rules (and transport.PatternTransport, whose cases
+// run only for a transport that implements it), plus the optional hooks
+// of Hub: a clock the
 // suite can drive, housekeeping it can run at once, and further nodes of
 // a shared hub. It watches every topic whose deliveries it checks (a
 // transport may skip unwatched topics) and waits for deliveries, so that
@@ -79,6 +81,7 @@ func Run(t *testing.T, f Factory) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.run(t, f) })
 	}
+	t.Run("Patterns", func(t *testing.T) { runPatterns(t, f) }) // patterns.go
 	t.Run("Nodes", func(t *testing.T) {
 		if f(t, big, NewRecorder(t)).Join == nil {
 			t.Skip("the factory's hubs offer no second node (Hub.Join)")
