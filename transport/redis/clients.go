@@ -25,7 +25,8 @@ type sharedClient struct {
 	name   string // CLIENT SETNAME of its connections: caddy-sse:<id>
 	client goredis.UniversalClient
 	refs   int
-	muxes  map[muxKey]*mux // its Pub/Sub connections, guarded by clients' lock
+	muxes  map[muxKey]*mux        // its Pub/Sub connections, guarded by clients' lock
+	needs  map[*Transport]hubNeed // what its hubs need of Redis (sizing.go), guarded by clients' lock
 }
 
 var clients = struct {
@@ -95,7 +96,10 @@ func (c *sharedClient) release() error {
 
 // releaseClient gives the transport's client back, once.
 func (t *Transport) releaseClient() error {
-	t.releaseOnce.Do(func() { t.releaseErr = t.shared.release() })
+	t.releaseOnce.Do(func() {
+		t.shared.dropBudget(t)
+		t.releaseErr = t.shared.release()
+	})
 	return t.releaseErr
 }
 

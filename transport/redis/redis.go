@@ -120,6 +120,7 @@ type Transport struct {
 	waits         deliveryWaits
 	batch         batcher
 	cached        atomic.Pointer[transport.Stats] // the last figures read
+	costEstimate  atomic.Int64                    // the history's cost to Redis, as last read (see sizing.go)
 	cand          atomic.Pointer[string]          // the epoch a script starts if the hub has none
 
 	retryAfter time.Duration // first wait before reconnecting; 0: 50 ms (tests set more)
@@ -376,6 +377,7 @@ func (t *Transport) Open(name string, limits transport.Limits, sink transport.Si
 	t.sink = sink
 	t.limits.Store(&limits)
 	t.shared = acquireClient(t.key, t.opts)
+	t.shared.setBudget(t, limits)
 	t.client = t.shared.client
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.rd.init(t)
@@ -449,6 +451,7 @@ func (t *Transport) checkEviction(ctx context.Context, version string) {
 			"an evicted key loses history or idempotency records, and can start a new epoch",
 			zap.String("hub", t.hub), zap.String("maxmemory_policy", p))
 	}
+	t.checkMaxmemory(ctx)
 }
 
 // publishCommand is the command the scripts publish with.
@@ -487,6 +490,7 @@ func (t *Transport) withTimeout(ctx context.Context) (context.Context, context.C
 // next publishes, and the history is trimmed to them at once.
 func (t *Transport) SetLimits(limits transport.Limits) {
 	t.limits.Store(&limits)
+	t.shared.setBudget(t, limits)
 	ctx, cancel := t.withTimeout(t.ctx)
 	defer cancel()
 	if err := t.trim(ctx, true); err != nil {

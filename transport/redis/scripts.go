@@ -14,6 +14,8 @@ import (
 // built inside the scripts from the base, which is ARGV[1]:
 //
 //	B:meta            hash: epoch, seq, bytes, events, forgotten, ibytes;
+//	                  cost (what the history costs Redis, estimated: see
+//	                  "Cost" in luaLib);
 //	                  run and runat (the run id of the server that last
 //	                  ran a script, and when it was last read: see
 //	                  ensure) and durable (the nodes found
@@ -99,6 +101,7 @@ local B = ARGV[1]
 local meta = KEYS[1]
 local MAXIDLE = 16384
 local SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
+local COST = 0 -- what the history costs Redis, as estimated (see "Cost" below)
 local SAVED = {} -- the figures as the meta key holds them: save writes only what changed
 local IDLED = false -- a topic lost its last retained event
 local SUSPECT = false -- keys of the history went missing (evicted): the figures are to be recounted
@@ -132,15 +135,76 @@ local function keyttl(ttl)
 	return 7 * 86400000
 end
 
+-- Cost: what the history costs Redis (used_memory), estimated from
+-- above for Redis 7 with its default encodings and jemalloc (see
+-- sizing.go for how the constants were measured). The meta key's cost
+-- is kept within cost_bound, as bytes within history_max_bytes: the trim
+-- evicts the oldest events, and first forgets idle topics, while either
+-- is over. It sums:
+--
+--   per list item (an entry, or a stub of an event of several topics):
+--     item_cost of its length: its bytes in a listpack, with the
+--     allocator's rounding;
+--   per event of several topics: shared_cost of its size (the entry in
+--     the body hash, which is shorter than the size, and its refs);
+--   per topic with a list: list_cost (the key, its expiry, the list's
+--     own structures);
+--   per topic known (in the last zset, and in the first or the idle
+--     one): zset_cost.
+--
+-- COST_ALLOWANCE lets a small hub keep a few topics whatever its
+-- history_max_bytes.
+local COST_ALLOWANCE = 262144
+
+-- cost_bound is the most the history may cost.
+local function cost_bound(max_bytes) return 2 * max_bytes + COST_ALLOWANCE end
+
+-- alloc is what the allocator gives for n bytes (jemalloc's size
+-- classes: 16 bytes apart up to 128, then four per doubling).
+local function alloc(n)
+	if n <= 8 then return 8 end
+	if n <= 128 then return math.ceil(n / 16) * 16 end
+	local _, e = math.frexp(n - 1)
+	local step = 2 ^ (e - 3)
+	return math.ceil(n / step) * step
+end
+
+-- item_cost is what a list item of n bytes costs: in a listpack of
+-- several items (up to 8 KiB), n, its header and back length (11 at
+-- most), a quarter for the listpack's rounding and a share of its node;
+-- a large one has a listpack and a node (48) of its own.
+local function item_cost(n)
+	if n + 17 > 4096 then return alloc(n + 17) + 48 end
+	return math.floor((n + 11) * 1.25) + 8
+end
+
+-- shared_cost is what an event of several topics, of the given size,
+-- costs besides its stubs: its entry in the body hash (an sds value, a
+-- field, a dict entry and its bucket) and in the refs hash. An entry is
+-- at least 136 bytes shorter than its size (which counts 165 bytes and
+-- the id twice where the entry has a first line of about 50).
+local function shared_cost(size) return alloc(size - 126) + 88 + 104 end
+
+-- list_cost is what topic's list costs besides its items: its key (an
+-- sds, a dict entry and bucket, the object), its expiry (a dict entry
+-- and bucket), the quicklist, its first node and listpack header.
+local function list_cost(E, topic) return alloc(#tk(E, topic) + 6) + 256 end
+
+-- zset_cost is what a known topic costs in the last zset and in the first
+-- or idle one: per zset its name (an sds), a skiplist node, a dict entry
+-- and bucket.
+local function zset_cost(topic) return 2 * (alloc(#topic + 6) + 128) end
+
 -- save writes the figures back, if they changed; a recount is asked for
 -- when keys went missing. A script that changed nothing writes nothing:
 -- no replication or AOF traffic for idle hubs.
 local function save()
 	if BYTES < 0 then BYTES = 0 end
 	if EVENTS < 0 then EVENTS = 0 end
-	if SEQ ~= SAVED[1] or BYTES ~= SAVED[2] or EVENTS ~= SAVED[3] or FORGOTTEN ~= SAVED[4] then
-		redis.call('HSET', meta, 'seq', SEQ, 'bytes', BYTES, 'events', EVENTS, 'forgotten', FORGOTTEN)
-		SAVED = {SEQ, BYTES, EVENTS, FORGOTTEN}
+	if COST < 0 then COST = 0 end
+	if SEQ ~= SAVED[1] or BYTES ~= SAVED[2] or EVENTS ~= SAVED[3] or FORGOTTEN ~= SAVED[4] or COST ~= SAVED[5] then
+		redis.call('HSET', meta, 'seq', SEQ, 'bytes', BYTES, 'events', EVENTS, 'forgotten', FORGOTTEN, 'cost', COST)
+		SAVED = {SEQ, BYTES, EVENTS, FORGOTTEN, COST}
 	end
 	if SUSPECT and not AUDIT then
 		redis.call('HSET', meta, 'audit', 1)
@@ -163,7 +227,7 @@ local function restart(E, cand)
 	redis.call('HSET', meta, 'epoch', cand)
 	if not RUN then read_run() end
 	if RUN then redis.call('HSET', meta, 'run', RUN) end
-	SEQ, BYTES, EVENTS, FORGOTTEN = 0, 0, 0, 0
+	SEQ, BYTES, EVENTS, FORGOTTEN, COST = 0, 0, 0, 0, 0
 	save()
 	return cand
 end
@@ -197,7 +261,7 @@ local RUNCHECK = 10
 local function ensure(cand, runmode, light)
 	runmode = runmode or 'auto'
 	local v = redis.call('HMGET', meta, 'epoch', 'seq', 'bytes', 'events', 'forgotten', 'run', 'durable', 'runat',
-		'audit', 'refreshed', 'rcur')
+		'audit', 'refreshed', 'rcur', 'cost')
 	DURABLE = v[7] == '1'
 	AUDIT = v[9] and true or false
 	REFRESHED, RCUR = tonumber(v[10] or '0'), tonumber(v[11] or '-1')
@@ -212,13 +276,17 @@ local function ensure(cand, runmode, light)
 		if runmode == 'check' or (RUN and runmode == 'auto') then redis.call('HSET', meta, 'runat', t or now_ms()) end
 	end
 	if not v[1] then
-		redis.call('HSET', meta, 'epoch', cand, 'seq', 0, 'bytes', 0, 'events', 0, 'forgotten', 0)
-		SAVED = {0, 0, 0, 0}
+		redis.call('HSET', meta, 'epoch', cand, 'seq', 0, 'bytes', 0, 'events', 0, 'forgotten', 0, 'cost', 0)
+		SAVED = {0, 0, 0, 0, 0}
 		if RUN then redis.call('HSET', meta, 'run', RUN) end
 		return cand
 	end
 	SEQ, BYTES, EVENTS, FORGOTTEN = tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5])
-	SAVED = {SEQ, BYTES, EVENTS, FORGOTTEN}
+	COST = tonumber(v[12] or '0')
+	SAVED = {SEQ, BYTES, EVENTS, FORGOTTEN, tonumber(v[12] or '-1')}
+	-- a hub whose history was written before its cost was counted: the
+	-- janitor counts it
+	if not v[12] and SEQ > 0 then SUSPECT = true end
 	if RUN and v[6] ~= RUN then
 		if v[6] and not DURABLE then return restart(v[1], cand) end
 		redis.call('HSET', meta, 'run', RUN)
@@ -273,6 +341,7 @@ end
 -- right when it matters.
 local function dropped(E, e)
 	local seq, _, size, n = head(e)
+	COST = COST - item_cost(#e)
 	if n > 1 then
 		local refs = k(E, 'refs')
 		local left = redis.call('HINCRBY', refs, seq, -1)
@@ -280,6 +349,7 @@ local function dropped(E, e)
 		if left < 0 then SUSPECT = true end -- the refs hash was evicted
 		redis.call('HDEL', refs, seq)
 		redis.call('HDEL', k(E, 'body'), seq)
+		COST = COST - shared_cost(size)
 	end
 	BYTES = BYTES - size
 	EVENTS = EVENTS - 1
@@ -308,6 +378,7 @@ local function popn(E, topic, n, pend)
 	if not es then return end
 	for _, e in ipairs(es) do
 		local seq, _, size, nt = head(e)
+		COST = COST - item_cost(#e)
 		if nt > 1 then
 			local m = pend.by[seq]
 			if not m then
@@ -345,6 +416,7 @@ local function drop_shared(E, pend)
 				gone[#gone + 1] = seq
 				BYTES = BYTES - m.size
 				EVENTS = EVENTS - 1
+				COST = COST - shared_cost(m.size)
 			end
 		end
 	end
@@ -364,7 +436,7 @@ local function front(E, topic, held)
 		return s, tm
 	end
 	if held then SUSPECT = true end
-	redis.call('ZREM', k(E, 'first'), topic)
+	if redis.call('ZREM', k(E, 'first'), topic) == 1 then COST = COST - list_cost(E, topic) end
 	-- without its newest seq (evicted), the head stands in for it
 	redis.call('ZADD', k(E, 'idle'), redis.call('ZSCORE', k(E, 'last'), topic) or SEQ, topic)
 	IDLED = true
@@ -399,20 +471,44 @@ local function evict_oldest(E, s)
 	end
 end
 
+-- forget_oldest drops the n oldest idle topics (see forget), and returns
+-- how many it dropped.
+local function forget_oldest(E, n)
+	local gone = redis.call('ZPOPMIN', k(E, 'idle'), n)
+	local last = k(E, 'last')
+	for i = 1, #gone, 2 do
+		redis.call('ZREM', last, gone[i])
+		COST = COST - zset_cost(gone[i])
+		local s = tonumber(gone[i + 1])
+		if s > FORGOTTEN then FORGOTTEN = s end
+	end
+	return #gone / 2
+end
+
+-- shed forgets the oldest idle topics, a few at a time, while the history
+-- costs more than max_cost: they go before any event does.
+local function shed(E, max_cost)
+	while COST > max_cost and forget_oldest(E, 16) > 0 do end
+end
+
 -- trim evicts expired events, then the oldest until the history fits in
--- max_bytes; at most budget evictions (the janitor goes on later).
+-- max_bytes and its cost in cost_bound (idle topics forgotten first); at
+-- most budget evictions (the janitor goes on later).
 -- Returns the budget left, and the time of the oldest event retained
 -- (nil when none is, or when the budget ran out first).
 local function trim(E, ttl, max_bytes, budget)
 	local cutoff = -1
 	if ttl > 0 then cutoff = now_ms() - ttl end
+	local max_cost = cost_bound(max_bytes)
 	while budget > 0 and EVENTS > 0 do
+		if COST > max_cost then shed(E, max_cost) end
 		local s, tm = oldest(E)
 		if not s then break end
-		if tm >= cutoff and BYTES <= max_bytes then return budget, tm end
+		if tm >= cutoff and BYTES <= max_bytes and COST <= max_cost then return budget, tm end
 		evict_oldest(E, s)
 		budget = budget - 1
 	end
+	if COST > max_cost then shed(E, max_cost) end
 	return budget, nil
 end
 
@@ -447,13 +543,7 @@ local function forget(E)
 	if n <= 64 then return end
 	local max = tonumber(redis.call('HGET', meta, 'max_idle') or MAXIDLE)
 	if n <= max then return end
-	local gone = redis.call('ZPOPMIN', idle, n - math.floor(max * 3 / 4))
-	local last = k(E, 'last')
-	for i = 1, #gone, 2 do
-		redis.call('ZREM', last, gone[i])
-		local s = tonumber(gone[i + 1])
-		if s > FORGOTTEN then FORGOTTEN = s end
-	end
+	forget_oldest(E, n - math.floor(max * 3 / 4))
 end
 
 -- Idempotency records (see the key layout above).
@@ -823,7 +913,11 @@ local function add(j)
 		local t = ARGV[t0 + j2]
 		local p = newest[t]
 		if not p then
-			p = redis.call('ZSCORE', last, t) or fmt(FORGOTTEN)
+			p = redis.call('ZSCORE', last, t)
+			if not p then -- a topic new to the hub
+				p = fmt(FORGOTTEN)
+				COST = COST + zset_cost(t)
+			end
 			torder[#torder + 1] = t
 			items[t] = {}
 		end
@@ -838,7 +932,9 @@ local function add(j)
 		if nt > 1 then
 			shared[#shared + 1] = {s, nt, e}
 			item = parts[1] .. '@'
+			COST = COST + shared_cost(size)
 		end
+		COST = COST + nt * item_cost(#item)
 		for j2 = 0, nt - 1 do
 			local q = items[ARGV[t0 + j2]]
 			q[#q + 1] = item
@@ -903,6 +999,8 @@ for n, t in ipairs(torder) do
 				redis.call('PEXPIRE', tkey, kt)
 				if redis.call('ZADD', first, q.first, t) == 0 then
 					SUSPECT = true -- the topic had entries, whose list was evicted
+				else
+					COST = COST + list_cost(E, t)
 				end
 				redis.call('ZREM', idle, t)
 			end
@@ -932,7 +1030,7 @@ if #sorder > 0 then
 	kevict(tonumber(ARGV[7]), keep)
 	ksave()
 end
-if ttl > 0 or BYTES > max_bytes then trim(E, ttl, max_bytes, 100000) end
+if ttl > 0 or BYTES > max_bytes or COST > cost_bound(max_bytes) then trim(E, ttl, max_bytes, 100000) end
 if IDLED then forget(E) end
 save()
 return out
@@ -1304,8 +1402,8 @@ return out
 //	        hub opens)
 //
 // Returns {epoch, seq, due} for probe and run, and {epoch, seq, bytes,
-// events, topics, idempotency keys, idempotency bytes, due} for stats
-// and check, where due is "1" when the janitor has work to do that no
+// events, topics, idempotency keys, idempotency bytes, cost, due} for
+// stats and check (cost: what the history costs Redis, estimated), where due is "1" when the janitor has work to do that no
 // publish of the node announced (see janitor_due).
 var stateScript = goredis.NewScript(luaLib + `
 local mode = ARGV[8]
@@ -1330,7 +1428,7 @@ save()
 kexpire(now_ms(), 1000)
 ksave()
 return {E, fmt(SEQ), fmt(BYTES), fmt(EVENTS), tostring(redis.call('ZCARD', k(E, 'first'))),
-	tostring(redis.call('LLEN', IQ)), fmt(IBYTES), janitor_due(ttl)}
+	tostring(redis.call('LLEN', IQ)), fmt(IBYTES), fmt(COST), janitor_due(ttl)}
 `)
 
 // trimScript applies the history limits (all of them when ARGV[5] is
@@ -1367,7 +1465,7 @@ end
 -- were lost.
 sample(E)
 if SUSPECT or AUDIT then
-	local seen, refs, bytes, events = {}, {}, 0, 0
+	local seen, refs, bytes, events, cost = {}, {}, 0, 0, 0
 	for _, t in ipairs(redis.call('ZRANGE', first, 0, -1)) do
 		local es = redis.call('LRANGE', tk(E, t), 0, -1)
 		if #es == 0 then
@@ -1376,16 +1474,20 @@ if SUSPECT or AUDIT then
 			IDLED = true
 		else
 			redis.call('ZADD', first, (head(es[1])), t)
+			cost = cost + list_cost(E, t) + zset_cost(t)
 		end
 		for _, e in ipairs(es) do
 			local s, _, size, n = head(e)
+			cost = cost + item_cost(#e)
 			if not seen[s] then
 				seen[s] = true
 				bytes, events = bytes + size, events + 1
+				if n > 1 then cost = cost + shared_cost(size) end
 			end
 			if n > 1 then refs[s] = (refs[s] or 0) + 1 end
 		end
 	end
+	for _, t in ipairs(redis.call('ZRANGE', k(E, 'idle'), 0, -1)) do cost = cost + zset_cost(t) end
 	local rk = k(E, 'refs')
 	redis.call('DEL', rk)
 	local args = {}
@@ -1402,7 +1504,7 @@ if SUSPECT or AUDIT then
 	for _, s in ipairs(redis.call('HKEYS', bk)) do
 		if not refs[tonumber(s)] then redis.call('HDEL', bk, s) end
 	end
-	BYTES, EVENTS, SUSPECT = bytes, events, false
+	BYTES, EVENTS, COST, SUSPECT = bytes, events, cost, false
 	if AUDIT then redis.call('HDEL', meta, 'audit') end
 	AUDIT = false
 end

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 	"time"
 
@@ -174,4 +175,27 @@ func answersTLS(ctx context.Context, addr string) bool {
 	}
 	_ = c.Close()
 	return true
+}
+
+// checkMaxmemory warns when Redis's maxmemory is below what the sizing
+// rule asks for the hubs this node has on it (sizing.go): as far as the
+// node knows, since other nodes and hubs may share the Redis. With
+// noeviction, a full Redis refuses every publish.
+func (t *Transport) checkMaxmemory(ctx context.Context) {
+	res, err := t.client.ConfigGet(ctx, "maxmemory").Result()
+	if err != nil {
+		return
+	}
+	maxmemory, err := strconv.ParseInt(res["maxmemory"], 10, 64)
+	if err != nil || maxmemory == 0 {
+		return // no limit
+	}
+	need, hubs := t.shared.budget()
+	if want := need + sizingSlack; maxmemory < want {
+		t.logger.Warn("redis's maxmemory is below what this node's hubs on it may use "+
+			"(2 x history_max_bytes + idempotency_max_bytes + 256 KiB per hub, and 4 MiB): "+
+			"a full redis refuses publishes, or evicts history",
+			zap.String("hub", t.hub), zap.String("address", t.address()),
+			zap.Int64("maxmemory", maxmemory), zap.Int64("needed", want), zap.Int("hubs", hubs))
+	}
 }

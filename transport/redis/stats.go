@@ -100,9 +100,10 @@ const (
 
 // state runs the state script (see stateScript) in mode: the hub's epoch
 // and seq, and for stateStats and stateCheck its bytes, events and
-// topics, and its idempotency keys and their bytes, expired events and
-// keys dropped first. A hub whose seq in epoch is below seen starts a new
-// epoch. When the script finds work for the janitor, it is woken.
+// topics, its idempotency keys and their bytes, and the history's cost
+// to Redis (estimated), expired events and keys dropped first. A hub
+// whose seq in epoch is below seen starts a new epoch. When the script
+// finds work for the janitor, it is woken.
 func (t *Transport) state(ctx context.Context, epoch string, seen uint64, mode string) ([]string, error) {
 	lim := t.limits.Load()
 	cand := t.candidate()
@@ -110,7 +111,7 @@ func (t *Transport) state(ctx context.Context, epoch string, seen uint64, mode s
 	if err != nil {
 		return nil, err
 	}
-	want := 8
+	want := 9
 	if mode == stateProbe || mode == stateRun {
 		want = 3
 	}
@@ -148,6 +149,8 @@ func (t *Transport) Stats() transport.Stats {
 			st.Topics, _ = strconv.Atoi(res[4])
 			st.Idempotency.Keys, _ = strconv.Atoi(res[5])
 			st.Idempotency.Bytes, _ = strconv.ParseInt(res[6], 10, 64)
+			cost, _ := strconv.ParseInt(res[7], 10, 64)
+			t.costEstimate.Store(cost)
 			c := st
 			t.cached.Store(&c)
 		}
@@ -169,6 +172,8 @@ func (t *Transport) Stats() transport.Stats {
 			"pubsub":           flavour,
 			"delivered_seq":    delivered,
 			"lingering_topics": lingering,
+			// what the history costs Redis, estimated (see sizing.go)
+			"redis_bytes_estimate": t.costEstimate.Load(),
 		},
 	}
 	return st
