@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/chromedp/cdproto/network"
+
 	"github.com/ssehub/caddy-sse/internal/caddyproc"
 )
 
@@ -72,19 +74,20 @@ const (
 	slowBatch  = 20
 )
 
-// TestSlowPage keeps the page's main thread busy for 6 s while 37.5 MiB of
-// events are published to its stream: the page reads nothing, so the
-// server's writes stall once the browser's buffers (and, over HTTP/2 and
-// HTTP/3, its flow-control windows) are full, and the stream, whose
-// write_timeout is 2 s, is dropped as slow (the history still holds
-// everything it was not sent). When the page wakes up, its EventSource
-// reads what was buffered, sees the stream end, reconnects with the id of
-// the last event it got, and gets the rest from history: every event
-// once, in order.
+// TestSlowPage throttles the page's downloads to 32 KiB/s while 37.5 MiB
+// of events are published to its stream: the server's writes stall once
+// the browser's buffers (and, over HTTP/2 and HTTP/3, its flow-control
+// windows) are full, and the stream, whose write_timeout is 2 s, is
+// dropped as slow (the history still holds everything it was not sent).
+// Once the throttle is lifted, its EventSource reads what was buffered,
+// sees the stream end, reconnects with the id of the last event it got,
+// and gets the rest from history: every event once, in order.
 func TestSlowPage(t *testing.T) { slowPage(t, plain, 14) }
 
 // slowPageMu keeps two slow page tests (the HTTP/2 and HTTP/3 runs go side
-// by side) from being busy at once: each page's busy loop takes a CPU.
+// by side) from running at once: when its throttle is lifted, each page
+// takes in 37.5 MiB at once, and two of them on a busy machine starve
+// their tabs past the harness's waits.
 var slowPageMu sync.Mutex
 
 // slowWait is the safety net of the slow page test's waits: 37.5 MiB go
@@ -109,28 +112,23 @@ func slowPage(t *testing.T, e *env, n int) {
 	}
 	sse_publish /publish {
 		max_size 8MiB
-	}
-	handle /blocked {
-		respond 204
 	}`)))
 	pg := e.browser(t).openHarness(base)
 	pg.within = slowWait
+	throttle(t, pg.chromium, 32<<10)
 	src := pg.open("/events?topic=slow", sourceOptions{Summary: true})
 	pg.waitOpen(src, 1)
 	slowBefore := slowDrops(t, c)
 
-	// The page tells the server it is about to be busy, then is busy for
-	// 6 s; the events are published once the server knows.
-	blocked := make(chan error, 1)
-	go func() {
-		blocked <- pg.eval(`(() => {
-			fetch("/blocked");
-			const end = performance.now() + 6000;
-			while (performance.now() < end) { /* busy */ }
-			return true;
-		})()`, nil)
-	}()
-	waitUntil(t, wait, "the page says it is busy", func() bool { return len(accessLog(c, "/blocked")) > 0 }, nil)
+	// The page's downloads are throttled to 32 KiB/s with DevTools' network
+	// conditions, which hold back the network service's reads of the
+	// connection: what the browser does not read stays in the kernel, and
+	// the server's writes stall once the socket buffers (and, over HTTP/2
+	// and HTTP/3, the flow-control windows) are full. A busy main thread
+	// is no longer enough: Chromium 156 keeps reading an EventSource's
+	// stream into memory while the page's thread is busy. The throttle
+	// is set before the stream opens: it holds for the requests it sees
+	// start.
 	payload := strings.Repeat("x", 64<<10)
 	var ids, data []string
 	for range slowEvents / slowBatch {
@@ -143,10 +141,16 @@ func slowPage(t *testing.T, e *env, n int) {
 			data = append(data, fmt.Sprintf("%d:%s", len(ev.Data), ev.Data[:40]))
 		}
 	}
-	waitUntil(t, slowWait, "the server drops the stream as slow", func() bool { return slowDrops(t, c) > slowBefore }, nil)
-	if err := <-blocked; err != nil {
-		t.Fatal(err)
-	}
+	waitUntil(t, slowWait, "the server drops the stream as slow", func() bool { return slowDrops(t, c) > slowBefore }, func() string {
+		resp, err := c.Admin(http.MethodGet, "/sse/hubs/default", "", "")
+		if err != nil {
+			return err.Error()
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return fmt.Sprintf("the page got %d entries; the hub: %s", len(pg.entries()), body)
+	})
+	throttle(t, pg.chromium, -1)
 
 	got := pg.waitEvents(src, len(ids))
 	checkExactly(t, got, ids, data)
@@ -196,4 +200,13 @@ func slowDrops(t *testing.T, c *caddyproc.Caddy) uint64 {
 		t.Fatalf("decoding %s: %v", body, err)
 	}
 	return hub.Disconnects["slow"]
+}
+
+// throttle limits the tab's downloads to bytesPerSecond (-1: no limit),
+// as DevTools' network conditions do.
+func throttle(t *testing.T, c *chromium, bytesPerSecond float64) {
+	t.Helper()
+	if err := c.run(network.EmulateNetworkConditions(false, 0, bytesPerSecond, -1)); err != nil {
+		t.Fatalf("setting the download throughput to %.0f B/s: %v", bytesPerSecond, err)
+	}
 }
