@@ -85,6 +85,7 @@ func TestLoopKeepsTheEndReason(t *testing.T) {
 // drop that may never come); a drop an interval later is a warning of
 // its own.
 func TestSlowWarningCountsEveryDrop(t *testing.T) {
+	t.Parallel()
 	core, logs := observer.New(zap.WarnLevel)
 	h, err := newHub("test", new(memory.Transport), transport.Limits{Events: 1000, MaxBytes: 64 << 20}, zap.New(core))
 	if err != nil {

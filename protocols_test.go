@@ -294,8 +294,7 @@ func isSmallBufferClient(c *http.Client) bool {
 // server decides alone whatever carries the stream (topic routing,
 // replay counts, retry jitter, heartbeats off), the CORS test (it
 // compares origins with the plain HTTP site's), the churn test (it dials
-// the site itself), TestClientsThatNeverReadDelayNoOne and
-// TestSlowSubscriberIsDropped (TestProtocolsStalledWriteEnds and
+// the site itself), TestSlowSubscriberIsDropped (TestProtocolsStalledWriteEnds and
 // TestSlowStreamSharesConnection stall writes over each protocol; the
 // suite drops a subscriber whose events left the history and the window).
 var streamSuite = []struct {
@@ -491,7 +490,7 @@ func closeConnections(t *testing.T, c *http.Client) {
 // that reads everything on one HTTP/2 connection (and on one QUIC
 // connection; over HTTP/1.1 each has its own), both following one topic of 24 KiB events published every
 // 2 ms. The slow stream fills its flow-control window, its writes stall,
-// and it is dropped as slow after its write_timeout (500 ms). Its handler must then end without the
+// and it is dropped as slow after its write_timeout (300 ms). Its handler must then end without the
 // client reading anything (the server resets the stream), and the other
 // stream must receive every event, in order.
 //
@@ -515,7 +514,7 @@ func TestSlowStreamSharesConnection(t *testing.T) {
 		}
 	}`, `sse /events {
 		hub shared
-		write_timeout 500ms
+		write_timeout 300ms
 		heartbeat 1m
 	}
 	sse /fast {
@@ -524,7 +523,7 @@ func TestSlowStreamSharesConnection(t *testing.T) {
 	}
 	sse /taken {
 		hub shared
-		write_timeout 500ms
+		write_timeout 300ms
 		heartbeat 1m
 		hijack
 	}
@@ -807,9 +806,11 @@ func TestProtocolsStalledWriteEnds(t *testing.T) {
 
 // TestProtocolsReloadDoesNotWaitForClientsThatNeverRead: over each
 // protocol, a reload completes within about a second while streams are
-// blocked on clients that do not read: one stuck in the replay of 200
-// events of 64 KiB (a bogus Last-Event-ID), one stuck writing 200 such
-// events published live (fewer than its buffer).
+// blocked on clients that do not read: one stuck in the replay of 48
+// events of 64 KiB (a bogus Last-Event-ID), one stuck writing 48 such
+// events published live (fewer than its buffer); 3 MiB each, several
+// times what the small clients' windows and buffers, and the server's
+// send buffer, hold.
 func TestProtocolsReloadDoesNotWaitForClientsThatNeverRead(t *testing.T) {
 	site := `sse /events {
 		buffer 512%s
@@ -817,7 +818,7 @@ func TestProtocolsReloadDoesNotWaitForClientsThatNeverRead(t *testing.T) {
 	sse_publish /publish {
 		max_size 4MiB
 	}`
-	publishLarge := func(topic string) { publishLarge(t, topic, 200) }
+	publishLarge := func(topic string) { publishLarge(t, topic, 48) }
 	for _, p := range secure {
 		t.Run(p.name, func(t *testing.T) {
 			startSecure(t, "", fmt.Sprintf(site, ""))

@@ -59,19 +59,40 @@ func seqOf(id string) int64 {
 // TestResumeWhilePublishing reconnects a subscriber of two topics over and
 // over, each time with the id of the last event it got, while publishers
 // keep publishing to those and other topics: it must receive every event
-// of its topics exactly once, in order.
+// of its topics exactly once, in order. TestHubReplaySeam holds the hub to
+// this with many more reconnections; here (and over each protocol, and
+// taken over) the resumptions go through Caddy and its connections.
 func TestResumeWhilePublishing(t *testing.T) {
 	startCaddy(t, `sse {
 		hub default {
 			history 100000
 		}
 	}`, basicSite)
-	const perPublisher = 1500
-	topicSets := [][]string{{"ra"}, {"rb"}, {"rc"}, {"ra", "rc"}, {"rb", "rc"}, {"ra", "rb"}}
 	client := ssetest.NewClient()
+	resumeWhilePublishing(t, func(data string, topics []string) (publishResult, error) {
+		pr := post(t, "/publish", "application/x-www-form-urlencoded",
+			url.Values{"topic": topics, "data": {data}}.Encode())
+		if pr.Status != http.StatusOK {
+			return publishResult{}, fmt.Errorf("publish: %d %s", pr.Status, pr.Body)
+		}
+		return pr.Result, nil
+	}, func(header http.Header) *ssetest.Stream {
+		return openStream(t, client, "/events?topic=ra&topic=rb", header)
+	}, 100, 30, 3*time.Millisecond)
+}
+
+// resumeWhilePublishing is TestResumeWhilePublishing's test: publish
+// publishes (from several goroutines at once), open subscribes to the
+// topics ra and rb with a header. Six publishers publish, every pace
+// (none for 0), at least quota events each (five of them to ra or rb),
+// and on until the subscriber has reconnected minReconnects times.
+func resumeWhilePublishing(t *testing.T, publish func(data string, topics []string) (publishResult, error),
+	open func(http.Header) *ssetest.Stream, quota, minReconnects int, pace time.Duration) {
+	t.Helper()
+	topicSets := [][]string{{"ra"}, {"rb"}, {"rc"}, {"ra", "rc"}, {"rb", "rc"}, {"ra", "rb"}}
 
 	// the first connection: its position is where the subscriber starts
-	s := openStream(t, client, "/events?topic=ra&topic=rb", nil)
+	s := open(nil)
 	for s.LastID() == "" {
 		if _, err := s.Next(wait); err != nil {
 			t.Fatal(err)
@@ -81,27 +102,30 @@ func TestResumeWhilePublishing(t *testing.T) {
 	pub := &published{data: map[string]string{}}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	const minReconnects = 100
 	var reconnected atomic.Int64
 	for i, topics := range topicSets {
 		wg.Go(func() {
 			// paced, so that the subscriber keeps up and its reconnections
-			// fall between live events rather than inside a replay; on
+			// fall between live events as well as inside a replay; on
 			// until the subscriber has reconnected often enough (a busy
-			// machine reconnects more slowly), at most 4 times as long
-			tick := time.NewTicker(3 * time.Millisecond)
-			defer tick.Stop()
-			quota := perPublisher / len(topicSets) * 2
-			for n := 0; n < 4*quota && (n < quota || reconnected.Load() < minReconnects); n++ {
-				<-tick.C
+			// machine reconnects more slowly), at most 12 times as long
+			var tick <-chan time.Time
+			if pace > 0 {
+				ticker := time.NewTicker(pace)
+				defer ticker.Stop()
+				tick = ticker.C
+			}
+			for n := 0; n < 12*quota && (n < quota || reconnected.Load() < int64(minReconnects)); n++ {
+				if tick != nil {
+					<-tick
+				}
 				data := fmt.Sprintf("p%d-%d", i, n)
-				pr := post(t, "/publish", "application/x-www-form-urlencoded",
-					url.Values{"topic": topics, "data": {data}}.Encode())
-				if pr.Status != http.StatusOK {
-					t.Errorf("publish: %d %s", pr.Status, pr.Body)
+				r, err := publish(data, topics)
+				if err != nil {
+					t.Error(err)
 					return
 				}
-				pub.add(pr.Result, data)
+				pub.add(r, data)
 			}
 		})
 	}
@@ -137,7 +161,7 @@ func TestResumeWhilePublishing(t *testing.T) {
 		s.Close()
 		reconnects++
 		reconnected.Store(int64(reconnects))
-		s = openStream(t, client, "/events?topic=ra&topic=rb", http.Header{"Last-Event-ID": {lastID}})
+		s = open(http.Header{"Last-Event-ID": {lastID}})
 	}
 	// the last resumption: everything that is left
 	want := pub.on("ra", "rb")
@@ -159,7 +183,7 @@ func TestResumeWhilePublishing(t *testing.T) {
 			t.Fatalf("event %s: data %q, want %q", id, gotData[i], pub.data[id])
 		}
 	}
-	if len(want) < 2000 || reconnects < minReconnects {
+	if len(want) < 5*quota || reconnects < minReconnects {
 		t.Fatalf("only %d events over %d reconnections", len(want), reconnects)
 	}
 	t.Logf("%d events over %d reconnections", len(want), reconnects)

@@ -4,71 +4,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ssehub/caddy-sse/internal/ssetest"
 )
-
-// TestClientsThatNeverReadDelayNoOne: 130 clients that never read, each
-// stuck in the replay of a large history (a bogus Last-Event-ID), and
-// woken by an event of their topic, delay no other subscriber: neither one
-// connected before nor one that joins after gets its events later than
-// at once (they used to wait for the wake gate's grants, held by the
-// stuck writers, until Caddy's write timeout cut them a minute later).
-// Then the stuck streams, which make no progress, end as slow after
-// write_timeout. (Not run again with hijack: a stream stuck in its start
-// has not taken its connection over yet.)
-func TestClientsThatNeverReadDelayNoOne(t *testing.T) {
-	const attackers = wakeGrants + 2
-	startCaddy(t, `sse {
-		hub stall {
-			history 1000
-		}
-	}`, `sse /events {
-		hub stall
-		write_timeout 4s
-	}
-	sse_publish /publish {
-		hub stall
-		max_size 4MiB
-	}`)
-	hub := findHub(t, "stall")
-	slowBefore := hub.counters.disconnects[endSlow].Load()
-
-	publishLarge(t, "big", 200)
-
-	before := openStream(t, ssetest.NewClient(), "/events?topic=other", nil)
-	stuck := ssetest.NewSmallBufferClient(4096)
-	for range attackers {
-		openStream(t, stuck, "/events?topic=big", http.Header{"Last-Event-ID": {"bogus"}})
-	}
-	eventually(t, "every stream subscribed", func() bool { return hub.Stats().Subscribers == attackers+1 })
-	publishTo(t, "wake the stuck writers", "big")
-
-	after := openStream(t, ssetest.NewClient(), "/events?topic=other", nil)
-	id := publishTo(t, "for the others", "other").ID
-	for name, s := range map[string]*ssetest.Stream{"connected before": before, "joined after": after} {
-		if f := nextEvent(t, s); f.LastID != id {
-			t.Fatalf("%s: got %q, want %s", name, f.LastID, id)
-		}
-	}
-	if n := hub.counters.disconnects[endSlow].Load() - slowBefore; n != 0 {
-		t.Fatalf("%d stuck streams were dropped before the others got their event: they waited for write_timeout", n)
-	}
-
-	deadline := time.Now().Add(30 * time.Second) // write_timeout, and 4 s for the sweeper, with room
-	for hub.counters.disconnects[endSlow].Load()-slowBefore != attackers {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d stuck streams ended as slow", hub.counters.disconnects[endSlow].Load()-slowBefore, attackers)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	eventually(t, "only the readers are left", func() bool { return hub.Stats().Subscribers == 2 })
-	id = publishTo(t, "still there", "other").ID
-	if f := nextEvent(t, before); f.LastID != id {
-		t.Fatalf("got %q, want %s", f.LastID, id)
-	}
-}
 
 // TestInterruptEndsTheStreamsOfItsTopics: when a transport cannot deliver
 // every event in order, it interrupts topics (Hub.Interrupt): their
