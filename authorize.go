@@ -298,6 +298,30 @@ func (gr *grants) check(topics []string) *requestError {
 	return nil
 }
 
+// checkPatterns refuses, with 403, the first of patterns that gr does not
+// cover: a pattern is granted when every topic it can match is
+// (access.Covers), by allow and by the token alike.
+func (gr *grants) checkPatterns(patterns []string) *requestError {
+	if gr == nil {
+		return nil
+	}
+	for _, p := range patterns {
+		why := ""
+		switch {
+		case gr.tokenBlind:
+			why = "the token has no sse claim, and this route has no allow patterns: it grants no topic"
+		case gr.tokenSet && !access.Covers(gr.token, p):
+			why = "the token does not grant every topic it matches"
+		case gr.allowSet && !access.Covers(gr.allow, p):
+			why = "this route's allow patterns do not match every topic it matches"
+		}
+		if why != "" {
+			return &requestError{status: http.StatusForbidden, msg: fmt.Sprintf("topic pattern %q is not allowed: %s", p, why)}
+		}
+	}
+	return nil
+}
+
 // refuses says why gr does not grant topic, or "" when it does.
 func (gr *grants) refuses(topic string) string {
 	switch {

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/ssehub/caddy-sse/internal/patternset"
 	"github.com/ssehub/caddy-sse/internal/seqmerge"
 	"github.com/ssehub/caddy-sse/transport"
 )
@@ -91,11 +92,14 @@ func (bl *backlog) resize() {
 }
 
 // add puts ev in the window of the topics in held (those with local
-// streams), then trims the window, and appends to gone the events trimmed
+// streams, and the patterns matching them), then trims the window (a
+// trimmed event leaves the parts of its topics, and of the patterns
+// matching them, found in scratch), and appends to gone the events trimmed
 // that have left the history too: a stream that has not taken one of them
 // can no longer be served in full. The caller holds bl.mu and the hub's
 // lock, which guards topics.
-func (bl *backlog) add(ev *transport.Event, held []*topicSubs, topics map[string]*topicSubs, gone []*transport.Event) []*transport.Event {
+func (bl *backlog) add(ev *transport.Event, held []*topicSubs, topics map[string]*topicSubs,
+	patterns *patternset.Set[*topicSubs], scratch *[]*topicSubs, gone []*transport.Event) []*transport.Event {
 	bl.last = ev.Seq
 	if len(held) == 0 {
 		return gone // no local stream wants it
@@ -111,6 +115,15 @@ func (bl *backlog) add(ev *transport.Event, held []*topicSubs, topics map[string
 		for _, name := range e.Topics {
 			if ts := topics[name]; ts != nil && ts.front() == e {
 				ts.popFront()
+			}
+			if patterns.Len() > 0 { // the patterns' parts: each holds e once, in front if at all
+				*scratch = patterns.AppendMatches((*scratch)[:0], name)
+				for _, ts := range *scratch {
+					if ts.front() == e {
+						ts.popFront()
+					}
+				}
+				clear(*scratch)
 			}
 		}
 		if e.Evicted() {

@@ -46,7 +46,9 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		buffer          <size>|<events>
 //		write_timeout   <duration>
 //		replay          <events>
+//		replay_latest   <events per topic>
 //		max_topics      <n>
+//		patterns
 //		max_subscribers <n>
 //		cors_origins    <origin>...
 //		reset_event     <name>|off
@@ -90,6 +92,13 @@ func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.WriteTimeout, err = positiveDuration(d)
 		case "replay":
 			h.Replay, err = intArg(d, 0)
+		case "replay_latest":
+			h.ReplayLatest, err = intArg(d, 1)
+		case "patterns":
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			h.Patterns = true
 		case "max_topics":
 			h.MaxTopics, err = intArg(d, 1)
 		case "max_subscribers":

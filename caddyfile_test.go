@@ -309,6 +309,26 @@ b"
 b"
 	}
 }`, "reset_event: event type"},
+		{"patterns with an argument", `:80 {
+	sse {
+		patterns on
+	}
+}`, "wrong argument count"},
+		{"replay_latest zero", `:80 {
+	sse {
+		replay_latest 0
+	}
+}`, `replay_latest: "0" is not an integer of at least 1`},
+		{"replay_latest not a number", `:80 {
+	sse {
+		replay_latest many
+	}
+}`, "replay_latest: \"many\" is not an integer"},
+		{"replay_latest without a value", `:80 {
+	sse {
+		replay_latest
+	}
+}`, "wrong argument count"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -403,12 +423,39 @@ MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=
 		{"max_streams_per without max", `{"handler":"sse","max_streams_per":{"key":"{http.sse.token.sub}"}}`, "at least 1"},
 		{"a bad disconnect_event", `{"handler":"sse","disconnect_event":"a\nb"}`, "disconnect_event"},
 		{"an empty allow pattern", `{"handler":"sse_publish","allow":[""]}`, "allow: topic is empty"},
+		{"negative replay_latest", `{"handler":"sse","replay_latest":-1}`, "replay_latest must not be negative"},
 	}
 	for _, c := range jsonCases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := fmt.Sprintf(`{"admin":{"listen":"localhost:%d"},"apps":{"http":{"servers":{"s":{"listen":[":%d"],"routes":[{"handle":[`,
 				testAdmin, testHTTP) + c.handler + `]}]}}}}}`
 			caddytest.AssertLoadError(t, cfg, "json", c.want)
+		})
+	}
+	// a route with patterns or replay_latest on a hub whose transport
+	// does not serve them (Redis, for now) is refused at load, not
+	// request by request (browsers would give up on the refusals)
+	prefix := fmt.Sprintf("patterns-provision-%d", os.Getpid())
+	for _, opt := range []string{"patterns", "replay_latest 1"} {
+		t.Run("redis transport with "+opt, func(t *testing.T) {
+			config := fmt.Sprintf(`{
+	admin localhost:%d
+	sse {
+		hub r {
+			transport redis {
+				address 127.0.0.1:6379
+				prefix %s
+			}
+		}
+	}
+}
+:%d {
+	sse {
+		hub r
+		%s
+	}
+}`, testAdmin, prefix, testHTTP, opt)
+			caddytest.AssertLoadError(t, config, "caddyfile", `the redis transport of hub \"r\" does not support patterns yet`)
 		})
 	}
 	hubCases := []struct{ name, hub, want string }{

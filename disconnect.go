@@ -20,7 +20,12 @@ import (
 
 // Disconnect implements transport.Sink: it ends the local streams that
 // follow a topic matching d.Topic, or whose subject is d.Subject, and
-// returns how many it ended.
+// returns how many it ended. A pattern stream (SPEC section 11) ends on a
+// d.Topic that covers its pattern (access.Covers: every topic the stream
+// can match, d.Topic matches) or equals it: a disconnect of "orders/**"
+// ends the streams of "orders/*", one of "orders/42" does not end them,
+// nor does one of "orders/*" end a stream of "**". A stream that merely
+// overlaps d.Topic goes on; disconnect its subject to end it.
 func (h *Hub) Disconnect(d transport.Disconnect) int {
 	n := 0
 	end := func(s *subscriber) {
@@ -31,6 +36,16 @@ func (h *Hub) Disconnect(d transport.Disconnect) int {
 	h.mu.RLock()
 	for name, ts := range h.topics {
 		if d.Topic != "" && !access.Match(d.Topic, name) {
+			continue
+		}
+		for _, s := range ts.subs {
+			if d.Topic != "" || d.Subject != "" && s.subject == d.Subject {
+				end(s)
+			}
+		}
+	}
+	for pattern, ts := range h.patternSubs {
+		if d.Topic != "" && d.Topic != pattern && !access.Covers([]string{d.Topic}, pattern) {
 			continue
 		}
 		for _, s := range ts.subs {

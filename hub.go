@@ -11,6 +11,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/ssehub/caddy-sse/internal/patternset"
 	"github.com/ssehub/caddy-sse/internal/shrink"
 	"github.com/ssehub/caddy-sse/transport"
 )
@@ -31,16 +32,26 @@ type Hub struct {
 	name          string
 	transport     transport.Transport
 	transportName string
+	patternT      transport.PatternTransport // the transport, when it serves patterns; else nil
 	logger        *zap.Logger
 
-	mu          sync.RWMutex
-	topics      map[string]*topicSubs
-	topicsPeak  int // the most topics since topics was last rebuilt (shrink.Map)
+	mu         sync.RWMutex
+	topics     map[string]*topicSubs
+	topicsPeak int // the most topics since topics was last rebuilt (shrink.Map)
+	// A pattern with local streams (SPEC section 11) is a virtual topic:
+	// a topicSubs of its own, with its part of the delivery window, found
+	// by pattern in patternSubs and, for the events of the topics it
+	// matches, in patterns (one pair per pattern, added with its first
+	// stream and removed with its last).
+	patternSubs map[string]*topicSubs
+	patterns    patternset.Set[*topicSubs]
 	subscribers int
 	gate        *wakeGate
 	backlog     backlog
 	gone        []*transport.Event // scratch of Deliver and Evicted, which never overlap
 	slow        []*subscriber      // likewise
+	held        []*topicSubs       // likewise: the parts of the window an event goes to
+	matched     []*topicSubs       // likewise: the patterns matching a topic
 	replaying   atomic.Int64       // streams reading their replay, behind their seam
 
 	keysMu sync.Mutex
@@ -91,9 +102,11 @@ func newHub(name string, t transport.Transport, limits transport.Limits, logger 
 		transportName: transportName(t),
 		logger:        logger,
 		topics:        make(map[string]*topicSubs),
+		patternSubs:   make(map[string]*topicSubs),
 		gate:          newWakeGate(),
 		keys:          make(map[string]struct{}),
 	}
+	h.patternT, _ = t.(transport.PatternTransport)
 	h.backlog.init()
 	if err := t.Open(name, limits, h); err != nil {
 		return nil, fmt.Errorf("opening transport of hub %q: %w", name, err)
@@ -160,15 +173,17 @@ func (h *Hub) releaseKey(key string) {
 // at a time; Deliver never calls the transport.
 func (h *Hub) Deliver(ev *transport.Event) int {
 	h.mu.RLock()
-	var buf [4]*topicSubs
-	held := buf[:0]
+	held := h.held[:0]
 	for _, name := range ev.Topics {
 		if ts := h.topics[name]; ts != nil {
 			held = append(held, ts)
 		}
 	}
+	if h.patterns.Len() > 0 {
+		held = h.heldPatterns(ev, held)
+	}
 	h.backlog.mu.Lock()
-	h.gone = h.backlog.add(ev, held, h.topics, h.gone[:0])
+	h.gone = h.backlog.add(ev, held, h.topics, &h.patterns, &h.matched, h.gone[:0])
 	h.slow = h.behind(h.gone, h.slow[:0])
 	h.backlog.mu.Unlock()
 	n := 0
@@ -186,8 +201,32 @@ func (h *Hub) Deliver(ev *transport.Event) int {
 		}
 	}
 	h.mu.RUnlock()
+	clear(held)
+	h.held = held[:0]
 	h.dropAll()
 	return n
+}
+
+// heldPatterns appends to held the patterns with local streams that match
+// a topic of ev, each once (several topics of ev may match one pattern):
+// a pattern's topicSubs is stamped with the Seq of the last event it was
+// held for. The caller holds the hub's lock and is Deliver.
+func (h *Hub) heldPatterns(ev *transport.Event, held []*topicSubs) []*topicSubs {
+	for _, name := range ev.Topics {
+		n := len(held)
+		held = h.patterns.AppendMatches(held, name)
+		k := n
+		for _, ts := range held[n:] {
+			if ts.stamp != ev.Seq {
+				ts.stamp = ev.Seq
+				held[k] = ts
+				k++
+			}
+		}
+		clear(held[k:])
+		held = held[:k]
+	}
+	return held
 }
 
 // Evicted implements transport.Sink: a subscriber that has not taken ev,
@@ -220,14 +259,33 @@ func (h *Hub) behind(gone []*transport.Event, slow []*subscriber) []*subscriber 
 			if ts == nil || ev.Seq > ts.floor {
 				continue // nobody follows it here, or it is still in the window
 			}
-			for _, s := range ts.subs {
-				if s.behind(ev.Seq) && s.endReason() == endNone {
-					slow = append(slow, s)
+			slow = behindIn(ts, ev.Seq, slow)
+		}
+		if h.patterns.Len() == 0 {
+			continue
+		}
+		for _, name := range ev.Topics {
+			h.matched = h.patterns.AppendMatches(h.matched[:0], name)
+			for _, ts := range h.matched {
+				if ev.Seq <= ts.floor {
+					slow = behindIn(ts, ev.Seq, slow)
 				}
 			}
+			clear(h.matched)
 		}
 	}
 	clear(gone)
+	return slow
+}
+
+// behindIn appends to slow the subscribers of ts that have not taken the
+// event at seq and have not ended.
+func behindIn(ts *topicSubs, seq uint64, slow []*subscriber) []*subscriber {
+	for _, s := range ts.subs {
+		if s.behind(seq) && s.endReason() == endNone {
+			slow = append(slow, s)
+		}
+	}
 	return slow
 }
 
@@ -297,22 +355,28 @@ func (h *Hub) flushSlowWarning(topics []string) {
 // resume from history, or get a reset.
 func (h *Hub) Interrupt(topics []string, reason string) {
 	n := 0
+	end := func(ts *topicSubs) {
+		for _, s := range ts.subs {
+			s.finish(endResync)
+			n++
+		}
+	}
 	h.mu.RLock()
 	if topics == nil {
 		for _, ts := range h.topics {
-			for _, s := range ts.subs {
-				s.finish(endResync)
-				n++
-			}
+			end(ts)
+		}
+		for _, ts := range h.patternSubs {
+			end(ts)
 		}
 	} else {
 		for _, name := range topics {
 			if ts := h.topics[name]; ts != nil {
-				for _, s := range ts.subs {
-					s.finish(endResync)
-					n++
-				}
+				end(ts)
 			}
+			// a pattern stream may have missed the events of the topics
+			// it matches (not a hot path: Match's closure may allocate)
+			h.patterns.Match(name, end)
 		}
 	}
 	h.mu.RUnlock()
@@ -323,29 +387,67 @@ func (h *Hub) Interrupt(topics []string, reason string) {
 // subscribeRequest is what a stream asks of the hub.
 type subscribeRequest struct {
 	topics         []string
-	subject        string // see subscriber.subject
+	patterns       []string // topic patterns it follows besides topics (SPEC section 11)
+	subject        string   // see subscriber.subject
 	maxSubscribers int
 	replay         transport.ReplayQuery
+	// byPatterns makes its replay a PatternTransport.ReplayPatterns, with
+	// maxTopics and latestPerTopic: a stream with patterns, or one of a
+	// route with replay_latest; the hub's transport must serve patterns.
+	byPatterns     bool
+	maxTopics      int
+	latestPerTopic int
 	out            output // where the stream writes
 }
 
-// Subscribe registers a subscriber for live events of req.topics, then
-// reads the first page of what must be replayed to it; its stream reads
-// the rest of the replay itself, from its position.
+// errNoPatterns refuses a subscription that needs a PatternTransport on a
+// hub whose transport is not one (a route's Provision refuses that first).
+var errNoPatterns = errors.New("the hub's transport does not serve patterns")
+
+// Subscribe registers a subscriber for live events of req.topics and
+// req.patterns, then reads the first page of what must be replayed to
+// it; its stream reads the rest of the replay itself, from its position.
 func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber, transport.Replay, error) {
+	if req.byPatterns && h.patternT == nil {
+		return nil, transport.Replay{}, errNoPatterns
+	}
 	s := newSubscriber(h, req.topics, req.out)
+	s.patterns = req.patterns
+	if len(req.patterns) > 0 {
+		s.cursors = make([][]*transport.Event, 0, len(req.topics)+len(req.patterns))
+	}
 	s.subject = req.subject
 	if !h.add(s, req.maxSubscribers) {
 		return nil, transport.Replay{}, errOverCapacity
 	}
-	if err := h.transport.Watch(ctx, s.topics); err != nil {
-		h.removeLocal(s)
-		return nil, transport.Replay{}, fmt.Errorf("watching topics of hub %q: %w", h.name, err)
+	if len(s.topics) > 0 {
+		if err := h.transport.Watch(ctx, s.topics); err != nil {
+			h.removeLocal(s)
+			return nil, transport.Replay{}, fmt.Errorf("watching topics of hub %q: %w", h.name, err)
+		}
+		s.watched = true
 	}
-	s.watched = true
+	if len(s.patterns) > 0 {
+		if err := h.patternT.WatchPatterns(ctx, s.patterns); err != nil {
+			h.release(s)
+			return nil, transport.Replay{}, fmt.Errorf("watching patterns of hub %q: %w", h.name, err)
+		}
+		s.watchedPatterns = true
+	}
 	req.replay.Topics = s.topics
 	req.replay.MaxBytes = pageBytes
-	rep, err := h.transport.Replay(ctx, req.replay)
+	var rep transport.Replay
+	var err error
+	if req.byPatterns {
+		s.byPatterns, s.maxTopics = true, req.maxTopics
+		rep, err = h.patternT.ReplayPatterns(ctx, transport.PatternQuery{ReplayQuery: req.replay,
+			Patterns: s.patterns, MaxTopics: req.maxTopics, LatestPerTopic: req.latestPerTopic})
+		if rep.More {
+			s.latest = req.latestPerTopic // its next pages go on with it, up to its seam
+		}
+	} else {
+		rep, err = h.transport.Replay(ctx, req.replay)
+	}
 	if err != nil {
 		h.release(s)
 		return nil, transport.Replay{}, fmt.Errorf("reading history of hub %q: %w", h.name, err)
@@ -390,6 +492,10 @@ func (h *Hub) release(s *subscriber) {
 		s.watched = false
 		h.transport.Unwatch(s.topics)
 	}
+	if s.watchedPatterns {
+		s.watchedPatterns = false
+		h.patternT.UnwatchPatterns(s.patterns)
+	}
 	h.gate.forget(s)
 }
 
@@ -400,8 +506,9 @@ func (h *Hub) add(s *subscriber, max int) bool {
 	if max > 0 && h.subscribers >= max {
 		return false
 	}
-	s.slots = make([]int, len(s.topics))
-	s.logs = make([]*topicSubs, len(s.topics))
+	nt := len(s.topics)
+	s.slots = make([]int, nt+len(s.patterns))
+	s.logs = make([]*topicSubs, nt+len(s.patterns))
 	for i, name := range s.topics {
 		ts := h.topics[name]
 		if ts == nil {
@@ -415,6 +522,17 @@ func (h *Hub) add(s *subscriber, max int) bool {
 		ts.subs = append(ts.subs, s)
 	}
 	shrink.Grown(h.topics, &h.topicsPeak)
+	for i, p := range s.patterns {
+		ts := h.patternSubs[p]
+		if ts == nil {
+			ts = &topicSubs{floor: h.backlog.last} // as a new topic's
+			h.patternSubs[p] = ts
+			h.patterns.Add(p, ts)
+		}
+		s.slots[nt+i] = len(ts.subs)
+		s.logs[nt+i] = ts
+		ts.subs = append(ts.subs, s)
+	}
 	s.registered = true
 	h.subscribers++
 	return true
@@ -429,12 +547,7 @@ func (h *Hub) removeLocal(s *subscriber) bool {
 	}
 	for i, name := range s.topics {
 		ts := h.topics[name]
-		last := len(ts.subs) - 1
-		moved := ts.subs[last]
-		ts.subs[s.slots[i]] = moved
-		ts.subs[last] = nil
-		ts.subs = ts.subs[:last]
-		if moved != s {
+		if moved := ts.removeAt(s, s.slots[i]); moved != nil {
 			moved.slots[moved.topicIndex(name)] = s.slots[i]
 		}
 		if len(ts.subs) == 0 {
@@ -442,6 +555,17 @@ func (h *Hub) removeLocal(s *subscriber) bool {
 		}
 	}
 	h.topics = shrink.Map(h.topics, &h.topicsPeak)
+	nt := len(s.topics)
+	for i, p := range s.patterns {
+		ts := h.patternSubs[p]
+		if moved := ts.removeAt(s, s.slots[nt+i]); moved != nil {
+			moved.slots[len(moved.topics)+moved.patternIndex(p)] = s.slots[nt+i]
+		}
+		if len(ts.subs) == 0 {
+			delete(h.patternSubs, p)
+			h.patterns.Remove(p, ts)
+		}
+	}
 	s.registered = false
 	s.slots = nil
 	h.subscribers--
@@ -457,6 +581,9 @@ type HubStats struct {
 	Subscribers int `json:"subscribers"`
 	// SubscribedTopics is the number of topics with local subscribers.
 	SubscribedTopics int `json:"subscribed_topics"`
+	// SubscribedPatterns is the number of topic patterns with local
+	// subscribers (SPEC section 11).
+	SubscribedPatterns int `json:"subscribed_patterns,omitempty"`
 	// Connections counts the streams opened since the hub was created;
 	// subscriptions refused for capacity are not among them.
 	Connections uint64 `json:"connections"`
@@ -488,7 +615,7 @@ type HubStats struct {
 // Stats returns the hub's current figures.
 func (h *Hub) Stats() HubStats {
 	h.mu.RLock()
-	st := HubStats{Subscribers: h.subscribers, SubscribedTopics: len(h.topics)}
+	st := HubStats{Subscribers: h.subscribers, SubscribedTopics: len(h.topics), SubscribedPatterns: len(h.patternSubs)}
 	h.mu.RUnlock()
 	st.Transport = h.transportName
 	st.Connections = h.counters.connections.Load()

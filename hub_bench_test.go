@@ -331,3 +331,83 @@ func BenchmarkStreamSetup(b *testing.B) {
 		})
 	}
 }
+
+// benchPatternSubscribers subscribes n subscribers, each to one pattern
+// made by pattern(i).
+func benchPatternSubscribers(b *testing.B, h *Hub, n int, pattern func(int) string) []*subscriber {
+	b.Helper()
+	subs := make([]*subscriber, n)
+	for i := range subs {
+		s, rep, err := h.Subscribe(context.Background(), subscribeRequest{patterns: []string{pattern(i)}, byPatterns: true, maxTopics: DefaultMaxTopics})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.seam = rep.Head
+		s.pos.Store(rep.Head)
+		s.idle()
+		subs[i] = s
+	}
+	return subs
+}
+
+// BenchmarkPublishPatterns is BenchmarkPublish with one subscriber of
+// the topic, on a hub that also has n pattern subscriptions on other
+// prefixes (other/<i>/**): what a publish costs the hub's pattern
+// matching (issue 22: O(topics of the event + matching patterns), not
+// O(patterns)). patterns=0 is a hub without any.
+func BenchmarkPublishPatterns(b *testing.B) {
+	for _, n := range []int{0, 1000, 100000} {
+		b.Run(fmt.Sprintf("patterns=%d", n), func(b *testing.B) {
+			h := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
+			subs := benchSubscribers(b, h, 1, "news/sport/42")
+			benchPatternSubscribers(b, h, n, func(i int) string { return fmt.Sprintf("other/%d/**", i) })
+			msgs := []transport.Message{{Topics: []string{"news/sport/42"}, Data: payload64, Retry: -1}}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := h.Publish(ctx, transport.PublishRequest{Messages: msgs}); err != nil {
+					b.Fatal(err)
+				}
+				if i%32 == 31 {
+					b.StopTimer()
+					drain(subs)
+					b.StartTimer()
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFanOutPattern publishes to orders/1 for 1,000 subscribers of
+// the plain topic orders/1, or of the pattern orders/*: a pattern
+// stream's fan-out costs what a topic's does (one part of the window,
+// one wake-up per subscriber).
+func BenchmarkFanOutPattern(b *testing.B) {
+	for _, kind := range []string{"topic", "pattern"} {
+		b.Run(kind, func(b *testing.B) {
+			h := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
+			var subs []*subscriber
+			if kind == "topic" {
+				subs = benchSubscribers(b, h, 1000, "orders/1")
+			} else {
+				subs = benchPatternSubscribers(b, h, 1000, func(int) string { return "orders/*" })
+			}
+			msgs := []transport.Message{{Topics: []string{"orders/1"}, Data: payload64, Retry: -1}}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				if _, err := h.Publish(ctx, transport.PublishRequest{Messages: msgs}); err != nil {
+					b.Fatal(err)
+				}
+				if i%32 == 31 {
+					b.StopTimer()
+					drain(subs)
+					b.StartTimer()
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/delivery")
+		})
+	}
+}

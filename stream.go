@@ -329,12 +329,20 @@ func (st *stream) page(parts [][]byte) (_ [][]byte, n int, more bool) {
 	s.paging.Store(true)
 	defer s.paging.Store(false)
 	pos := s.pos.Load()
-	rep, err := s.hub.transport.Replay(st.ctx, transport.ReplayQuery{
+	q := transport.ReplayQuery{
 		Topics:      s.topics,
 		Resume:      true,
 		LastEventID: transport.FormatID(st.epoch, pos),
 		MaxBytes:    pageBytes,
-	})
+	}
+	var rep transport.Replay
+	var err error
+	if s.byPatterns {
+		rep, err = s.hub.patternT.ReplayPatterns(st.ctx, transport.PatternQuery{ReplayQuery: q,
+			Patterns: s.patterns, MaxTopics: s.maxTopics, LatestPerTopic: s.latest})
+	} else {
+		rep, err = s.hub.transport.Replay(st.ctx, q)
+	}
 	switch {
 	case errors.Is(err, transport.ErrUnavailable) || st.ctx.Err() != nil:
 		return parts, 0, false
@@ -351,18 +359,33 @@ func (st *stream) page(parts [][]byte) (_ [][]byte, n int, more bool) {
 		}
 		return parts, 0, false
 	}
-	next := max(pos, rep.Head)
+	// A latest-per-topic replay (replay_latest) is the newest events of
+	// each topic as each page finds them: it stops at the seam, after
+	// which every event comes whole, from the window or plain pages.
+	latest := s.latest > 0
+	cut := false
 	for _, ev := range rep.Events {
+		if latest && ev.Seq > s.seam {
+			cut = true
+			break
+		}
 		if ev.Seq > pos {
 			parts = append(parts, ev.Wire)
 			n++
 		}
 	}
-	if rep.More {
+	var next uint64
+	switch {
+	case latest && (cut || !rep.More):
+		next = max(pos, s.seam)
+	case rep.More:
 		next = rep.Events[len(rep.Events)-1].Seq
+	default:
+		next = max(pos, rep.Head)
 	}
 	s.pos.Store(next)
 	if next >= s.seam {
+		s.latest = 0
 		s.replay(false)
 	}
 	return parts, n, next > pos

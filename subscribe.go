@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -14,6 +15,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/ssehub/caddy-sse/access"
+	"github.com/ssehub/caddy-sse/internal/patternset"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -89,8 +91,29 @@ type Subscribe struct {
 	// the newest retained events first. Default: 0.
 	Replay int `json:"replay,omitempty"`
 
-	// The most topics one subscription may have. Default: 64.
+	// The most topics one subscription may have, its patterns included.
+	// It also bounds the topics whose events the replay of a pattern
+	// stream, or of replay_latest, merges: beyond, the replay keeps to the
+	// newest events (a resumption is then a reset). Default: 64.
 	MaxTopics int `json:"max_topics,omitempty"`
+
+	// Requested topics with a "*" segment, or a last "**" segment, are
+	// topic patterns (SPEC section 11): the stream gets every event of
+	// the hub whose topics match one of them, once each, in id order, and
+	// resumes as exactly as a stream of plain topics (or gets a reset). A
+	// pattern must be covered by allow and by the token: every topic it
+	// can match must be allowed. The hub's transport must serve patterns
+	// (the memory transport does). Default: off, "*" is an ordinary
+	// character of a topic.
+	Patterns bool `json:"patterns,omitempty"`
+
+	// On a connection without a last event id, send first the newest n
+	// retained events of each topic of the stream (of each topic a
+	// pattern matches; of at most max_topics topics, those published to
+	// last), in id order, each once. When set, it takes the place of
+	// replay. The
+	// hub's transport must serve patterns. Default: 0, none.
+	ReplayLatest int `json:"replay_latest,omitempty"`
 
 	// The most subscribers the hub may have on this node; beyond, clients
 	// are told to retry later. Default: 0, no limit.
@@ -184,6 +207,10 @@ func (h *Subscribe) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if (h.Patterns || h.ReplayLatest > 0) && hub.patternT == nil {
+		return fmt.Errorf("patterns and replay_latest need a transport that serves them: the %s transport of hub %q does not support patterns yet",
+			hub.transportName, h.Hub)
+	}
 	h.hub = hub
 	h.unwindow = hub.backlog.use(window{bytes: h.BufferSize, events: h.Buffer})
 	h.cors = newCORSPolicy(h.CORSOrigins, "GET")
@@ -254,6 +281,8 @@ func (h *Subscribe) validate() error {
 		return fmt.Errorf("buffer_size must not be negative")
 	case h.Replay < 0:
 		return fmt.Errorf("replay must not be negative")
+	case h.ReplayLatest < 0:
+		return fmt.Errorf("replay_latest must not be negative")
 	case h.MaxTopics < 0:
 		return fmt.Errorf("max_topics must not be negative")
 	case h.MaxSubscribers < 0:
@@ -320,7 +349,16 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		writeError(w, status, err.Error())
 		return nil
 	}
-	if e := h.guard.grantsFor(r, tok).check(topics); e != nil {
+	plain, patterns := topics, []string(nil)
+	if h.Patterns {
+		plain, patterns = splitPatterns(topics)
+	}
+	gr := h.guard.grantsFor(r, tok)
+	e := gr.check(plain)
+	if e == nil {
+		e = gr.checkPatterns(patterns)
+	}
+	if e != nil {
 		h.hub.refusedFor(refusedForbidden)
 		h.logRefusal(r, topics, refusedForbidden.String(), e)
 		writeRefusal(w, e)
@@ -334,7 +372,26 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		}
 	}
 	ph.drop() // the request lives on (a stream, an ingest): it keeps no claims; a refusal ends it
-	return h.serveStream(w, r, topics, q, a)
+	return h.serveStream(w, r, plain, patterns, q, a)
+}
+
+// splitPatterns separates the topic patterns of a route with patterns
+// (patternset.IsPattern) from its plain topics.
+func splitPatterns(topics []string) (plain, patterns []string) {
+	for i, t := range topics {
+		if patternset.IsPattern(t) {
+			if plain == nil {
+				plain = append(make([]string, 0, len(topics)), topics[:i]...)
+			}
+			patterns = append(patterns, t)
+		} else if plain != nil {
+			plain = append(plain, t)
+		}
+	}
+	if plain == nil { // no pattern among them
+		return topics, nil
+	}
+	return plain, patterns
 }
 
 // streamAuth is what a stream keeps of its request's credentials.
@@ -440,16 +497,25 @@ func jittered(d time.Duration) int64 {
 
 // serveStream subscribes and streams until the client leaves or the
 // stream is ended.
-func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics []string, q streamQuery, a streamAuth) error {
+func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics, patterns []string, q streamQuery, a streamAuth) error {
 	began := time.Now()
 	out := newResponseOutput(w)
 	defer out.release()
-	req := subscribeRequest{topics: topics, subject: a.subject, maxSubscribers: h.MaxSubscribers, out: out}
+	req := subscribeRequest{topics: topics, patterns: patterns, subject: a.subject, maxSubscribers: h.MaxSubscribers, out: out}
 	req.replay.LastEventID, req.replay.Resume = lastEventID(r, q)
 	if req.replay.Resume {
 		req.replay.ResetLatest = h.Buffer
 	} else {
 		req.replay.Latest = h.Replay
+		req.latestPerTopic = h.ReplayLatest
+	}
+	// a pattern stream, or a first connection with replay_latest, reads
+	// the history through the transport's pattern replay, bounded by
+	// max_topics
+	req.byPatterns = len(patterns) > 0 || req.latestPerTopic > 0
+	req.maxTopics = h.MaxTopics
+	if len(patterns) > 0 {
+		topics = append(slices.Clip(topics), patterns...) // for the logs
 	}
 	sub, rep, err := h.hub.Subscribe(r.Context(), req)
 	if err != nil {

@@ -50,12 +50,15 @@ func clock() int64 { return int64(time.Since(clockBase)) + 1 }
 // history) and moves its position past them. Neither side ever waits for
 // the other's socket, and no event is copied or queued per subscriber.
 type subscriber struct {
-	hub     *Hub
-	topics  []string
-	subject string        // its max_streams_per value, else its token's subject; "" for none
-	wake    chan struct{} // capacity 1: "look at me"
-	gated   *wakeGate     // the hub's: hands out wake-ups in turn
-	gate    atomic.Uint32 // where it stands with gated; written under gated.mu
+	hub    *Hub
+	topics []string
+	// patterns it follows besides topics (SPEC section 11): each is a
+	// virtual topic of the hub, after its topics in slots and logs
+	patterns []string
+	subject  string        // its max_streams_per value, else its token's subject; "" for none
+	wake     chan struct{} // capacity 1: "look at me"
+	gated    *wakeGate     // the hub's: hands out wake-ups in turn
+	gate     atomic.Uint32 // where it stands with gated; written under gated.mu
 
 	// guarded by the hub's lock
 	slots      []int // index in each topic's subscriber list
@@ -63,12 +66,19 @@ type subscriber struct {
 	lastSeq    uint64 // last event counted for it; set only by the hub's fan-out
 
 	// set when it is registered, read by its writer
-	logs []*topicSubs // its topics in the hub, in the order of topics
+	logs []*topicSubs // its topics in the hub, in the order of topics, then its patterns
 
 	// owned by its writer
-	watched bool                 // the transport watches its topics
-	seam    uint64               // the Seq up to which its first replay covered the history
-	cursors [][]*transport.Event // scratch space to merge its topics
+	watched         bool // the transport watches its topics
+	watchedPatterns bool // and its patterns
+	// byPatterns: its pages of the history are read with ReplayPatterns,
+	// merging at most maxTopics topics; latest is the LatestPerTopic of
+	// its first replay, while its pages go on up to its seam (0 after).
+	byPatterns bool
+	maxTopics  int
+	latest     int
+	seam       uint64               // the Seq up to which its first replay covered the history
+	cursors    [][]*transport.Event // scratch space to merge its topics
 
 	// pos is the Seq up to which its writer has taken the events of its
 	// topics: every later one is still in the hub's window or the
@@ -241,10 +251,21 @@ func (s *subscriber) topicIndex(topic string) int {
 	return -1
 }
 
-// topicSubs are the local subscribers of one topic and its part of the
-// hub's delivery window.
+// patternIndex returns the position of pattern in s.patterns.
+func (s *subscriber) patternIndex(pattern string) int {
+	for i, p := range s.patterns {
+		if p == pattern {
+			return i
+		}
+	}
+	return -1
+}
+
+// topicSubs are the local subscribers of one topic, or of one pattern,
+// and its part of the hub's delivery window.
 type topicSubs struct {
-	subs []*subscriber // guarded by the hub's lock
+	subs  []*subscriber // guarded by the hub's lock
+	stamp uint64        // a pattern's: the last event Deliver held it for; Deliver's own
 
 	// guarded by the backlog's lock
 	events []*transport.Event // the topic's events in the window, from head, in Seq order
@@ -267,4 +288,19 @@ func (ts *topicSubs) after(seq uint64) []*transport.Event {
 	}
 	i := sort.Search(len(evs), func(i int) bool { return evs[i].Seq > seq })
 	return evs[i:]
+}
+
+// removeAt takes s, at slot, out of ts.subs, moving the last subscriber
+// into its slot; it returns that subscriber, whose slot the caller sets,
+// or nil when s was the last. The caller holds the hub's lock.
+func (ts *topicSubs) removeAt(s *subscriber, slot int) *subscriber {
+	last := len(ts.subs) - 1
+	moved := ts.subs[last]
+	ts.subs[slot] = moved
+	ts.subs[last] = nil
+	ts.subs = ts.subs[:last]
+	if moved == s {
+		return nil
+	}
+	return moved
 }
