@@ -168,6 +168,12 @@ func openNode(t testing.TB, addr, prefix, hub string, limits transport.Limits, o
 		t.Fatalf("open: %v", err)
 	}
 	t.Cleanup(func() { _ = tr.Close() })
+	// Open waits for the Pub/Sub connection only a little (the timeout:
+	// 300 ms in the fault tests); on a busy machine the tests wait longer
+	// for a node that serves
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	tr.rd.awaitUp(ctx)
+	cancel()
 	return &node{Transport: tr, sink: s}
 }
 

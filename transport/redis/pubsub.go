@@ -91,6 +91,9 @@ type notice struct {
 	up   bool             // the connection is there, its channels subscribed (written)
 	down error            // the connection was lost
 	lost bool             // the reader fell maxBuffered messages behind: they were dropped
+	// subscribed is a channel whose subscription Redis confirmed here:
+	// from this point of the connection on, every message of it comes
+	subscribed string
 }
 
 // inbox is a reader's queue of notices: the mux appends to it without
@@ -530,6 +533,11 @@ func (m *mux) confirmed(s *goredis.Subscription) error {
 	}
 	close(m.pending[0].c.done)
 	m.pop()
+	if c := m.chans[s.Channel]; c != nil && !unsub {
+		for _, r := range c.readers {
+			r.in.push(notice{subscribed: s.Channel})
+		}
+	}
 	return nil
 }
 

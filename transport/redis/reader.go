@@ -250,6 +250,9 @@ func (r *reader) apply(st *serveState, items []notice) {
 		case n.lost:
 			st.inSync, r.held = false, nil
 			r.setDown(errBehind)
+		case n.subscribed != "" && st.inSync:
+			// (out of sync, the resynchronisation starts afresh anyway)
+			r.complete(r.t.topicOf(n.subscribed))
 		}
 	}
 }
@@ -453,6 +456,23 @@ func (r *reader) handle(payload string) {
 		r.interrupt(gaps, reasonGap)
 	}
 	r.deliver(&e)
+}
+
+// complete restarts the order check of topic at the confirmation of its
+// channel's subscription. Before it, an event of the topic published with
+// others (on the hub's channel, which the reader always follows) may have
+// arrived while one of the topic alone, published between them, did not:
+// the events after it would seem to skip one. From the confirmation on,
+// every event of the topic comes.
+func (r *reader) complete(topic string) {
+	if topic == "" {
+		return
+	}
+	r.mu.Lock()
+	if w := r.topics[topic]; w != nil {
+		w.lastSeen = 0
+	}
+	r.mu.Unlock()
 }
 
 // deliver hands one event to the sink and moves the reader past it.
