@@ -13,7 +13,10 @@ import (
 // event exists and long before the first heartbeat, so the response
 // headers are flushed at once, and that an event published once onopen
 // fired reaches the page.
-func TestOpenBeforeAnyEvent(t *testing.T) { openBeforeAnyEvent(t, plain, 0) }
+func TestOpenBeforeAnyEvent(t *testing.T) {
+	t.Parallel() // a Caddy, ports and a Chromium of its own
+	openBeforeAnyEvent(t, plain, 0)
+}
 
 func openBeforeAnyEvent(t *testing.T, e *env, n int) {
 	p := e.ports(n)
@@ -43,9 +46,10 @@ func openBeforeAnyEvent(t *testing.T, e *env, n int) {
 // listener, with its id and its data exactly as published (CR LF and CR
 // in data arrive as LF, as the protocol has it).
 func TestEventTypesAndData(t *testing.T) {
-	t.Run("net/http", func(t *testing.T) { eventTypesAndData(t, plain, 1, "sse /events") })
+	t.Parallel() // Caddys, ports and Chromiums of its own
+	t.Run("net/http", func(t *testing.T) { t.Parallel(); eventTypesAndData(t, plain, 1, "sse /events") })
 	// the same through a connection taken over: our own chunk framing
-	t.Run("hijack", func(t *testing.T) { eventTypesAndData(t, plain, 11, "sse /events {\n\t\thijack\n\t}") })
+	t.Run("hijack", func(t *testing.T) { t.Parallel(); eventTypesAndData(t, plain, 11, "sse /events {\n\t\thijack\n\t}") })
 }
 
 func eventTypesAndData(t *testing.T, e *env, n int, sse string) {

@@ -18,6 +18,7 @@ import (
 // credentials the cookie is not sent and the subscription is refused, and
 // a page on an origin the route does not allow cannot subscribe at all.
 func TestCrossOrigin(t *testing.T) {
+	t.Parallel() // a Caddy, ports (6, and the http ports of 7 and 8) and a Chromium of its own
 	p := testPorts(6)
 	allowed, api, other := origin(p.http), origin(p.http+1), origin(p.http+2)
 	c := startCaddy(t, p, caddyfile(p, "",

@@ -57,7 +57,10 @@ func demoConfig(t *testing.T, e *env, p ports) string {
 // id and time, publishes through its form, and shows the reset event after
 // a restart of Caddy. It saves a screenshot, into docs/demo.png when
 // SSE_SCREENSHOT=1.
-func TestDemoPage(t *testing.T) { demoPage(t, plain, 10) }
+func TestDemoPage(t *testing.T) {
+	t.Parallel() // a Caddy, ports and a Chromium of its own
+	demoPage(t, plain, 10)
+}
 
 func demoPage(t *testing.T, e *env, n int) {
 	p := e.ports(n)

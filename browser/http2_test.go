@@ -17,6 +17,7 @@ const streams = 10
 // browser's limit of connections per origin; the others wait until one
 // closes.
 func TestHTTP2ManyStreams(t *testing.T) {
+	t.Parallel() // a Caddy, ports and a Chromium of its own
 	p := testPorts(9)
 	plain := origin(p.http)
 	secure := fmt.Sprintf("https://localhost:%d", p.https)

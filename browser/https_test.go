@@ -61,10 +61,13 @@ func TestOverHTTPS(t *testing.T) {
 				flags = append(flags, "enable-quic", "origin-to-force-quic-on="+e.quicOrigins(secureTests))
 			}
 			e.br = startChromium(t, flags...)
-			t.Run("open before any event", func(t *testing.T) { openBeforeAnyEvent(t, e, 0) })
-			t.Run("event types and data", func(t *testing.T) { eventTypesAndData(t, e, 1, "sse /events") })
-			t.Run("reconnect after max_age", func(t *testing.T) { reconnectAfterMaxAge(t, e, 2, "") })
-			t.Run("reconnect after a reload", func(t *testing.T) { reconnectAfterReload(t, e, 3) })
+			// Each test has a Caddy, ports and a tab of its own, and mostly
+			// waits: they run side by side, but for the heartbeats, whose
+			// gaps are measured (they run first, alone in this run).
+			t.Run("open before any event", func(t *testing.T) { t.Parallel(); openBeforeAnyEvent(t, e, 0) })
+			t.Run("event types and data", func(t *testing.T) { t.Parallel(); eventTypesAndData(t, e, 1, "sse /events") })
+			t.Run("reconnect after max_age", func(t *testing.T) { t.Parallel(); reconnectAfterMaxAge(t, e, 2, "") })
+			t.Run("reconnect after a reload", func(t *testing.T) { t.Parallel(); reconnectAfterReload(t, e, 3) })
 			if e.name == "h2" {
 				// The reset is the server's answer to an id of another
 				// epoch, whatever the protocol. Over HTTP/3 the browser
@@ -72,13 +75,14 @@ func TestOverHTTPS(t *testing.T) {
 				// handshakes to the stopping server are dropped, and it
 				// retries at growing intervals), which this would only
 				// wait for.
-				t.Run("reset after a restart", func(t *testing.T) { resetAfterRestart(t, e, 4) })
+				t.Run("reset after a restart", func(t *testing.T) { t.Parallel(); resetAfterRestart(t, e, 4) })
 			}
-			t.Run("over capacity", func(t *testing.T) { overCapacity(t, e, 5) })
+			t.Run("over capacity", func(t *testing.T) { t.Parallel(); overCapacity(t, e, 5) })
 			t.Run("heartbeats", func(t *testing.T) { heartbeats(t, e, 13) })
-			t.Run("slow page", func(t *testing.T) { slowPage(t, e, 14) })
+			t.Run("slow page", func(t *testing.T) { t.Parallel(); slowPage(t, e, 14) })
 			if e.name == "h3" {
 				t.Run("ten streams on one connection", func(t *testing.T) {
+					t.Parallel()
 					p := e.ports(9)
 					base := e.base(p)
 					startCaddy(t, p, e.caddyfile(p, "", e.site(t, p, "sse /events\n\tsse_publish /publish")))
@@ -87,7 +91,7 @@ func TestOverHTTPS(t *testing.T) {
 					e.checkProtocol(t, pg.chromium, base)
 				})
 			}
-			t.Run("demo", func(t *testing.T) { demoPage(t, e, 10) })
+			t.Run("demo", func(t *testing.T) { t.Parallel(); demoPage(t, e, 10) })
 		})
 	}
 }

@@ -8,5 +8,7 @@ import (
 	"github.com/ssehub/caddy-sse/internal/caddyproc"
 )
 
-// TestMain runs the tests and removes the Caddy binary they built.
-func TestMain(m *testing.M) { caddyproc.Main(m) }
+// TestMain runs the tests, up to 4 of the parallel ones at once (they
+// mostly wait: on Chromium, on reconnection delays, on processes that
+// stop), and removes the Caddy binary they built.
+func TestMain(m *testing.M) { caddyproc.MainParallel(m, 4) }

@@ -15,12 +15,13 @@ import (
 
 // The reconnection delay these tests expect when the server ends a stream
 // (max_age, reload): the final retry hint, uniform over [d/2, 3d/2) with d
-// the route's retry, at least 2s, so 1-3s here, plus time for a busy
-// machine. (That the browser obeys the hint rather than its own 3s default
+// the route's retry (4s: at least 2 s away, for the test to publish while
+// the browser is away, on a busy machine too), so 2-6s here, plus time
+// for a busy machine. (That the browser obeys the hint rather than its own 3s default
 // is shown by TestOverCapacity, whose hint is 5s and more.)
 const (
-	minReconnect = 900 * time.Millisecond
-	maxReconnect = 3500 * time.Millisecond
+	minReconnect = 1900 * time.Millisecond
+	maxReconnect = 7 * time.Second
 )
 
 // TestReconnectResumes ends the page's stream from the server, by max_age
@@ -42,7 +43,7 @@ func reconnectAfterMaxAge(t *testing.T, e *env, n int, options string) {
 	base := e.base(p)
 	startCaddy(t, p, e.caddyfile(p, "", e.site(t, p, `
 	sse /events {
-		retry 500ms
+		retry 4s
 		max_age 2s
 		`+options+`
 	}
@@ -58,7 +59,7 @@ func reconnectAfterReload(t *testing.T, e *env, n int) {
 	config := func(generation int) string {
 		return e.caddyfile(p, "", e.site(t, p, fmt.Sprintf(`
 	sse /events {
-		retry 500ms
+		retry 4s
 	}
 	sse_publish /publish
 	respond /generation %d`, generation)))

@@ -6,5 +6,7 @@ import (
 	"github.com/ssehub/caddy-sse/internal/caddyproc"
 )
 
-// TestMain runs the tests and removes the Caddy binary they built.
-func TestMain(m *testing.M) { caddyproc.Main(m) }
+// TestMain runs the tests, up to 8 of the parallel ones at once (they
+// mostly wait on Caddy processes), and removes the Caddy binary they
+// built.
+func TestMain(m *testing.M) { caddyproc.MainParallel(m, 8) }

@@ -7,6 +7,7 @@ package caddyproc
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -54,11 +56,30 @@ func Binary(t testing.TB) string {
 // Main runs a package's tests and removes the binary Binary built, if
 // any: a test package that uses Binary calls it from its TestMain.
 func Main(m *testing.M) {
+	code := run(m)
+	os.Exit(code)
+}
+
+// MainParallel is Main for a package whose tests mostly wait (on
+// processes, browsers, timers): it runs up to n of its parallel tests at
+// once, rather than GOMAXPROCS, unless -test.parallel is given.
+func MainParallel(m *testing.M, n int) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
+	if !given {
+		_ = flag.Set("test.parallel", strconv.Itoa(n))
+	}
+	os.Exit(run(m))
+}
+
+// run runs the tests and removes the Caddy binary they built.
+func run(m *testing.M) int {
 	code := m.Run()
 	if buildPath != "" {
 		_ = os.RemoveAll(filepath.Dir(buildPath))
 	}
-	os.Exit(code)
+	return code
 }
 
 // moduleRoot is the directory of this module's go.mod.
