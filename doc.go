@@ -39,7 +39,8 @@
 //	stream.go streams.go subscriber.go
 //	                     a stream's life; a route's streams (sweeper, shutdown); a stream's place in its hub
 //	hub.go backlog.go wakegate.go
-//	                     a hub's fan-out and counters; its delivery window; its writers woken in turn
+//	                     a hub's fan-out (to topics and patterns) and counters; its delivery window;
+//	                     its writers woken in turn
 //	publish.go decode.go ingest.go ingest_parse.go
 //	                     the sse_publish handler; its bodies; streaming publishes and their parsers
 //	authorize.go streams_per.go expiries.go disconnect.go
@@ -62,6 +63,7 @@
 //	internal/            ssetest (a WHATWG event stream parser, test clients), caddyproc (Caddy as a
 //	                     process), seqmerge (k-way merge by sequence), shrink (maps that give memory
 //	                     back), benchfloor (Caddy's floor for an idle stream), caddyargs (Caddyfile
-//	                     arguments read alike by the handlers and the Redis transport)
+//	                     arguments read alike by the handlers and the Redis transport), patternset
+//	                     (pattern subscriptions in a segment trie, and topics queried by pattern)
 //	e2e/ browser/        tests against Caddy processes, and in headless Chromium
 package caddysse
