@@ -65,8 +65,10 @@ func (*AdminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return serveAdminPublish(w, r, parts[1])
 	case len(parts) == 3 && parts[0] == "hubs" && parts[2] == "disconnect":
 		return serveDisconnect(w, r, parts[1])
+	case len(parts) == 3 && parts[0] == "hubs" && parts[2] == "topics":
+		serveHubTopics(w, r, parts[1])
 	default:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no admin endpoint %s; there are GET /sse/hubs, GET /sse/hubs/<name>, POST /sse/hubs/<name>/publish and POST /sse/hubs/<name>/disconnect", r.URL.Path))
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no admin endpoint %s; there are GET /sse/hubs, GET /sse/hubs/<name>, GET /sse/hubs/<name>/topics, POST /sse/hubs/<name>/publish and POST /sse/hubs/<name>/disconnect", r.URL.Path))
 	}
 	return nil
 }
