@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -26,7 +27,7 @@ var (
 
 func TestMain(m *testing.M) {
 	caddytest.Default.AdminPort = testAdmin
-	caddyproc.Main(m)
+	caddyproc.Main(m, func() { _ = os.RemoveAll(testStorage()) })
 }
 
 // wait is the safety net of every wait in these tests.

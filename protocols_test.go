@@ -49,8 +49,8 @@ var (
 )
 
 // testStorage is where the in-process Caddy keeps its certificates and
-// its local CA: the same directory for every run on this machine with
-// this port offset, so that the CA is made once, not per test.
+// its local CA: one directory for the package's tests, so that the CA is
+// made once, not per test; TestMain removes it at the end.
 func testStorage() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("caddy-sse-test-storage-%d", testHTTPS))
 }

@@ -28,13 +28,19 @@ const (
 	httpsBase = 8704
 )
 
+// floorStorage is where the in-process Caddy keeps its certificates and
+// its local CA; TestMain removes it at the end.
+func floorStorage() string {
+	return filepath.Join(os.TempDir(), fmt.Sprintf("caddy-sse-floor-storage-%d", caddyproc.Port(httpsBase)))
+}
+
 // TestFloorOverEveryProtocol serves sse_floor from Caddy over HTTPS and
 // checks that it answers as it does over plain HTTP/1.1, with HTTP/1.1,
 // HTTP/2 and HTTP/3: the event stream's headers at once, nothing more,
 // and the handler gone soon after its client.
 func TestFloorOverEveryProtocol(t *testing.T) {
 	admin, httpPort, httpsPort := caddyproc.Port(adminBase), caddyproc.Port(httpBase), caddyproc.Port(httpsBase)
-	storage := filepath.Join(os.TempDir(), fmt.Sprintf("caddy-sse-floor-storage-%d", httpsPort))
+	storage := floorStorage()
 	caddytest.NewTester(t).WithDefaultOverrides(caddytest.Config{AdminPort: admin}).InitServer(fmt.Sprintf(`{
 	admin localhost:%d
 	http_port %d

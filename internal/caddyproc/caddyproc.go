@@ -53,10 +53,14 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
-// Main runs a package's tests and removes the binary Binary built, if
-// any: a test package that uses Binary calls it from its TestMain.
-func Main(m *testing.M) {
+// Main runs a package's tests, then removes the binary Binary built, if
+// any, and calls cleanups (the tests' other files that outlive a test):
+// a test package that uses Binary calls it from its TestMain.
+func Main(m *testing.M, cleanups ...func()) {
 	code := run(m)
+	for _, c := range cleanups {
+		c()
+	}
 	os.Exit(code)
 }
 
