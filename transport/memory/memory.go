@@ -167,10 +167,7 @@ func (t *Transport) Watch(_ context.Context, topics []string) error {
 	if t.closed {
 		return transport.ErrClosed
 	}
-	for _, name := range topics {
-		t.watched[name]++
-	}
-	shrink.Grown(t.watched, &t.watchedPeak)
+	countUp(t.watched, &t.watchedPeak, topics)
 	return nil
 }
 
@@ -178,15 +175,30 @@ func (t *Transport) Watch(_ context.Context, topics []string) error {
 func (t *Transport) Unwatch(topics []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, name := range topics {
-		switch n := t.watched[name]; {
+	t.watched = countDown(t.watched, &t.watchedPeak, topics)
+}
+
+// countUp counts one more watch of each of names in counts (the watches
+// of topics, or of patterns); peak is its shrink.Map high-water mark.
+func countUp(counts map[string]int, peak *int, names []string) {
+	for _, name := range names {
+		counts[name]++
+	}
+	shrink.Grown(counts, peak)
+}
+
+// countDown undoes countUp, and returns counts, rebuilt if it shrank
+// enough to give memory back.
+func countDown(counts map[string]int, peak *int, names []string) map[string]int {
+	for _, name := range names {
+		switch n := counts[name]; {
 		case n > 1:
-			t.watched[name] = n - 1
+			counts[name] = n - 1
 		case n == 1:
-			delete(t.watched, name)
+			delete(counts, name)
 		}
 	}
-	t.watched = shrink.Map(t.watched, &t.watchedPeak)
+	return shrink.Map(counts, peak)
 }
 
 // Replay implements transport.Transport. A page costs its own events,
@@ -217,11 +229,21 @@ func (t *Transport) Replay(_ context.Context, q transport.ReplayQuery) (transpor
 	return r, nil
 }
 
+// seqOf returns the Seq of the event called id, if it is an event of
+// this epoch up to the head.
+func (t *Transport) seqOf(id string) (uint64, bool) {
+	epoch, seq, ok := transport.ParseID(id)
+	if !ok || epoch != t.epoch || seq > t.seq {
+		return 0, false
+	}
+	return seq, true
+}
+
 // resumable reports whether every event of topics after the event called
 // id is still retained, and that event's seq.
 func (t *Transport) resumable(id string, topics []string) (uint64, bool) {
-	epoch, seq, ok := transport.ParseID(id)
-	if !ok || epoch != t.epoch || seq > t.seq {
+	seq, ok := t.seqOf(id)
+	if !ok {
 		return 0, false
 	}
 	for _, name := range topics {

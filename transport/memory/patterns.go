@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/ssehub/caddy-sse/internal/shrink"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -20,10 +19,7 @@ func (t *Transport) WatchPatterns(_ context.Context, patterns []string) error {
 	if t.closed {
 		return transport.ErrClosed
 	}
-	for _, p := range patterns {
-		t.patterns[p]++
-	}
-	shrink.Grown(t.patterns, &t.patternsPeak)
+	countUp(t.patterns, &t.patternsPeak, patterns)
 	return nil
 }
 
@@ -31,15 +27,7 @@ func (t *Transport) WatchPatterns(_ context.Context, patterns []string) error {
 func (t *Transport) UnwatchPatterns(patterns []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, p := range patterns {
-		switch n := t.patterns[p]; {
-		case n > 1:
-			t.patterns[p] = n - 1
-		case n == 1:
-			delete(t.patterns, p)
-		}
-	}
-	t.patterns = shrink.Map(t.patterns, &t.patternsPeak)
+	t.patterns = countDown(t.patterns, &t.patternsPeak, patterns)
 }
 
 // ReplayPatterns implements transport.PatternTransport. The topics that
@@ -62,7 +50,7 @@ func (t *Transport) ReplayPatterns(_ context.Context, q transport.PatternQuery) 
 	case q.LatestPerTopic > 0:
 		var after uint64
 		if q.Resume {
-			if ep, seq, ok := transport.ParseID(q.LastEventID); ok && ep == t.epoch && seq <= t.seq {
+			if seq, ok := t.seqOf(q.LastEventID); ok {
 				after = seq
 			}
 		}
@@ -150,8 +138,8 @@ func (sel *selection) horizon() uint64 {
 // resumableSel reports whether every event of the selection after the
 // event called id is still retained, and that event's Seq.
 func (t *Transport) resumableSel(id string, sel selection) (uint64, bool) {
-	epoch, seq, ok := transport.ParseID(id)
-	if !ok || epoch != t.epoch || seq > t.seq || sel.horizon() > seq {
+	seq, ok := t.seqOf(id)
+	if !ok || sel.horizon() > seq {
 		return 0, false
 	}
 	return seq, true
