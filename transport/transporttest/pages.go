@@ -62,9 +62,25 @@ func testReplayPages(t *testing.T, f Factory) {
 func readPages(t *testing.T, n *node, what string, q transport.ReplayQuery, maxBytes int, reset bool) []uint64 {
 	t.Helper()
 	q.MaxBytes = maxBytes
+	return readPagesOf(t, what, maxBytes, reset, func(page int, lastID string) transport.Replay {
+		if page > 0 {
+			q = transport.ReplayQuery{Topics: q.Topics, Resume: true, LastEventID: lastID, MaxBytes: maxBytes}
+		}
+		return n.replay(q)
+	})
+}
+
+// readPagesOf reads the pages that next returns, given the page's number
+// and the id of the last event before it, until one has no More, checks
+// each (Reset on the first page only if reset, at most maxBytes unless a
+// single event, not empty while More), and returns the Seqs of their
+// events.
+func readPagesOf(t *testing.T, what string, maxBytes int, reset bool, next func(page int, lastID string) transport.Replay) []uint64 {
+	t.Helper()
 	var got []uint64
+	lastID := ""
 	for page := 0; ; page++ {
-		r := n.replay(q)
+		r := next(page, lastID)
 		if r.Reset != (reset && page == 0) {
 			t.Fatalf("%s: page %d has Reset %v", what, page, r.Reset)
 		}
@@ -85,7 +101,7 @@ func readPages(t *testing.T, n *node, what string, q transport.ReplayQuery, maxB
 		if page > 200 {
 			t.Fatalf("%s: more than 200 pages", what)
 		}
-		q = transport.ReplayQuery{Topics: q.Topics, Resume: true, LastEventID: r.Events[len(r.Events)-1].ID, MaxBytes: maxBytes}
+		lastID = r.Events[len(r.Events)-1].ID
 	}
 }
 

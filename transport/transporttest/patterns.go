@@ -291,38 +291,13 @@ func checkPatternSeam(t *testing.T, pub, sub *node) {
 	published := pub.tr.Stats().Head // the hub may have events already
 	for round := range rounds {
 		start := published
-		ready, done := make(chan struct{}), make(chan struct{})
-		var evs []pubEvent
-		var err error
-		go func() {
-			defer close(done)
-			signal := ready
-			defer func() {
-				if signal != nil {
-					close(signal)
-				}
-			}()
-			for i := range perRound {
-				if i == round%perRound {
-					close(signal)
-					signal = nil
-				}
-				topics := mix[(i+round)%len(mix)]
-				var r []transport.Receipt
-				if r, err = pub.tr.Publish(ctx(t), transport.PublishRequest{Messages: []transport.Message{msg(topics...)}}); err != nil {
-					return
-				}
-				evs = append(evs, pubEvent{seqOf(t, r[0]), topics})
-			}
-		}()
-		<-ready
-		mark := sub.rec.Len()
-		sub.watchPatterns(patterns...)
-		rep := sub.resumePatterns(transport.FormatID(ep, start), patterns)
-		awaitDone(t, done, "the publisher")
-		if err != nil {
-			t.Fatalf("round %d: Publish: %v", round, err)
-		}
+		var mark int
+		var rep transport.Replay
+		evs := publishRound(t, pub, round, perRound, func(i int) []string { return mix[(i+round)%len(mix)] }, func() {
+			mark = sub.rec.Len()
+			sub.watchPatterns(patterns...)
+			rep = sub.resumePatterns(transport.FormatID(ep, start), patterns)
+		})
 		published += perRound
 
 		all := matching(evs, 0, patterns)
@@ -417,31 +392,12 @@ func testPatternMaxTopicsPages(t *testing.T, f Factory) {
 func readPatternPages(t *testing.T, n *node, what string, q transport.PatternQuery, maxBytes int, reset bool) []uint64 {
 	t.Helper()
 	q.MaxBytes = maxBytes
-	var got []uint64
-	for page := 0; ; page++ {
-		r := n.replayPatterns(q)
-		if r.Reset != (reset && page == 0) {
-			t.Fatalf("%s: page %d has Reset %v", what, page, r.Reset)
+	return readPagesOf(t, what, maxBytes, reset, func(page int, lastID string) transport.Replay {
+		if page > 0 {
+			q.ReplayQuery = transport.ReplayQuery{Topics: q.Topics, Resume: true, LastEventID: lastID, MaxBytes: maxBytes}
 		}
-		size := 0
-		for _, ev := range r.Events {
-			size += len(ev.Wire)
-		}
-		if len(r.Events) > 1 && size > maxBytes {
-			t.Errorf("%s: page %d holds %d events of %d bytes, over %d", what, page, len(r.Events), size, maxBytes)
-		}
-		got = append(got, seqs(r.Events)...)
-		if !r.More {
-			return got
-		}
-		if len(r.Events) == 0 {
-			t.Fatalf("%s: page %d is empty and has More", what, page)
-		}
-		if page > 200 {
-			t.Fatalf("%s: more than 200 pages", what)
-		}
-		q.ReplayQuery = transport.ReplayQuery{Topics: q.Topics, Resume: true, LastEventID: r.Events[len(r.Events)-1].ID, MaxBytes: maxBytes}
-	}
+		return n.replayPatterns(q)
+	})
 }
 
 // latestSetup publishes to a/1 three times (1-3), a/2 (4), b twice (5, 6),

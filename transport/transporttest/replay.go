@@ -164,48 +164,24 @@ func checkSeam(t *testing.T, pub, sub *node) {
 	var published uint64
 	for round := range rounds {
 		start := published
-		ready, done := make(chan struct{}), make(chan struct{})
-		var rs []transport.Receipt
-		var err error
-		go func() {
-			defer close(done)
-			signal := ready
-			defer func() {
-				if signal != nil {
-					close(signal)
-				}
-			}()
-			for i := range perRound {
-				if i == round%perRound {
-					close(signal)
-					signal = nil
-				}
-				var r []transport.Receipt
-				if r, err = pub.tr.Publish(ctx(t), transport.PublishRequest{Messages: []transport.Message{msg(pattern[i%3]...)}}); err != nil {
-					return
-				}
-				rs = append(rs, r[0])
-			}
-		}()
-		<-ready
-		mark := sub.rec.Len()
-		sub.watch("a")
-		rep := sub.resume(transport.FormatID(ep, start), "a")
-		awaitDone(t, done, "the publisher")
-		if err != nil {
-			t.Fatalf("round %d: Publish: %v", round, err)
-		}
+		var mark int
+		var rep transport.Replay
+		evs := publishRound(t, pub, round, perRound, func(i int) []string { return pattern[i%3] }, func() {
+			mark = sub.rec.Len()
+			sub.watch("a")
+			rep = sub.resume(transport.FormatID(ep, start), "a")
+		})
 		published += perRound
 
 		var replayed, live []uint64
-		for _, r := range rs {
-			if !slices.Contains(r.Topics, "a") {
+		for _, ev := range evs {
+			if !slices.Contains(ev.topics, "a") {
 				continue
 			}
-			if s := seqOf(t, r); s <= rep.Head {
-				replayed = append(replayed, s)
+			if ev.seq <= rep.Head {
+				replayed = append(replayed, ev.seq)
 			} else {
-				live = append(live, s)
+				live = append(live, ev.seq)
 			}
 		}
 		wantReplay(t, fmt.Sprintf("round %d, head %d: replayed", round, rep.Head), rep, false, replayed)
@@ -214,6 +190,44 @@ func checkSeam(t *testing.T, pub, sub *node) {
 		})
 		sub.tr.Unwatch([]string{"a"})
 	}
+}
+
+// publishRound publishes perRound events on pub from a goroutine, the
+// topics of the i-th being topics(i), and calls during while it is at
+// work: once it published round%perRound of them. It returns the events
+// it published, with their Seqs, once they all are and during returned.
+func publishRound(t *testing.T, pub *node, round, perRound int, topics func(i int) []string, during func()) []pubEvent {
+	t.Helper()
+	ready, done := make(chan struct{}), make(chan struct{})
+	var evs []pubEvent
+	var err error
+	go func() {
+		defer close(done)
+		signal := ready
+		defer func() {
+			if signal != nil {
+				close(signal)
+			}
+		}()
+		for i := range perRound {
+			if i == round%perRound {
+				close(signal)
+				signal = nil
+			}
+			var r []transport.Receipt
+			if r, err = pub.tr.Publish(ctx(t), transport.PublishRequest{Messages: []transport.Message{msg(topics(i)...)}}); err != nil {
+				return
+			}
+			evs = append(evs, pubEvent{seqOf(t, r[0]), topics(i)})
+		}
+	}()
+	<-ready
+	during()
+	awaitDone(t, done, "the publisher")
+	if err != nil {
+		t.Fatalf("round %d: Publish: %v", round, err)
+	}
+	return evs
 }
 
 // containsSeqs reports whether evs holds an event of every Seq of want.
