@@ -50,6 +50,25 @@ func benchSubscribers(b *testing.B, h *Hub, n int, topic string) []*subscriber {
 
 // drain does what each stream's writer does on waking, short of writing:
 // take its events from the hub's window.
+// publishDraining publishes msgs b.N times, the subscribers taking their
+// events every 32 publishes, off the clock.
+func publishDraining(b *testing.B, h *Hub, msgs []transport.Message, subs []*subscriber) {
+	b.Helper()
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := h.Publish(ctx, transport.PublishRequest{Messages: msgs}); err != nil {
+			b.Fatal(err)
+		}
+		if i%32 == 31 {
+			b.StopTimer()
+			drain(subs)
+			b.StartTimer()
+		}
+	}
+}
+
 func drain(subs []*subscriber) {
 	var parts [][]byte
 	for _, s := range subs {
@@ -76,19 +95,7 @@ func BenchmarkPublish(b *testing.B) {
 			h := benchHub(b, transport.Limits{Events: 1000, MaxBytes: 64 << 20})
 			subs := benchSubscribers(b, h, n, "t")
 			msgs := []transport.Message{{Topics: []string{"t"}, Data: payload64, Retry: -1}}
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				if _, err := h.Publish(ctx, transport.PublishRequest{Messages: msgs}); err != nil {
-					b.Fatal(err)
-				}
-				if i%32 == 31 {
-					b.StopTimer()
-					drain(subs)
-					b.StartTimer()
-				}
-			}
+			publishDraining(b, h, msgs, subs)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/delivery")
 		})
 	}
@@ -362,19 +369,7 @@ func BenchmarkPublishPatterns(b *testing.B) {
 			subs := benchSubscribers(b, h, 1, "news/sport/42")
 			benchPatternSubscribers(b, h, n, func(i int) string { return fmt.Sprintf("other/%d/**", i) })
 			msgs := []transport.Message{{Topics: []string{"news/sport/42"}, Data: payload64, Retry: -1}}
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				if _, err := h.Publish(ctx, transport.PublishRequest{Messages: msgs}); err != nil {
-					b.Fatal(err)
-				}
-				if i%32 == 31 {
-					b.StopTimer()
-					drain(subs)
-					b.StartTimer()
-				}
-			}
+			publishDraining(b, h, msgs, subs)
 		})
 	}
 }
@@ -394,19 +389,7 @@ func BenchmarkFanOutPattern(b *testing.B) {
 				subs = benchPatternSubscribers(b, h, 1000, func(int) string { return "orders/*" })
 			}
 			msgs := []transport.Message{{Topics: []string{"orders/1"}, Data: payload64, Retry: -1}}
-			ctx := context.Background()
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				if _, err := h.Publish(ctx, transport.PublishRequest{Messages: msgs}); err != nil {
-					b.Fatal(err)
-				}
-				if i%32 == 31 {
-					b.StopTimer()
-					drain(subs)
-					b.StartTimer()
-				}
-			}
+			publishDraining(b, h, msgs, subs)
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/delivery")
 		})
 	}
