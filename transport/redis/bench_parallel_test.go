@@ -20,18 +20,9 @@ func BenchmarkPublishConcurrent(b *testing.B) {
 	for _, topics := range []int{1, 3} {
 		for _, pubs := range []int{8, 16} {
 			b.Run(fmt.Sprintf("%dtopics-%dpublishers", topics, pubs), func(b *testing.B) {
-				srv := startPrivateRedis(b)
-				limits := transport.Limits{Events: 1000, MaxBytes: 64 << 20}
-				pub := openNode(b, srv.Addr, "p", "h", limits)
-				sub := openNode(b, srv.Addr, "p", "h", limits)
-				names := []string{"a", "b", "c"}[:topics]
-				sub.watch(b, names...)
+				srv, pub, names := benchNodes(b, topics)
 				msg := transport.PublishRequest{Messages: []transport.Message{{Topics: names, Data: strings.Repeat("x", 64), Retry: -1}}}
-				for range 1100 {
-					if _, err := pub.Publish(context.Background(), msg); err != nil {
-						b.Fatal(err)
-					}
-				}
+				fillHistory(b, pub, msg)
 				var left atomic.Int64
 				left.Store(int64(b.N))
 				var wg sync.WaitGroup
@@ -65,12 +56,7 @@ func BenchmarkPublishBatch(b *testing.B) {
 	for _, topics := range []int{1, 3} {
 		for _, size := range []int{1, 8, 64} {
 			b.Run(fmt.Sprintf("%dtopics-%dpublishes", topics, size), func(b *testing.B) {
-				srv := startPrivateRedis(b)
-				limits := transport.Limits{Events: 1000, MaxBytes: 64 << 20}
-				pub := openNode(b, srv.Addr, "p", "h", limits)
-				sub := openNode(b, srv.Addr, "p", "h", limits)
-				names := []string{"a", "b", "c"}[:topics]
-				sub.watch(b, names...)
+				srv, pub, names := benchNodes(b, topics)
 				reqs := make([]transport.PublishRequest, size)
 				for i := range reqs {
 					reqs[i] = one(strings.Repeat("x", 64), names...)

@@ -84,6 +84,32 @@ func (m *redisMeter) report(b *testing.B) {
 	}
 }
 
+// benchNodes starts a private Redis and two nodes of one hub on it (the
+// hub's history: 1,000 events a topic), the second watching the first
+// topics of a, b and c; it returns the server, the first node, to publish
+// on, and those topics.
+func benchNodes(b *testing.B, topics int) (*privateRedis, *node, []string) {
+	b.Helper()
+	srv := startPrivateRedis(b)
+	limits := transport.Limits{Events: 1000, MaxBytes: 64 << 20}
+	pub := openNode(b, srv.Addr, "p", "h", limits)
+	sub := openNode(b, srv.Addr, "p", "h", limits)
+	names := []string{"a", "b", "c"}[:topics]
+	sub.watch(b, names...)
+	return srv, pub, names
+}
+
+// fillHistory publishes msg 1,100 times: the history of 1,000 events a
+// topic is full, and each publish from now on evicts one event.
+func fillHistory(b *testing.B, pub *node, msg transport.PublishRequest) {
+	b.Helper()
+	for range 1100 {
+		if _, err := pub.Publish(context.Background(), msg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkPublish publishes 64-byte events to one topic of a hub whose
 // history is full (each publish evicts one event), one at a time, with a
 // subscriber on another node; see redisMeter.report for what Redis
@@ -91,18 +117,9 @@ func (m *redisMeter) report(b *testing.B) {
 func BenchmarkPublish(b *testing.B) {
 	for _, topics := range []int{1, 3} {
 		b.Run(fmt.Sprint(topics, "topics"), func(b *testing.B) {
-			srv := startPrivateRedis(b)
-			limits := transport.Limits{Events: 1000, MaxBytes: 64 << 20}
-			pub := openNode(b, srv.Addr, "p", "h", limits)
-			sub := openNode(b, srv.Addr, "p", "h", limits)
-			names := []string{"a", "b", "c"}[:topics]
-			sub.watch(b, names...)
+			srv, pub, names := benchNodes(b, topics)
 			msg := transport.PublishRequest{Messages: []transport.Message{{Topics: names, Data: strings.Repeat("x", 64), Retry: -1}}}
-			for range 1100 { // fill the history
-				if _, err := pub.Publish(context.Background(), msg); err != nil {
-					b.Fatal(err)
-				}
-			}
+			fillHistory(b, pub, msg)
 			meter := startRedisMeter(b, srv)
 			b.ResetTimer()
 			for range b.N {
