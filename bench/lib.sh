@@ -34,6 +34,14 @@ stop_pid() {
 	wait "$pid" 2>/dev/null || true
 }
 
+# interrupt_pid PID ends a load tool this script started, by its PID
+# only, with INT (it then prints what it measured), and waits for it.
+interrupt_pid() {
+	[ -n "$1" ] || return 0
+	kill -INT "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}
+
 # stop_caddy ends the Caddy whose PID is in caddy_pid, if any.
 stop_caddy() {
 	stop_pid "${caddy_pid:-}"

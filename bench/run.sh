@@ -94,9 +94,7 @@ idle_subscribers() {
 	die "the $n idle subscribers did not connect in 30s: $(cat "$work/idle.log")"
 }
 stop_idle_subscribers() {
-	[ -n "$idle_pid" ] || return 0
-	kill -INT "$idle_pid" 2>/dev/null || true
-	wait "$idle_pid" 2>/dev/null || true
+	interrupt_pid "$idle_pid"
 	idle_pid=""
 }
 

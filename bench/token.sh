@@ -56,9 +56,7 @@ caddy_pid=""
 tool_pid=""
 
 stop_tool() {
-	[ -n "$tool_pid" ] || return 0
-	kill -INT "$tool_pid" 2>/dev/null || true
-	wait "$tool_pid" 2>/dev/null || true
+	interrupt_pid "$tool_pid"
 	tool_pid=""
 }
 cleanup() {
