@@ -7,7 +7,6 @@ package caddyproc
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -16,12 +15,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 )
 
 var (
@@ -68,12 +68,7 @@ func Main(m *testing.M, cleanups ...func()) {
 // processes, browsers, timers): it runs up to n of its parallel tests at
 // once, rather than GOMAXPROCS, unless -test.parallel is given.
 func MainParallel(m *testing.M, n int) {
-	flag.Parse()
-	given := false
-	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.parallel" })
-	if !given {
-		_ = flag.Set("test.parallel", strconv.Itoa(n))
-	}
+	ssetest.DefaultParallel(n)
 	os.Exit(run(m))
 }
 

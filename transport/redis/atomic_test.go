@@ -34,6 +34,7 @@ func hubKeys(t testing.TB, c *goredis.Client, prefix, hub, part string) []string
 // fail; it must fail before it stored anything, so that the publisher's
 // 503 means "not published" and no id is given twice.
 func TestPublishRefusedByACLStoresNothing(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	admin := srv.client()
 	ctx := context.Background()
@@ -88,6 +89,7 @@ func TestPublishRefusedByACLStoresNothing(t *testing.T) {
 // publishing its event, answer an error, and give the same id again to the
 // next publish. It must succeed, and ids must stay distinct.
 func TestPublishToleratesEvictedKeys(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	c := goredis.NewClient(&goredis.Options{Addr: sharedRedis})
@@ -126,6 +128,7 @@ func TestPublishToleratesEvictedKeys(t *testing.T) {
 // retry, but one with the same Idempotency-Key. A publish refused before
 // it was sent says no such thing.
 func TestUnansweredPublishSaysMaybePublished(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	proxy := startDropProxy(t, srv.Addr, "$2\r\nok\r\n")
 	a := openNode(t, proxy.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
@@ -149,6 +152,7 @@ func TestUnansweredPublishSaysMaybePublished(t *testing.T) {
 // TestPublishWithoutRedisNotMaybePublished: a publish that could not even
 // connect says it was not published, without inviting a keyed retry.
 func TestPublishWithoutRedisNotMaybePublished(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
 	a.publish(t, "x", "t")

@@ -64,6 +64,7 @@ func answerSeqs(t testing.TB, c *pubCall) []uint64 {
 // it stores nothing and takes no seq, and the publishes around it get
 // consecutive ids.
 func TestBatchMismatchSparesNeighbours(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits)
 	first := runBatch(t, a, keyed(one("x", "t"), "k", "f1"))
@@ -102,6 +103,7 @@ func TestBatchMismatchSparesNeighbours(t *testing.T) {
 // key is in the same batch is answered as a retry sent after it: the
 // same ids, repeated, and the positions beyond published once.
 func TestBatchSameKeyTwice(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits)
 	req := transport.PublishRequest{Key: "k", Fingerprint: "f", Messages: []transport.Message{
@@ -135,6 +137,7 @@ func TestBatchSameKeyTwice(t *testing.T) {
 // may no longer publish on is refused alone, before anything of it is
 // stored; the publishes around it go on.
 func TestBatchRefusedByACLSparesNeighbours(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	admin := srv.client()
 	ctx := context.Background()
@@ -171,6 +174,7 @@ func TestBatchRefusedByACLSparesNeighbours(t *testing.T) {
 // of memory, at its first write), every publish of the batch gets the
 // error, and none stored anything or took a seq.
 func TestBatchScriptRefused(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	admin := srv.client()
 	ctx := context.Background()
@@ -213,6 +217,7 @@ func TestBatchScriptRefused(t *testing.T) {
 // topic's list (a history of 3 events per topic, so that the batch evicts
 // some of its own), the same figures and the same indexes.
 func TestBatchEqualsSequential(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	c := srv.client()
 	limits := transport.Limits{Events: 3, MaxBytes: 64 << 20}
@@ -321,6 +326,7 @@ func hubDump(t testing.TB, c *goredis.Client, n *node) string {
 // within a batch's bounds, a publish beyond them alone, at most
 // pipelineScripts calls per round trip; the order is kept.
 func TestSplitBatch(t *testing.T) {
+	t.Parallel()
 	call := func(nmsg, ntopics, bytes int) *pubCall {
 		return &pubCall{cmd: "SPUBLISH", nmsg: nmsg, ntopics: ntopics, bytes: bytes}
 	}

@@ -12,6 +12,7 @@ import (
 )
 
 func TestCaddyfileErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ in, want string }{
 		{"redis {\n bogus 1\n}", "unrecognized redis transport option 'bogus'"},
 		{"redis a b", "wrong argument count"},

@@ -115,6 +115,7 @@ var writeCommands = map[string]bool{
 // does. What 1 and 50 idle hubs cost is logged (SSE_IDLE_HUBS=n to
 // measure another count, SSE_IDLE_WINDOW=d over another window than 3s).
 func TestSharedClient(t *testing.T) {
+	t.Parallel()
 	n := 50
 	if s := os.Getenv("SSE_IDLE_HUBS"); s != "" {
 		n, _ = strconv.Atoi(s)
@@ -144,6 +145,7 @@ func TestSharedClient(t *testing.T) {
 // connection, and nothing reconnects; other options make another client;
 // the last hub to close closes the client.
 func TestSharedClientReload(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	c := srv.client()
 	ctx := context.Background()

@@ -53,6 +53,7 @@ func (n *node) sendRaw(t testing.TB, payload string) {
 // TestDisconnectClassicPubSub: with classic Pub/Sub (Redis before 7),
 // a disconnect request reaches the other node once, and its own once.
 func TestDisconnectClassicPubSub(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	classic := func(tr *Transport) { tr.sharded.Store(2) }
@@ -76,6 +77,7 @@ func TestDisconnectClassicPubSub(t *testing.T) {
 // message, one of a kind it does not know, a disconnect without its
 // request, and its own; it acts on another node's disconnect.
 func TestControlMessagesOthersIgnored(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits)

@@ -15,6 +15,7 @@ import (
 // figures are corrected: the node's housekeeping notices the missing list
 // and recounts what the lists hold, events of several topics included.
 func TestEvictedHistoryRecounted(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	c := goredis.NewClient(&goredis.Options{Addr: sharedRedis})
@@ -51,6 +52,7 @@ func TestEvictedHistoryRecounted(t *testing.T) {
 // zset evicted, the topics' newest seqs are unknown: a resumption from an
 // old id must get a reset rather than claim a history it cannot vouch for.
 func TestMissingLastKeepsResumptionsHonest(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	c := goredis.NewClient(&goredis.Options{Addr: sharedRedis})

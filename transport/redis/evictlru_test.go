@@ -16,6 +16,7 @@ import (
 // and the next publish gave their ids again. Every publish succeeds, ids
 // are never given twice, and the figures come back to what Redis holds.
 func TestRealEviction(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t, "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
 	a := openNode(t, srv.Addr, "p", "h", transport.Limits{Events: 1000, MaxBytes: 3 << 20}, withTimeout(2*time.Second))
 	data := strings.Repeat("x", 2000)

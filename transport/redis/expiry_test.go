@@ -16,6 +16,7 @@ import (
 // expiry, a week without history_ttl (history_ttl and a day with one),
 // which the nodes' housekeeping refreshes while the hub lives.
 func TestEveryKeyExpires(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	for _, c := range []struct {
 		name string

@@ -73,6 +73,7 @@ func seqRange(from, to uint64) []uint64 {
 // events published by another node are read from the history once it is
 // back, and delivered in order, once.
 func TestPubSubConnectionKilled(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout), slowReconnect)
 	b := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
@@ -100,6 +101,7 @@ func TestPubSubConnectionKilled(t *testing.T) {
 // history no longer holds end the streams of their topic; other topics
 // go on.
 func TestMissedEventsEvicted(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	limits := transport.Limits{Events: 3, MaxBytes: 1 << 30}
 	a := openNode(t, srv.Addr, "p", "h", limits, withTimeout(faultTimeout), slowReconnect)
@@ -133,6 +135,7 @@ func TestMissedEventsEvicted(t *testing.T) {
 // state says so; when a Redis with the same data returns, everything goes
 // on with nothing lost.
 func TestOutage(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
 	a.watch(t, "t")
@@ -185,6 +188,7 @@ func TestOutage(t *testing.T) {
 // TestHistoryLost: Redis restarted without persistence, or flushed: a new
 // epoch, every stream interrupted, old ids reset.
 func TestHistoryLost(t *testing.T) {
+	t.Parallel()
 	for _, how := range []string{"restart", "flushall"} {
 		t.Run(how, func(t *testing.T) {
 			srv := startPrivateRedis(t)
@@ -224,6 +228,7 @@ func TestHistoryLost(t *testing.T) {
 // failover that lost the newest writes): its seq is below what the node
 // delivered, so a new epoch starts rather than giving ids twice.
 func TestRollback(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
 	a.watch(t, "t")
@@ -251,6 +256,7 @@ func TestRollback(t *testing.T) {
 // with ErrUnavailable though Redis stored it; it is not sent again, and a
 // retry with the same idempotency key gets the stored receipt.
 func TestLostReply(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t, "--enable-debug-command", "yes")
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
 	ctl := srv.client()
@@ -298,6 +304,7 @@ func TestLostReply(t *testing.T) {
 // TestPaused: a Redis that stops answering (CLIENT PAUSE) makes the node
 // unavailable (its PING goes unanswered), and then available again.
 func TestPaused(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
 	b := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
@@ -401,6 +408,7 @@ func (p *dropProxy) serve(c net.Conn) {
 // once, and the publisher's retry with its idempotency key is answered
 // with the stored receipt.
 func TestReplyLostWithConnection(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	proxy := startDropProxy(t, srv.Addr, "$2\r\nok\r\n")
 	a := openNode(t, proxy.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
@@ -433,6 +441,7 @@ func TestReplyLostWithConnection(t *testing.T) {
 // TestOpen: a hub whose Redis is not there yet opens, unavailable, and
 // serves once Redis answers; wrong credentials are an error at once.
 func TestOpen(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t, "--requirepass", "right")
 	tr := &Transport{Addresses: []string{srv.Addr}, Password: "wrong", Timeout: caddy.Duration(faultTimeout)}
 	err := tr.Open("h", defaultLimits, newSink())
@@ -459,6 +468,7 @@ func TestOpen(t *testing.T) {
 // TestEvictionWarning: a Redis that may evict keys is warned about when
 // the hub opens; one that may not is not.
 func TestEvictionWarning(t *testing.T) {
+	t.Parallel()
 	for _, policy := range []string{"allkeys-lru", "noeviction"} {
 		srv := startPrivateRedis(t, "--maxmemory-policy", policy)
 		core, logs := observer.New(zap.WarnLevel)
@@ -474,6 +484,7 @@ func TestEvictionWarning(t *testing.T) {
 // subscription, so that an event published right after it (by a node
 // that reaches Redis faster) is delivered.
 func TestWatchAwaitsConfirmation(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	proxy := startDropProxy(t, srv.Addr, "\x00never")
 	a := openNode(t, proxy.Addr, "p", "h", defaultLimits, withTimeout(2*time.Second))
@@ -494,6 +505,7 @@ func TestWatchAwaitsConfirmation(t *testing.T) {
 // share one slot, two nodes deliver each event once, in order, a
 // resumption works, and a disconnect request reaches the other node.
 func TestCluster(t *testing.T) {
+	t.Parallel()
 	var srvs []*privateRedis
 	var addrs []string
 	for range 3 {

@@ -13,6 +13,7 @@ import (
 )
 
 func TestPublishAndReplay(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	n := openNode(t, sharedRedis, prefix, "h", defaultLimits)
@@ -97,6 +98,7 @@ func sizeOf(evs []*transport.Event) int64 {
 }
 
 func TestHistoryLimits(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 
 	t.Run("events per topic", func(t *testing.T) {
@@ -203,6 +205,7 @@ func TestHistoryLimits(t *testing.T) {
 }
 
 func TestIdleTopicsForgotten(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	n := openNode(t, sharedRedis, prefix, "h", transport.Limits{Events: 1, MaxBytes: 1 << 30})
@@ -234,6 +237,7 @@ func TestIdleTopicsForgotten(t *testing.T) {
 }
 
 func TestIdempotencyAcrossNodes(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits)
@@ -282,6 +286,7 @@ func TestIdempotencyAcrossNodes(t *testing.T) {
 }
 
 func TestConfigErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		tr   *Transport
 		want string

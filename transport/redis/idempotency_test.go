@@ -51,6 +51,7 @@ const testFingerprint = "0123456789abcdef0123456789abcdef0123456789abcdef0123456
 // 500,001 entries): the keys' records take from Redis's memory what they
 // count, within the budget, and a long keyed stream keeps runs of ids.
 func TestIdempotencyRecordsStayWithinTheirBudget(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	c := srv.client()
 	const budget = 1 << 20
@@ -160,6 +161,7 @@ func ageKey(t *testing.T, n *node, key string, ms int64, entry bool) {
 // old is forgotten, by the janitor or by the next publish that names it,
 // and leaves the figures.
 func TestIdempotencyKeysAreForgottenAfterADay(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	n := openNode(t, sharedRedis, prefix, "h", defaultLimits)

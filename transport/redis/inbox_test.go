@@ -12,6 +12,7 @@ import (
 // a lost notice), keeps the connection's notices in their order, and
 // goes on queueing from the next message; the mux never waits for it.
 func TestInboxOverflow(t *testing.T) {
+	t.Parallel()
 	var b inbox
 	b.init()
 	down := errors.New("connection lost")

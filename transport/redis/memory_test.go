@@ -15,6 +15,7 @@ import (
 // per event over many topics, and ten topics per event. It only reports
 // (SSE_MEASURE_MEMORY=1); see BENCHMARKS.md.
 func TestMemoryPerEvent(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("SSE_MEASURE_MEMORY") == "" {
 		t.Skip("set SSE_MEASURE_MEMORY=1 to measure")
 	}
@@ -63,6 +64,7 @@ func TestMemoryPerEvent(t *testing.T) {
 // output buffer: the body was stored and published once per topic. It is
 // stored once per event, and published once for the hub.
 func TestEventOfManyTopicsStoredOnce(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	n := openNode(t, srv.Addr, "p", "h", transport.Limits{Events: 1000, MaxBytes: 64 << 20})
 	topics := make([]string, 40)

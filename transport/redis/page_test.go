@@ -125,6 +125,7 @@ func readAllPages(t *testing.T, n *node, what string, q transport.ReplayQuery, r
 // script's answer as in the events returned, however long the replay and
 // however many topics it merges; and its pages together are the replay.
 func TestReplayPageIsBounded(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 
 	t.Run("one topic of 2000 events", func(t *testing.T) {

@@ -37,6 +37,7 @@ func openHubs(t testing.TB, srv *privateRedis, prefix string, n int, opts ...fun
 // transports both read its channels; the old one closing leaves them
 // subscribed for the new one.
 func TestOnePubSubConnection(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	hubs := openHubs(t, srv, "p", 20)
 	for _, h := range hubs {
@@ -90,6 +91,7 @@ func TestOnePubSubConnection(t *testing.T) {
 // back: each delivers every event once, in order, and counts one
 // resynchronisation.
 func TestSharedConnectionKilled(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	subs := openHubs(t, srv, "p", 20, withTimeout(faultTimeout), slowReconnect)
 	// another node (other options: a client of its own) publishes
@@ -143,6 +145,7 @@ func (s gatedSink) Deliver(ev *transport.Event) int {
 // hubs on the Pub/Sub connection, and delivers its own events in order
 // once it goes on.
 func TestSlowHub(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	gate := make(chan struct{})
 	slow := &node{Transport: &Transport{Addresses: []string{srv.Addr}, Prefix: "p"}, sink: newSink()}
@@ -169,6 +172,7 @@ func TestSlowHub(t *testing.T) {
 // (an ACL change, which also cuts the connection) is down, saying why;
 // the other hubs on the connection are back up.
 func TestSubscriptionRefused(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	ctl := srv.client()
 	ctx := context.Background()

@@ -12,6 +12,7 @@ import (
 )
 
 func TestLiveDelivery(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits)
@@ -78,6 +79,7 @@ func TestLiveDelivery(t *testing.T) {
 // each node's sink gets exactly what Redis holds for its topics, once, in
 // order.
 func TestTwoNodesConcurrentPublishers(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	limits := transport.Limits{Events: 10000, MaxBytes: 1 << 30}
@@ -145,6 +147,7 @@ func firstDiff(a, b []uint64) int {
 // are published, gets every event of its topic once: the replay up to
 // its head, then live events above it.
 func TestReplaySeam(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	limits := transport.Limits{Events: 10000, MaxBytes: 1 << 30}
@@ -198,6 +201,7 @@ func TestReplaySeam(t *testing.T) {
 // delivered for its topic ends that topic's streams, and a message at or
 // below the delivered seq is not delivered again.
 func TestGapInterrupts(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	n := openNode(t, sharedRedis, prefix, "h", defaultLimits)

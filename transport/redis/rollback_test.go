@@ -14,6 +14,7 @@ import (
 // not above Redis's, yet the ids of A's events must not be given again:
 // a new epoch starts, and A's subscribers are interrupted (a reset).
 func TestRollbackSeenOnlyByPublisher(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout), slowReconnect)
 	b := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))

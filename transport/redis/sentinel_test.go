@@ -75,6 +75,7 @@ func startSentinel(t *testing.T, master string, primary *privateRedis) string {
 // nodes cannot tell whether the replica missed events, and a new epoch
 // starts: the streams end (reason epoch) and go on from the new epoch.
 func TestSentinelFailover(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("a failover takes seconds")
 	}
@@ -178,6 +179,7 @@ func testFailover(t *testing.T, durable bool) {
 // sentinels that do not answer do not (an outage: the hub opens
 // unavailable); a known master serves.
 func TestSentinelStart(t *testing.T) {
+	t.Parallel()
 	primary := startPrivateRedis(t)
 	s := startSentinel(t, "known", primary)
 	tr := &Transport{Sentinel: &SentinelConfig{Master: "unknown", Addresses: []string{s}}}

@@ -83,6 +83,7 @@ func costEstimate(n *node) int64 {
 // limit binding: the estimate is to be an upper bound (a ratio at most
 // 1). It only reports (SSE_MEASURE_MEMORY=1).
 func TestCostEstimateMeasure(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("SSE_MEASURE_MEMORY") == "" {
 		t.Skip("set SSE_MEASURE_MEMORY=1 to measure")
 	}
@@ -139,6 +140,7 @@ func sizingEvents(s shape) int {
 // by at most what the sizing rule gives it: twice history_max_bytes, its
 // allowance and the slack (see sizing.go).
 func TestMemoryWithinBudget(t *testing.T) {
+	t.Parallel()
 	limits := transport.Limits{Events: 1 << 20, MaxBytes: sizingMaxBytes}
 	for _, s := range worstShapes {
 		t.Run(s.name, func(t *testing.T) {
@@ -164,6 +166,7 @@ func TestMemoryWithinBudget(t *testing.T) {
 // gives its one hub, with noeviction, takes three times the hub's budget
 // of the costliest histories without refusing a publish.
 func TestMaxmemoryByTheRule(t *testing.T) {
+	t.Parallel()
 	limits := transport.Limits{Events: 1 << 20, MaxBytes: sizingMaxBytes}
 	for _, s := range worstShapes {
 		t.Run(s.name, func(t *testing.T) {
@@ -180,6 +183,7 @@ func TestMaxmemoryByTheRule(t *testing.T) {
 // the sizing rule for the node's hubs there is warned about, naming the
 // numbers; one within it is not.
 func TestMaxmemoryWarning(t *testing.T) {
+	t.Parallel()
 	limits := transport.Limits{Events: 1000, MaxBytes: sizingMaxBytes}
 	one := sizingRule(limits)
 	srv := startPrivateRedis(t, "--maxmemory", strconv.FormatInt(one+hubBudget(limits)/2, 10))
@@ -201,6 +205,7 @@ func TestMaxmemoryWarning(t *testing.T) {
 // written before the cost was counted), and a change of limits trims by
 // it too.
 func TestCostRecount(t *testing.T) {
+	t.Parallel()
 	requireRedis(t, sharedRedis)
 	n := openNode(t, sharedRedis, uniquePrefix(t, sharedRedis), "h", transport.Limits{Events: 3, MaxBytes: 1 << 30})
 	ctx := context.Background()
@@ -245,6 +250,7 @@ func TestCostRecount(t *testing.T) {
 // TestCostAllowanceAgrees: the scripts' allowance is the one the sizing
 // rule counts.
 func TestCostAllowanceAgrees(t *testing.T) {
+	t.Parallel()
 	if want := "local COST_ALLOWANCE = " + strconv.Itoa(costAllowance) + "\n"; !strings.Contains(luaLib, want) {
 		t.Fatalf("luaLib does not say %q", want)
 	}

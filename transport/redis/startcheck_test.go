@@ -45,6 +45,7 @@ func wantErr(t *testing.T, err error, parts ...string) {
 // TestStartTLSAgainstPlaintext: tls against a Redis without TLS fails the
 // load, naming TLS, instead of a hub unavailable forever.
 func TestStartTLSAgainstPlaintext(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	err := openErr(t, &Transport{Addresses: []string{srv.Addr}, TLS: &TLSConfig{InsecureSkipVerify: true}})
 	wantErr(t, err, "TLS", "answers without TLS", srv.Addr)
@@ -53,6 +54,7 @@ func TestStartTLSAgainstPlaintext(t *testing.T) {
 // TestStartTwoStandaloneAddresses: two addresses mean a Cluster; two
 // standalone servers fail the load, saying so.
 func TestStartTwoStandaloneAddresses(t *testing.T) {
+	t.Parallel()
 	a, b := startPrivateRedis(t), startPrivateRedis(t)
 	err := openErr(t, &Transport{Addresses: []string{a.Addr, b.Addr}})
 	wantErr(t, err, "not a Redis Cluster", "several addresses mean")
@@ -60,6 +62,7 @@ func TestStartTwoStandaloneAddresses(t *testing.T) {
 
 // TestStartReplica: an address naming a read-only replica fails the load.
 func TestStartReplica(t *testing.T) {
+	t.Parallel()
 	primary := startPrivateRedis(t)
 	replica := startPrivateRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(primary.port))
 	wantErr(t, openErr(t, &Transport{Addresses: []string{replica.Addr}}), "read-only replica", "name the primary")
@@ -68,6 +71,7 @@ func TestStartReplica(t *testing.T) {
 // TestStartACL: a user Redis refuses the scripts, or the hub's channels,
 // fails the load, naming what is missing.
 func TestStartACL(t *testing.T) {
+	t.Parallel()
 	srv := startPrivateRedis(t)
 	c := srv.client()
 	ctx := context.Background()
@@ -96,6 +100,7 @@ func TestStartACL(t *testing.T) {
 // TestStartPlaintextAgainstTLS: no tls against a Redis that expects it
 // fails the load, naming TLS.
 func TestStartPlaintextAgainstTLS(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
 			t.Fatal("redis-server is not installed")
