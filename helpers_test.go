@@ -25,9 +25,13 @@ var (
 	testBase  = fmt.Sprintf("http://localhost:%d", testHTTP)
 )
 
+// TestMain runs the tests in two processes at once (runShards), then
+// removes the Caddy storage of this process's tests.
 func TestMain(m *testing.M) {
 	caddytest.Default.AdminPort = testAdmin
-	caddyproc.Main(m, func() { _ = os.RemoveAll(testStorage()) })
+	code := runShards(m)
+	_ = os.RemoveAll(testStorage())
+	os.Exit(code)
 }
 
 // wait is the safety net of every wait in these tests.

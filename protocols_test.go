@@ -324,36 +324,34 @@ var streamSuite = []struct {
 // over: the server's timeouts no longer apply to those (docs/hijack.md).
 var notTakenOver = map[string]bool{"WriteTimeoutStillCapsStreams": true}
 
-// TestProtocolsStreamSuite runs the stream tests again over HTTPS: HTTP/1.1
-// over TLS (served as usual, and taken over with hijack), HTTP/2 and
-// HTTP/3, each stream checked to have used that protocol.
-func TestProtocolsStreamSuite(t *testing.T) {
-	modes := []struct {
-		name   string
-		p      protocol
-		hijack bool
-	}{
-		{"h1tls", protoH1TLS, false},
-		{"h1tls-hijack", protoH1TLS, true},
-		{"h2", protoH2, false},
-		{"h3", protoH3, false},
-	}
-	for _, mode := range modes {
-		t.Run(mode.name, func(t *testing.T) {
-			m := &protocolMode{p: mode.p, hijack: mode.hijack, clients: make(map[*http.Client]*http.Client)}
-			startVia, openVia = m.start, m.open
-			defer func() { startVia, openVia = nil, nil }()
-			for _, c := range streamSuite {
-				if mode.hijack && notTakenOver[c.name] {
-					continue
-				}
-				t.Run(c.name, func(t *testing.T) {
-					before := m.streams.Load()
-					c.test(t)
-					if m.streams.Load() == before {
-						t.Errorf("no stream of this test went over %s", mode.p.name)
-					}
-				})
+// TestProtocolsStreamSuite* run the stream tests again over HTTPS:
+// HTTP/1.1 over TLS (served as usual, and taken over with hijack),
+// HTTP/2 and HTTP/3, each stream checked to have used that protocol. One
+// test per protocol, so that the package's processes share them out
+// (runShards).
+func TestProtocolsStreamSuiteH1TLS(t *testing.T) { runStreamSuite(t, protoH1TLS, false) }
+
+func TestProtocolsStreamSuiteH1TLSHijack(t *testing.T) { runStreamSuite(t, protoH1TLS, true) }
+
+func TestProtocolsStreamSuiteH2(t *testing.T) { runStreamSuite(t, protoH2, false) }
+
+func TestProtocolsStreamSuiteH3(t *testing.T) { runStreamSuite(t, protoH3, false) }
+
+// runStreamSuite runs the stream tests over protocol p, on connections
+// taken over (hijack) or not.
+func runStreamSuite(t *testing.T, p protocol, hijack bool) {
+	m := &protocolMode{p: p, hijack: hijack, clients: make(map[*http.Client]*http.Client)}
+	startVia, openVia = m.start, m.open
+	defer func() { startVia, openVia = nil, nil }()
+	for _, c := range streamSuite {
+		if hijack && notTakenOver[c.name] {
+			continue
+		}
+		t.Run(c.name, func(t *testing.T) {
+			before := m.streams.Load()
+			c.test(t)
+			if m.streams.Load() == before {
+				t.Errorf("no stream of this test went over %s", p.name)
 			}
 		})
 	}
@@ -698,7 +696,7 @@ func rawTLSStream(t *testing.T, path string) (*tls.Conn, *bufio.Reader) {
 // the server instead of two; a client that closes its connection (a TLS
 // close_notify, then FIN) is noticed by the probe within a tick; and the
 // body is chunked and ends with the last chunk. The stream suite runs
-// over it in TestProtocolsStreamSuite (h1tls-hijack).
+// over it in TestProtocolsStreamSuiteH1TLSHijack.
 func TestHijackOverTLS(t *testing.T) {
 	t.Run("goroutines", func(t *testing.T) {
 		checkTakeOverFreesGoroutines(t, "TLS stream", startSecure, func() io.Closer {

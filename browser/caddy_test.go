@@ -108,6 +108,32 @@ func publish(t *testing.T, url string, events ...event) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return publishJSON(t, url, body)
+}
+
+// publishMany publishes requests arrays of perRequest events of size
+// bytes to topic, the same body each time (encoded once), and returns
+// their ids.
+func publishMany(t *testing.T, url, topic string, size, perRequest, requests int) []string {
+	t.Helper()
+	batch := make([]event, perRequest)
+	for i := range batch {
+		batch[i] = event{Topic: topic, Data: strings.Repeat("x", size)}
+	}
+	body, err := json.Marshal(batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range requests {
+		ids = append(ids, publishJSON(t, url, body)...)
+	}
+	return ids
+}
+
+// publishJSON publishes a JSON body to url and returns the events' ids.
+func publishJSON(t *testing.T, url string, body []byte) []string {
+	t.Helper()
 	resp, err := httpClient.Post(url, "application/json", bytes.NewReader(body))
 	if err != nil {
 		t.Fatalf("publishing to %s: %v", url, err)

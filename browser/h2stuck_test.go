@@ -54,14 +54,7 @@ func TestFullHTTP2SocketHoldsNoStop(t *testing.T) {
 	c := caddyproc.Start(t, site("3s"), p.admin)
 	rawH2Stream(t, localCA(t, storage, p), p.https, "/events?topic=full")
 	waitUntil(t, wait, "the stream is subscribed", func() bool { return subscribers(t, c) == 1 }, nil)
-	payload := bytes.Repeat([]byte("f"), 60<<10)
-	for range 15 { // 300 events of 60 KiB: far more than the socket holds
-		batch := make([]event, 20)
-		for i := range batch {
-			batch[i] = event{Topic: "full", Data: string(payload)}
-		}
-		publish(t, base+"/publish", batch...)
-	}
+	publishMany(t, base+"/publish", "full", 60<<10, 20, 15) // 300 events of 60 KiB: far more than the socket holds
 
 	start := time.Now()
 	if err := c.Load(site("5s")); err != nil {
@@ -73,13 +66,7 @@ func TestFullHTTP2SocketHoldsNoStop(t *testing.T) {
 	// once more on the new config, then SIGTERM
 	rawH2Stream(t, localCA(t, storage, p), p.https, "/events?topic=full")
 	waitUntil(t, wait, "the stream is subscribed", func() bool { return subscribers(t, c) == 1 }, nil)
-	for range 15 {
-		batch := make([]event, 20)
-		for i := range batch {
-			batch[i] = event{Topic: "full", Data: string(payload)}
-		}
-		publish(t, base+"/publish", batch...)
-	}
+	publishMany(t, base+"/publish", "full", 60<<10, 20, 15)
 	took, err := c.Terminate(3 * time.Second)
 	if err != nil {
 		t.Fatalf("caddy did not exit within 3s of SIGTERM: %v", err)

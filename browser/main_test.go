@@ -10,5 +10,5 @@ import (
 
 // TestMain runs the tests, up to 4 of the parallel ones at once (they
 // mostly wait: on Chromium, on reconnection delays, on processes that
-// stop), and removes the Caddy binary they built.
+// stop).
 func TestMain(m *testing.M) { caddyproc.MainParallel(m, 4) }

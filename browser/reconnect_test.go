@@ -31,9 +31,9 @@ const (
 // in order.
 func TestReconnectResumes(t *testing.T) {
 	t.Parallel() // mostly waiting for the browser to come back: alongside the others that wait
-	t.Run("max_age", func(t *testing.T) { reconnectAfterMaxAge(t, plain, 2, "") })
-	t.Run("max_age with hijack", func(t *testing.T) { reconnectAfterMaxAge(t, plain, 12, "hijack") })
-	t.Run("reload", func(t *testing.T) { reconnectAfterReload(t, plain, 3) })
+	t.Run("max_age", func(t *testing.T) { t.Parallel(); reconnectAfterMaxAge(t, plain, 2, "") })
+	t.Run("max_age with hijack", func(t *testing.T) { t.Parallel(); reconnectAfterMaxAge(t, plain, 12, "hijack") })
+	t.Run("reload", func(t *testing.T) { t.Parallel(); reconnectAfterReload(t, plain, 3) })
 }
 
 // reconnectAfterMaxAge runs resumeCycles on streams that max_age ends,

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -41,6 +40,7 @@ func TestStopOverHTTPS(t *testing.T) {
 		{"h3", "grace_period 2s", 4 * time.Second},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // ports of its own
 			p := testPorts(16 + i)
 			base := fmt.Sprintf("https://127.0.0.1:%d", p.https)
 			storage := t.TempDir()
@@ -127,12 +127,5 @@ func openStuck(t *testing.T, c *http.Client, url, lastID string) {
 // publishLarge publishes 200 events of 64 KiB to topic, 20 per request.
 func publishLarge(t *testing.T, base, topic string) {
 	t.Helper()
-	payload := strings.Repeat("x", 64<<10)
-	for range 10 {
-		batch := make([]event, 20)
-		for i := range batch {
-			batch[i] = event{Topic: topic, Data: payload}
-		}
-		publish(t, base+"/publish", batch...)
-	}
+	publishMany(t, base+"/publish", topic, 64<<10, 20, 10)
 }

@@ -7,6 +7,5 @@ import (
 )
 
 // TestMain runs the tests, up to 8 of the parallel ones at once (they
-// mostly wait on Caddy processes), and removes the Caddy binary they
-// built.
+// mostly wait on Caddy processes).
 func TestMain(m *testing.M) { caddyproc.MainParallel(m, 8) }

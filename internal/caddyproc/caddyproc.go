@@ -6,6 +6,8 @@ package caddyproc
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,55 +34,75 @@ var (
 )
 
 // Binary builds cmd/caddy once per test process and returns its path.
+// The binary is kept in the user's cache directory, one per checkout of
+// the module, and shared by the test packages: go build relinks it only
+// when a source has changed, so that the packages of one go test run
+// link Caddy once between them (a link costs seconds of both cores).
 func Binary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "caddy-sse-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		buildPath = filepath.Join(dir, "caddy")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/caddy")
-		cmd.Dir = moduleRoot()
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("building cmd/caddy: %v\n%s", err, out)
-		}
-	})
+	buildOnce.Do(func() { buildPath, buildErr = build() })
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return buildPath
 }
 
-// Main runs a package's tests, then removes the binary Binary built, if
-// any, and calls cleanups (the tests' other files that outlive a test):
-// a test package that uses Binary calls it from its TestMain.
+// build builds cmd/caddy into the cache directory of this checkout,
+// holding its lock meanwhile: other test processes wait, then find it up
+// to date.
+func build() (string, error) {
+	dir, err := binaryDir()
+	if err != nil {
+		return "", err
+	}
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return "", err
+	}
+	defer unlock()
+	path := filepath.Join(dir, "caddy")
+	cmd := exec.Command("go", "build", "-o", path, "./cmd/caddy")
+	cmd.Dir = moduleRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building cmd/caddy: %v\n%s", err, out)
+	}
+	return path, nil
+}
+
+// binaryDir is the directory of this checkout's test binary:
+// <user cache dir>/caddy-sse-test/<hash of the module's path>.
+func binaryDir() (string, error) {
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	root, err := filepath.Abs(moduleRoot())
+	if err != nil {
+		return "", fmt.Errorf("locating the module: %w", err)
+	}
+	sum := sha256.Sum256([]byte(root))
+	dir := filepath.Join(cache, "caddy-sse-test", hex.EncodeToString(sum[:8]))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("creating the test binary's directory: %w", err)
+	}
+	return dir, nil
+}
+
+// Main runs a package's tests, then calls cleanups (the tests' files
+// that outlive a test): a test package that leaves such files calls it
+// from its TestMain.
 func Main(m *testing.M, cleanups ...func()) {
-	code := run(m)
+	code := m.Run()
 	for _, c := range cleanups {
 		c()
 	}
 	os.Exit(code)
 }
 
-// MainParallel is Main for a package whose tests mostly wait (on
-// processes, browsers, timers): it runs up to n of its parallel tests at
-// once, rather than GOMAXPROCS, unless -test.parallel is given.
-func MainParallel(m *testing.M, n int) {
-	ssetest.DefaultParallel(n)
-	os.Exit(run(m))
-}
-
-// run runs the tests and removes the Caddy binary they built.
-func run(m *testing.M) int {
-	code := m.Run()
-	if buildPath != "" {
-		_ = os.RemoveAll(filepath.Dir(buildPath))
-	}
-	return code
-}
+// MainParallel runs the tests of a package whose tests mostly wait (on
+// processes, browsers, timers): up to n of its parallel tests at once,
+// rather than GOMAXPROCS, unless -test.parallel is given.
+func MainParallel(m *testing.M, n int) { ssetest.MainParallel(m, n) }
 
 // moduleRoot is the directory of this module's go.mod.
 func moduleRoot() string {
@@ -308,12 +331,10 @@ func (c *Caddy) Exited() <-chan struct{} { return c.exited }
 // Port returns a test port: base plus SSE_TEST_PORT_OFFSET, so that two
 // checkouts can run their tests at the same time. Each test package has
 // its own base ports (see docs/development.md).
-func Port(base int) int {
-	if v := os.Getenv("SSE_TEST_PORT_OFFSET"); v != "" {
-		var off int
-		if _, err := fmt.Sscan(v, &off); err == nil {
-			return base + off
-		}
-	}
-	return base
+func Port(base int) int { return base + PortOffset() }
+
+// PortOffset is SSE_TEST_PORT_OFFSET, 0 when unset or not a number.
+func PortOffset() int {
+	off, _ := strconv.Atoi(os.Getenv("SSE_TEST_PORT_OFFSET"))
+	return off
 }
