@@ -12,7 +12,6 @@ import (
 // shared Redis, each under a prefix of its own, with further nodes of a
 // hub as other transports on the same prefix.
 func TestContract(t *testing.T) {
-	t.Parallel()
 	requireRedis(t, sharedRedis)
 	transporttest.Run(t, func(t *testing.T, limits transport.Limits, sink transport.Sink) transporttest.Hub {
 		prefix := uniquePrefix(t, sharedRedis)

@@ -73,7 +73,6 @@ func seqRange(from, to uint64) []uint64 {
 // events published by another node are read from the history once it is
 // back, and delivered in order, once.
 func TestPubSubConnectionKilled(t *testing.T) {
-	t.Parallel()
 	srv := startPrivateRedis(t)
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout), slowReconnect)
 	b := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
@@ -135,7 +134,6 @@ func TestMissedEventsEvicted(t *testing.T) {
 // state says so; when a Redis with the same data returns, everything goes
 // on with nothing lost.
 func TestOutage(t *testing.T) {
-	t.Parallel()
 	srv := startPrivateRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
 	a.watch(t, "t")
@@ -256,7 +254,6 @@ func TestRollback(t *testing.T) {
 // with ErrUnavailable though Redis stored it; it is not sent again, and a
 // retry with the same idempotency key gets the stored receipt.
 func TestLostReply(t *testing.T) {
-	t.Parallel()
 	srv := startPrivateRedis(t, "--enable-debug-command", "yes")
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
 	ctl := srv.client()
@@ -304,7 +301,6 @@ func TestLostReply(t *testing.T) {
 // TestPaused: a Redis that stops answering (CLIENT PAUSE) makes the node
 // unavailable (its PING goes unanswered), and then available again.
 func TestPaused(t *testing.T) {
-	t.Parallel()
 	srv := startPrivateRedis(t)
 	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
 	b := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))
@@ -408,7 +404,6 @@ func (p *dropProxy) serve(c net.Conn) {
 // once, and the publisher's retry with its idempotency key is answered
 // with the stored receipt.
 func TestReplyLostWithConnection(t *testing.T) {
-	t.Parallel()
 	srv := startPrivateRedis(t)
 	proxy := startDropProxy(t, srv.Addr, "$2\r\nok\r\n")
 	a := openNode(t, proxy.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout))

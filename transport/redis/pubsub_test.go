@@ -91,7 +91,6 @@ func TestOnePubSubConnection(t *testing.T) {
 // back: each delivers every event once, in order, and counts one
 // resynchronisation.
 func TestSharedConnectionKilled(t *testing.T) {
-	t.Parallel()
 	srv := startPrivateRedis(t)
 	subs := openHubs(t, srv, "p", 20, withTimeout(faultTimeout), slowReconnect)
 	// another node (other options: a client of its own) publishes

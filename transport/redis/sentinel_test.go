@@ -75,7 +75,6 @@ func startSentinel(t *testing.T, master string, primary *privateRedis) string {
 // nodes cannot tell whether the replica missed events, and a new epoch
 // starts: the streams end (reason epoch) and go on from the new epoch.
 func TestSentinelFailover(t *testing.T) {
-	t.Parallel()
 	if testing.Short() {
 		t.Skip("a failover takes seconds")
 	}
