@@ -67,6 +67,7 @@ func parsePublish(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		max_streams_per  <placeholder> <n>
 //		expired_event    <name>|off
 //		disconnect_event <name>|off
+//		presence         <placeholder>
 //	}
 func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // directive name
@@ -124,6 +125,8 @@ func (h *Subscribe) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			h.ExpiredEvent, err = eventTypeArg(d)
 		case "disconnect_event":
 			h.DisconnectEvent, err = eventTypeArg(d)
+		case "presence":
+			h.Presence, err = presenceArg(d)
 		default:
 			return d.Errf("unrecognized sse option '%s'", d.Val())
 		}
@@ -188,6 +191,8 @@ func (p *Publish) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 //			history_ttl           <duration>
 //			history_max_bytes     <size>
 //			idempotency_max_bytes <size>
+//			presence_grace        <duration>
+//			presence_max          <members>
 //			transport             <name> [{ ... }]
 //		}
 //	}
@@ -239,6 +244,10 @@ func (hc *HubConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			hc.HistoryMaxBytes, err = sizeArg(d)
 		case "idempotency_max_bytes":
 			hc.IdempotencyMaxBytes, err = sizeArg(d)
+		case "presence_grace":
+			hc.PresenceGrace, err = positiveDuration(d)
+		case "presence_max":
+			hc.PresenceMax, err = intArg(d, 1)
 		case "transport":
 			err = hc.unmarshalTransport(d)
 		default:
@@ -349,6 +358,18 @@ func streamsPerArgs(d *caddyfile.Dispenser) (*StreamsPer, error) {
 		return nil, d.Err(err.Error())
 	}
 	return sp, nil
+}
+
+// presenceArg reads the placeholder of presence.
+func presenceArg(d *caddyfile.Dispenser) (string, error) {
+	key, err := caddyargs.One(d)
+	if err != nil {
+		return "", err
+	}
+	if err := validatePresence(key); err != nil {
+		return "", d.Err(err.Error())
+	}
+	return key, nil
 }
 
 // someArgs appends one or more arguments to list.

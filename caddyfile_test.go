@@ -433,31 +433,9 @@ MCowBQYDK2VwAyEAGb9ECWmEzf6FQbrBZ9w7lshQhqowtrbLDFw4rXAxZuE=
 		})
 	}
 	// a route with patterns or replay_latest on a hub whose transport
-	// does not serve them (Redis, for now) is refused at load, not
-	// request by request (browsers would give up on the refusals)
-	prefix := fmt.Sprintf("patterns-provision-%d", os.Getpid())
-	for _, opt := range []string{"patterns", "replay_latest 1"} {
-		t.Run("redis transport with "+opt, func(t *testing.T) {
-			config := fmt.Sprintf(`{
-	admin localhost:%d
-	sse {
-		hub r {
-			transport redis {
-				address 127.0.0.1:6379
-				prefix %s
-			}
-		}
-	}
-}
-:%d {
-	sse {
-		hub r
-		%s
-	}
-}`, testAdmin, prefix, testHTTP, opt)
-			caddytest.AssertLoadError(t, config, "caddyfile", `the redis transport of hub \"r\" does not support patterns yet`)
-		})
-	}
+	// does not serve them is refused at load (subscribe.go); both built-in
+	// transports serve them now: TestPatternsOverCaddyRedis loads such a
+	// route on a Redis hub
 	hubCases := []struct{ name, hub, want string }{
 		{"negative history_max_bytes", `{"history_max_bytes":-1}`, "history_max_bytes must not be negative"},
 		{"negative idempotency_max_bytes", `{"idempotency_max_bytes":-1}`, "idempotency_max_bytes must not be negative"},

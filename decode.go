@@ -84,7 +84,7 @@ func (d draft) message(forced []string) (transport.Message, error) {
 	case len(d.topics) > maxPublishTopics:
 		return m, fmt.Errorf("%d topics given; at most %d are allowed", len(d.topics), maxPublishTopics)
 	default:
-		topics, err := requestTopics(d.topics)
+		topics, err := publishTopics(d.topics)
 		if err != nil {
 			return m, err
 		}

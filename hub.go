@@ -33,6 +33,7 @@ type Hub struct {
 	transport     transport.Transport
 	transportName string
 	patternT      transport.PatternTransport // the transport, when it serves patterns; else nil
+	pres          *hubPresence               // who is there, when the transport counts members; else nil (members.go)
 	logger        *zap.Logger
 
 	mu         sync.RWMutex
@@ -107,6 +108,7 @@ func newHub(name string, t transport.Transport, limits transport.Limits, logger 
 		keys:          make(map[string]struct{}),
 	}
 	h.patternT, _ = t.(transport.PatternTransport)
+	h.pres = newHubPresence(t, logger)
 	h.backlog.init()
 	if err := t.Open(name, limits, h); err != nil {
 		return nil, fmt.Errorf("opening transport of hub %q: %w", name, err)
@@ -124,6 +126,9 @@ func transportName(t transport.Transport) string {
 
 // Destruct closes the hub's transport once no config uses the hub.
 func (h *Hub) Destruct() error {
+	if h.pres != nil {
+		h.pres.close()
+	}
 	return h.transport.Close()
 }
 
@@ -398,6 +403,11 @@ type subscribeRequest struct {
 	maxTopics      int
 	latestPerTopic int
 	out            output // where the stream writes
+	// member is the stream's member on its topics and patterns (the
+	// route's presence placeholder), "" for none; presence lists the
+	// topics whose presence it follows ($presence/<topic>). See members.go.
+	member   string
+	presence []string
 }
 
 // errNoPatterns refuses a subscription that needs a PatternTransport on a
@@ -452,6 +462,12 @@ func (h *Hub) Subscribe(ctx context.Context, req subscribeRequest) (*subscriber,
 		h.release(s)
 		return nil, transport.Replay{}, fmt.Errorf("reading history of hub %q: %w", h.name, err)
 	}
+	if req.member != "" || len(req.presence) > 0 {
+		if err := h.startPresence(ctx, s, req.member, req.presence); err != nil {
+			h.release(s)
+			return nil, transport.Replay{}, fmt.Errorf("presence of hub %q: %w", h.name, err)
+		}
+	}
 	h.counters.connections.Add(1)
 	return s, rep, nil
 }
@@ -495,6 +511,9 @@ func (h *Hub) release(s *subscriber) {
 	if s.watchedPatterns {
 		s.watchedPatterns = false
 		h.patternT.UnwatchPatterns(s.patterns)
+	}
+	if s.member != "" || s.feed != nil {
+		h.stopPresence(s)
 	}
 	h.gate.forget(s)
 }

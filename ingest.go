@@ -123,7 +123,7 @@ func readEnvelope(r *http.Request, format ingestFormat, forced []string) (ingest
 	case len(d.topics) > maxPublishTopics:
 		return env, badRequest("%d topics given; at most %d are allowed", len(d.topics), maxPublishTopics)
 	case len(d.topics) > 0:
-		if env.topics, err = requestTopics(d.topics); err != nil {
+		if env.topics, err = publishTopics(d.topics); err != nil {
 			return env, badRequest("%v", err)
 		}
 	}
@@ -423,7 +423,7 @@ func (s *ingestPublisher) event(ev *ingestEvent) error {
 		if len(ev.topics) > maxPublishTopics {
 			return badRequest("%d topics given; at most %d are allowed", len(ev.topics), maxPublishTopics)
 		}
-		topics, err := requestTopics(ev.topics)
+		topics, err := publishTopics(ev.topics)
 		if err != nil {
 			return badRequest("%v", err)
 		}

@@ -74,6 +74,19 @@ type HubConfig struct {
 	// forgotten key publishes anew. Default: history_max_bytes / 8.
 	IdempotencyMaxBytes int64 `json:"idempotency_max_bytes,omitempty"`
 
+	// How long a member's leave is held back (SPEC section 11, presence):
+	// when a member's last stream on a topic ends on this node, the
+	// member stays present this long, and neither a leave nor a join is
+	// sent if it has a stream there again by then, on any node (a
+	// reconnection after max_age, a reload or a network blip). It is the
+	// hub's, not a route's, so that every route and every node of the hub
+	// agree: configure the same on every instance. Default: 5s.
+	PresenceGrace caddy.Duration `json:"presence_grace,omitempty"`
+
+	// The most members a presence event lists (the first in byte order);
+	// its count stays exact. Default: 1000.
+	PresenceMax int `json:"presence_max,omitempty"`
+
 	// The transport that stores the history and carries events between
 	// nodes. Default: memory (one process).
 	TransportRaw json.RawMessage `json:"transport,omitempty" caddy:"namespace=sse.transports inline_key=transport"`
@@ -118,8 +131,18 @@ func (hc *HubConfig) validate() error {
 		return fmt.Errorf("history_max_bytes must not be negative")
 	case hc.IdempotencyMaxBytes < 0:
 		return fmt.Errorf("idempotency_max_bytes must not be negative")
+	case hc.PresenceGrace < 0:
+		return fmt.Errorf("presence_grace must not be negative")
+	case hc.PresenceMax < 0:
+		return fmt.Errorf("presence_max must not be negative")
 	}
 	return nil
+}
+
+// presence returns the presence settings hc asks for (zero fields stand
+// for the defaults).
+func (hc *HubConfig) presence() PresenceSettings {
+	return PresenceSettings{Grace: time.Duration(hc.PresenceGrace), Max: hc.PresenceMax}
 }
 
 // Provision opens the hubs, or takes over those of the running config
@@ -178,7 +201,11 @@ func (a *App) provisionHub(ctx caddy.Context, name string, hc *HubConfig) error 
 		if err != nil {
 			return nil, fmt.Errorf("loading transport: %w", err)
 		}
-		return newHub(name, mod.(transport.Transport), hc.limits(), a.logger.With(zap.String("hub", name)))
+		h, err := newHub(name, mod.(transport.Transport), hc.limits(), a.logger.With(zap.String("hub", name)))
+		if err == nil {
+			h.setPresence(hc.presence())
+		}
+		return h, err
 	})
 	if err != nil {
 		return err
@@ -213,6 +240,7 @@ func (a *App) started() {
 	for name, h := range a.hubs {
 		limits := a.Hubs[name].limits()
 		h.transport.SetLimits(limits)
+		h.setPresence(a.Hubs[name].presence())
 		how := "created"
 		if a.kept[name] {
 			how = "kept with its history"

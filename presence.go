@@ -1,6 +1,7 @@
 package caddysse
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,7 +12,8 @@ import (
 
 // Who is there (SPEC section 11): the admin API lists a hub's topics with
 // the number of this node's streams that follow each, a pattern stream
-// under its pattern. (Members per topic, with presence, are to come.)
+// under its pattern, and the number of distinct members of each across
+// the hub's nodes (presence; members.go).
 
 // The page sizes of GET /sse/hubs/<name>/topics.
 const (
@@ -25,6 +27,9 @@ type TopicStreams struct {
 	Topic string `json:"topic"`
 	// Streams is the number of this node's streams that follow it.
 	Streams int `json:"streams"`
+	// Members is the number of distinct members present on it (routes
+	// with presence), on every node of the hub; absent when none.
+	Members int `json:"members,omitempty"`
 }
 
 // TopicsPage is a page of a hub's topics with streams, in name order.
@@ -86,5 +91,30 @@ func serveHubTopics(w http.ResponseWriter, r *http.Request, name string) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, hub.TopicStreams(q.Get("prefix"), q.Get("after"), limit))
+	page := hub.TopicStreams(q.Get("prefix"), q.Get("after"), limit)
+	if err := hub.addMembers(r.Context(), &page); err != nil {
+		writeError(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, page)
+}
+
+// addMembers fills in the members of the page's topics, when the hub's
+// transport counts them.
+func (h *Hub) addMembers(ctx context.Context, page *TopicsPage) error {
+	if h.pres == nil || len(page.Topics) == 0 {
+		return nil
+	}
+	names := make([]string, len(page.Topics))
+	for i, ts := range page.Topics {
+		names[i] = ts.Topic
+	}
+	counts, err := h.pres.t.PresenceCounts(ctx, names)
+	if err != nil {
+		return fmt.Errorf("counting the members of hub %q: %w", h.name, err)
+	}
+	for i, n := range counts {
+		page.Topics[i].Members = n
+	}
+	return nil
 }

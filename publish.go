@@ -184,6 +184,9 @@ func (p *Publish) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhttp.
 	var forced []string
 	if len(p.Topics) > 0 {
 		topics, err := expandTopics(r, p.Topics)
+		if err == nil {
+			err = checkReserved(topics)
+		}
 		if err != nil {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return nil

@@ -183,6 +183,7 @@ func (st *stream) start(w http.ResponseWriter, retryMS int64, rep transport.Repl
 		b = append(b, rep.HeadID...)
 		b = append(b, "\n\n"...)
 	}
+	b = append(b, st.sub.feed.take()...) // the presence snapshots, without ids
 	*bp = b
 	parts := make([][]byte, 0, 1+len(rep.Events))
 	parts = append(parts, b)
@@ -291,6 +292,11 @@ func (st *stream) pump() error {
 func (st *stream) round() (bool, error) {
 	pp := partsPool.Get().(*[][]byte)
 	parts, live, replayed, more := st.next((*pp)[:0])
+	if st.sub.feed != nil {
+		if b := st.sub.feed.take(); b != nil {
+			parts = append(parts, b) // presence events, without ids: anywhere between events
+		}
+	}
 	var err error
 	if len(parts) > 0 {
 		st.sub.beat.Store(false)

@@ -175,6 +175,17 @@ type Subscribe struct {
 	// "disconnect". "off" sends none.
 	DisconnectEvent string `json:"disconnect_event,omitempty"`
 
+	// A placeholder, such as {http.sse.token.sub} or {http.auth.user.id},
+	// whose value is a stream's member (SPEC section 11, presence): the
+	// member is present on each of the stream's topics (on its pattern,
+	// for a pattern stream) while it has a stream there, on any node, and
+	// for the hub's presence_grace after. A request for which it is empty,
+	// unknown or longer than 1024 bytes is not a member (its stream still
+	// counts among the topic's streams). Streams of any route may follow a topic's members
+	// with the meta-topic $presence/<topic>. Default: none, streams are
+	// not members.
+	Presence string `json:"presence,omitempty"`
+
 	hub      *Hub
 	cors     *corsPolicy
 	guard    *guard
@@ -222,7 +233,7 @@ func (h *Subscribe) Provision(ctx caddy.Context) error {
 	if h.MaxStreamsPer != nil {
 		perKey = []string{h.MaxStreamsPer.Key}
 	}
-	h.tokenPlaceholders = usesTokenPlaceholders(h.Topics, h.Allow, perKey)
+	h.tokenPlaceholders = usesTokenPlaceholders(h.Topics, h.Allow, perKey, []string{h.Presence})
 	if err := rememberConns(ctx); err != nil {
 		return err
 	}
@@ -297,6 +308,9 @@ func (h *Subscribe) validate() error {
 	if err := h.MaxStreamsPer.validate(); err != nil {
 		return err
 	}
+	if err := validatePresence(h.Presence); err != nil {
+		return err
+	}
 	return validateOrigins(h.CORSOrigins)
 }
 
@@ -349,6 +363,12 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 		writeError(w, status, err.Error())
 		return nil
 	}
+	topics, watched, err := presenceTopics(topics)
+	if err != nil {
+		h.logRefusal(r, nil, "topics", err)
+		writeError(w, http.StatusBadRequest, err.Error())
+		return nil
+	}
 	plain, patterns := topics, []string(nil)
 	if h.Patterns {
 		plain, patterns = splitPatterns(topics)
@@ -358,13 +378,16 @@ func (h *Subscribe) ServeHTTP(w http.ResponseWriter, r *http.Request, _ caddyhtt
 	if e == nil {
 		e = gr.checkPatterns(patterns)
 	}
+	if e == nil && watched != nil {
+		e = h.checkWatched(gr, watched)
+	}
 	if e != nil {
 		h.hub.refusedFor(refusedForbidden)
 		h.logRefusal(r, topics, refusedForbidden.String(), e)
 		writeRefusal(w, e)
 		return nil
 	}
-	a := streamAuth{subject: h.per.value(r)}
+	a := streamAuth{subject: h.per.value(r), member: h.member(r), watched: watched}
 	if tok != nil {
 		a.expires = tok.Expires
 		if h.per == nil {
@@ -398,6 +421,8 @@ func splitPatterns(topics []string) (plain, patterns []string) {
 type streamAuth struct {
 	subject string    // see subscriber.subject
 	expires time.Time // when its token expires; zero: never
+	member  string    // its member, for presence; "" for none
+	watched []string  // the topics whose presence it follows ($presence/<topic>)
 }
 
 // expired answers a subscription whose token has expired: a 200 with the
@@ -501,7 +526,8 @@ func (h *Subscribe) serveStream(w http.ResponseWriter, r *http.Request, topics, 
 	began := time.Now()
 	out := newResponseOutput(w)
 	defer out.release()
-	req := subscribeRequest{topics: topics, patterns: patterns, subject: a.subject, maxSubscribers: h.MaxSubscribers, out: out}
+	req := subscribeRequest{topics: topics, patterns: patterns, subject: a.subject, maxSubscribers: h.MaxSubscribers, out: out,
+		member: a.member, presence: a.watched}
 	req.replay.LastEventID, req.replay.Resume = lastEventID(r, q)
 	if req.replay.Resume {
 		req.replay.ResetLatest = h.Buffer

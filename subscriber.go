@@ -80,6 +80,13 @@ type subscriber struct {
 	seam       uint64               // the Seq up to which its first replay covered the history
 	cursors    [][]*transport.Event // scratch space to merge its topics
 
+	// presence (members.go), set before its stream starts: its member on
+	// its topics and patterns ("" for none), the topics whose presence it
+	// follows, and their events to write (nil without)
+	member   string
+	presence []string
+	feed     *presenceFeed
+
 	// pos is the Seq up to which its writer has taken the events of its
 	// topics: every later one is still in the hub's window or the
 	// history, or it is slow. noPosition until its replay is read.

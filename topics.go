@@ -85,6 +85,28 @@ func requestTopics(values []string) ([]string, error) {
 	return topics, nil
 }
 
+// publishTopics validates and deduplicates the topics a publish request
+// names: none may be reserved.
+func publishTopics(values []string) ([]string, error) {
+	topics, err := requestTopics(values)
+	if err != nil {
+		return nil, err
+	}
+	return topics, checkReserved(topics)
+}
+
+// checkReserved refuses a topic to publish to that starts with "$": such
+// topics are reserved for the hub's meta-topics (SPEC section 4), such as
+// $presence/<topic>, whose events only the hub sends.
+func checkReserved(topics []string) error {
+	for _, t := range topics {
+		if strings.HasPrefix(t, "$") {
+			return fmt.Errorf("topic %q is reserved: topics starting with \"$\" are the hub's meta-topics, which no one publishes to", t)
+		}
+	}
+	return nil
+}
+
 // validateEventType checks an event type: it ends up on one line.
 func validateEventType(t string) error {
 	if i := strings.IndexAny(t, "\r\n\x00"); i >= 0 {

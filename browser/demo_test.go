@@ -76,6 +76,8 @@ func demoPage(t *testing.T, e *env, n int) {
 	}
 	br.navigate(base + "/")
 	waitState(t, br, "open")
+	// presence: the page is the one visitor of its topic
+	waitFor(t, br, "the demo shows who is here", `document.querySelector("#here").textContent === "1 here"`)
 
 	pub := base + "/publish"
 	publish(t, pub,
@@ -92,6 +94,7 @@ func demoPage(t *testing.T, e *env, n int) {
 		return br.eval(`document.body.dataset.state === "open"`, &ok) == nil && ok
 	}, nil)
 	waitFor(t, br, "the reset event is shown", `document.querySelector("#events li.reset") !== null`)
+	waitFor(t, br, "a fresh snapshot of who is here", `document.querySelector("#here").textContent === "1 here"`)
 	publish(t, pub,
 		event{Topic: "demo", Event: "update", Data: "deploy finished in 42s ✅"},
 		event{Topic: "demo", Data: "a plain message, without a type"},

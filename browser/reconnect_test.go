@@ -201,6 +201,9 @@ func resetAfterRestart(t *testing.T, e *env, n int) {
 	pg.waitEvents(src, 2)
 
 	restart(t, c, p, cfg)
+	if e.secure {
+		awaitCertificate(t, p)
+	}
 	after := publishData(t, base+"/publish", "epochs", "after")
 	if epoch(after) == epoch(lastOld) {
 		t.Fatalf("the restarted hub kept its epoch: %s, then %s", lastOld, after)

@@ -14,6 +14,12 @@
 // with an expired event, resuming from the event's last_event_id; and
 // if the server refuses the stream (a 401), it tries again with a fresh
 // token 5 s later.
+//
+// Who is here: the page also asks for $presence/<its first topic> and
+// shows its members' count, kept up to date by the join and leave
+// events. Those events have no id: the stream's last event id is still
+// that of the real events. The demo has no login, so the page sends a
+// made-up id per browser as ?me= (the route's presence placeholder).
 (() => {
 	"use strict";
 	const $ = (id) => document.getElementById(id);
@@ -34,6 +40,46 @@
 	let resumedFrom = null; // the last_event_id the current source was opened with, after an expired token
 	let explained = false; // the server said why the stream ends (expired, disconnect)
 	let generation = 0; // the current subscribe() call: a token fetched for an older one is dropped
+	const me = visitor();
+	let here = new Set(); // the members of the first topic, from the presence events
+	let hereCount = 0; // their exact number (the list may be capped)
+
+	// visitor returns this browser's made-up id, the same in every tab.
+	function visitor() {
+		try {
+			let id = localStorage.getItem("caddy-sse-demo-me");
+			if (!id) {
+				id = "visitor-" + Math.random().toString(36).slice(2, 8);
+				localStorage.setItem("caddy-sse-demo-me", id);
+			}
+			return id;
+		} catch (_) {
+			return "visitor-" + Math.random().toString(36).slice(2, 8);
+		}
+	}
+
+	function showHere() {
+		$("here").textContent = hereCount + " here";
+	}
+
+	// onPresence keeps the count of who is here: a presence event is a
+	// snapshot ({topic, count, members}), join and leave ({topic, member})
+	// change it.
+	function onPresence(e) {
+		let d;
+		try { d = JSON.parse(e.data); } catch (_) { return; }
+		if (e.type === "presence") {
+			here = new Set(d.members);
+			hereCount = d.count;
+		} else if (e.type === "join" && !here.has(d.member)) {
+			here.add(d.member);
+			hereCount++;
+		} else if (e.type === "leave") {
+			here.delete(d.member);
+			hereCount = Math.max(0, hereCount - 1);
+		}
+		showHere();
+	}
 
 	function setState(state) {
 		$("state").className = "state " + state;
@@ -101,6 +147,7 @@
 		const resuming = typeof resumeFrom === "string";
 		const topics = $("topics").value.split(",").map((t) => t.trim()).filter(Boolean);
 		let url = eventsPath + "?" + topics.map((t) => "topic=" + encodeURIComponent(t)).join("&");
+		if (topics.length) url += "&topic=" + encodeURIComponent("$presence/" + topics[0]) + "&me=" + encodeURIComponent(me);
 		if (resuming && resumeFrom) url += "&last_event_id=" + encodeURIComponent(resumeFrom);
 		$("url").textContent = url + (tokenURL ? "&token=…" : "");
 		if (!resuming) wasOpen = false;
@@ -169,6 +216,7 @@
 		// listeners of their type.
 		es.onmessage = onEvent;
 		es.addEventListener("reset", onEvent);
+		for (const t of ["presence", "join", "leave"]) es.addEventListener(t, onPresence);
 		for (const t of knownTypes) es.addEventListener(t, onEvent);
 		// The server ends a stream with one of these: its token expired
 		// (data {"last_event_id": ...}), or it was disconnected
@@ -218,7 +266,7 @@
 
 	const knownTypes = new Set();
 	function listenFor(type) {
-		if (!type || type === "message" || type === "reset" || knownTypes.has(type)) return;
+		if (!type || ["message", "reset", "presence", "join", "leave"].includes(type) || knownTypes.has(type)) return;
 		knownTypes.add(type);
 		$("known-types").append(el("option", "", type));
 		if (source) source.addEventListener(type, onEvent);

@@ -41,6 +41,7 @@ type Transport struct {
 
 	history
 	keys keyRecords
+	pres presence // who is there (presence.go)
 	stop chan struct{}
 	done chan struct{}
 }
@@ -87,6 +88,7 @@ func (t *Transport) Open(_ string, limits transport.Limits, sink transport.Sink)
 		sink.Evicted(ev)
 	})
 	t.keys.init()
+	t.pres.open(sink)
 	t.stop = make(chan struct{})
 	t.done = make(chan struct{})
 	go t.janitor()
@@ -319,6 +321,7 @@ func (t *Transport) Close() error {
 	}
 	t.closed = true
 	t.mu.Unlock()
+	t.pres.close()
 	close(t.stop)
 	<-t.done
 	return nil

@@ -35,6 +35,9 @@ type control struct {
 	Kind       string                `json:"kind"`
 	Node       string                `json:"node"`
 	Disconnect *transport.Disconnect `json:"disconnect,omitempty"`
+	// Presence is a presence change, which every node takes, the sender
+	// included (presence.go).
+	Presence json.RawMessage `json:"presence,omitempty"`
 }
 
 // controlChannel is the Pub/Sub channel of the hub's control messages.
@@ -78,6 +81,12 @@ func (t *Transport) sendControl(ctx context.Context, c control) error {
 	if err != nil {
 		return fmt.Errorf("encoding a %s message: %w", c.Kind, err)
 	}
+	return t.publishOn(ctx, t.controlChannel(), string(payload))
+}
+
+// publishOn publishes payload on channel, with the command the scripts
+// publish with, within the transport's timeout.
+func (t *Transport) publishOn(ctx context.Context, channel, payload string) error {
 	ctx, cancel := t.withTimeout(ctx)
 	defer cancel()
 	cmd, err := t.publishCommand(ctx)
@@ -86,9 +95,9 @@ func (t *Transport) sendControl(ctx context.Context, c control) error {
 	}
 	var res *goredis.IntCmd
 	if cmd == "SPUBLISH" {
-		res = t.client.SPublish(ctx, t.controlChannel(), payload)
+		res = t.client.SPublish(ctx, channel, payload)
 	} else {
-		res = t.client.Publish(ctx, t.controlChannel(), payload)
+		res = t.client.Publish(ctx, channel, payload)
 	}
 	return unavailable(res.Err())
 }
@@ -99,6 +108,10 @@ func (r *reader) control(payload string) {
 	var c control
 	if err := json.Unmarshal([]byte(payload), &c); err != nil {
 		r.t.logger.Error("ignoring a malformed control message", zap.String("hub", r.t.hub), zap.Error(err))
+		return
+	}
+	if c.Kind == kindPresence {
+		r.t.presenceChanged(c.Presence)
 		return
 	}
 	if c.Node == r.t.node {

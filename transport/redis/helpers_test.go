@@ -253,8 +253,16 @@ func startPrivateRedis(t testing.TB, args ...string) *privateRedis {
 		args = append(args, "--cluster-port", strconv.Itoa(freePort(t)))
 	}
 	r := &privateRedis{t: t, port: port, Addr: "127.0.0.1:" + strconv.Itoa(port), dir: t.TempDir(), args: args}
-	r.start()
 	t.Cleanup(func() { r.kill() })
+	for try := 0; !r.run(); try++ {
+		// another test's server took the port between freePort and the
+		// start (the tests run in parallel): another port
+		if try == 3 {
+			t.Fatalf("redis-server found its port taken %d times", try+1)
+		}
+		r.port = freePort(t)
+		r.Addr = "127.0.0.1:" + strconv.Itoa(r.port)
+	}
 	return r
 }
 
@@ -269,8 +277,18 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// start runs the server and waits until it answers.
+// start runs the server again on its port (a restart) and waits until
+// it answers.
 func (r *privateRedis) start() {
+	r.t.Helper()
+	if !r.run() {
+		r.t.Fatalf("another process took port %d while redis-server was down", r.port)
+	}
+}
+
+// run runs the server and waits until it answers. It reports false,
+// with the server stopped, when another process answers on its port.
+func (r *privateRedis) run() bool {
 	r.t.Helper()
 	args := append([]string{"--port", strconv.Itoa(r.port), "--bind", "127.0.0.1", "--dir", r.dir,
 		"--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", filepath.Join(r.dir, "log")}, r.args...)
@@ -292,6 +310,27 @@ func (r *privateRedis) start() {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if pid := serverPID(c); pid != 0 && pid != r.cmd.Process.Pid {
+		r.kill()
+		return false
+	}
+	return true
+}
+
+// serverPID is the process id the server at c reports; 0 when it does
+// not say (it wants a password).
+func serverPID(c *goredis.Client) int {
+	info, err := c.Info(context.Background(), "server").Result()
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			pid, _ := strconv.Atoi(v)
+			return pid
+		}
+	}
+	return 0
 }
 
 // kill ends the server with SIGKILL and waits for it.

@@ -83,6 +83,7 @@ type awaited struct {
 	cmd     uint64 // the command it answers: an error answers all of its channels
 	channel string
 	c       *confirm
+	by      *reader // for an unsubscription, the reader that asked for it
 }
 
 // notice is what a mux hands a reader, in the order it happened.
@@ -94,6 +95,9 @@ type notice struct {
 	// subscribed is a channel whose subscription Redis confirmed here:
 	// from this point of the connection on, every message of it comes
 	subscribed string
+	// unsubscribed is a channel the reader left, whose unsubscription
+	// Redis confirmed here: no message of it comes after
+	unsubscribed string
 }
 
 // inbox is a reader's queue of notices: the mux appends to it without
@@ -295,6 +299,9 @@ func (m *mux) remove(ctx context.Context, r *reader, channels []string) {
 		}
 	}
 	cmds := m.queue(gone, true)
+	for i := len(m.pending) - len(gone); i < len(m.pending); i++ {
+		m.pending[i].by = r
+	}
 	ps, gen := m.ps, m.gen
 	m.mu.Unlock()
 	if err := m.send(ctx, ps, gen, true, cmds); err != nil {
@@ -532,6 +539,9 @@ func (m *mux) confirmed(s *goredis.Subscription) error {
 		return fmt.Errorf("unexpected %s of %s", s.Kind, s.Channel)
 	}
 	close(m.pending[0].c.done)
+	if by := m.pending[0].by; by != nil {
+		by.in.push(notice{unsubscribed: s.Channel})
+	}
 	m.pop()
 	if c := m.chans[s.Channel]; c != nil && !unsub {
 		for _, r := range c.readers {

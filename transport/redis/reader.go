@@ -83,6 +83,7 @@ type reader struct {
 	topics     map[string]*watch
 	topicsPeak int // the most topics since topics was last rebuilt (shrink.Map)
 	resyncs    map[string]uint64
+	pw         patternWatch // the patterns watched (patternlive.go)
 
 	// The reader's place in the hub's sequence, written by the reader
 	// goroutine, read by publishes.
@@ -175,6 +176,9 @@ func (r *reader) channels() []string {
 	t := r.t
 	channels := make([]string, 0, len(r.topics)+2)
 	channels = append(channels, t.controlChannel(), t.multiChannel())
+	if r.pw.wanted {
+		channels = append(channels, t.allChannel())
+	}
 	for topic := range r.topics {
 		channels = append(channels, t.channel(topic))
 	}
@@ -246,10 +250,15 @@ func (r *reader) apply(st *serveState, items []notice) {
 			st.connected, st.retryAt = true, time.Time{}
 		case n.down != nil:
 			st.connected, st.inSync = false, false
+			r.allDown()
 			r.setDown(n.down)
 		case n.lost:
 			st.inSync, r.held = false, nil
 			r.setDown(errBehind)
+		case n.subscribed == r.t.allChannel():
+			r.allSubscribed()
+		case n.unsubscribed == r.t.allChannel():
+			r.allUnsubscribed()
 		case n.subscribed != "" && st.inSync:
 			// (out of sync, the resynchronisation starts afresh anyway)
 			r.complete(r.t.topicOf(n.subscribed))
@@ -404,18 +413,27 @@ func (r *reader) probe() error {
 
 // receive acts on one message: a control message, or an event.
 func (r *reader) receive(m *goredis.Message) {
-	if m.Channel == r.t.controlChannel() {
+	switch m.Channel {
+	case r.t.controlChannel():
 		r.control(m.Payload)
-		return
+	case r.t.allChannel():
+		if m.Payload != "" { // the start check's (startcheck.go)
+			r.handle(m.Payload, true)
+		}
+	case r.t.multiChannel():
+		r.handle(m.Payload, true)
+	default:
+		r.handle(m.Payload, false)
 	}
-	r.handle(m.Payload)
 }
 
 // handle delivers one live message, unless it is a duplicate. A message of
 // a new epoch ends every stream first; a topic whose previous event was
 // not the one last delivered ends its streams (its clients resume from
-// history): nothing is delivered out of order or skipped silently.
-func (r *reader) handle(payload string) {
+// history), and so does a Seq skipped on the hub's channels (hubWide: B:a
+// and B:m) for the watched patterns' streams: nothing is delivered out of
+// order or skipped silently.
+func (r *reader) handle(payload string, hubWide bool) {
 	e, err := parseEntry(payload)
 	if err != nil {
 		r.t.logger.Error("ignoring a malformed message", zap.Error(err))
@@ -429,12 +447,15 @@ func (r *reader) handle(payload string) {
 		r.newEpoch(e.epoch, 0)
 		delivered = 0
 	}
+	if hubWide && r.allGap(e.seq) {
+		r.interrupt(r.watchedPatterns(), reasonGap)
+	}
 	if e.seq <= delivered {
 		return
 	}
 	var gaps []string
-	followed := false
 	r.mu.Lock()
+	followed := r.matchesPattern(e.topics)
 	for i, topic := range e.topics {
 		w := r.topics[topic]
 		if w == nil {
@@ -448,8 +469,8 @@ func (r *reader) handle(payload string) {
 	}
 	r.mu.Unlock()
 	if !followed {
-		// an event of several topics (published once for the hub) that
-		// this node does not follow
+		// an event of several topics (published once for the hub), or
+		// of the hub's channel, that this node does not follow
 		return
 	}
 	if gaps != nil {

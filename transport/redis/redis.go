@@ -116,6 +116,7 @@ type Transport struct {
 	sharded atomic.Int32 // Pub/Sub flavour: 0 unknown, 1 sharded (Redis 7+), 2 classic
 
 	rd            reader
+	pres          presence    // who is there (presence.go)
 	janitorWanted atomic.Bool // the trim script is to run at the janitor's next wake (see janitor)
 	waits         deliveryWaits
 	batch         batcher
@@ -123,7 +124,8 @@ type Transport struct {
 	costEstimate  atomic.Int64                    // the history's cost to Redis, as last read (see sizing.go)
 	cand          atomic.Pointer[string]          // the epoch a script starts if the hub has none
 
-	retryAfter time.Duration // first wait before reconnecting; 0: 50 ms (tests set more)
+	retryAfter  time.Duration // first wait before reconnecting; 0: 50 ms (tests set more)
+	patternScan int           // topics a pattern replay looks at; 0: patternScanLimit (tests set less)
 
 	ctx    context.Context // cancelled by Close
 	cancel context.CancelFunc
@@ -381,6 +383,7 @@ func (t *Transport) Open(name string, limits transport.Limits, sink transport.Si
 	t.client = t.shared.client
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.rd.init(t)
+	t.initPresence()
 	t.waits.init()
 
 	ctx, cancel := context.WithTimeout(t.ctx, t.timeout)
@@ -391,9 +394,10 @@ func (t *Transport) Open(name string, limits transport.Limits, sink transport.Si
 		t.releaseClient()
 		return err
 	}
-	t.wg.Add(2)
+	t.wg.Add(3)
 	go t.rd.run()
 	go t.janitor()
+	go t.presenceWorker()
 	// Wait a little for the Pub/Sub connection, so that a hub that can
 	// serve does from the start.
 	t.rd.awaitUp(ctx)

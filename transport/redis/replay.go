@@ -44,6 +44,12 @@ func (t *Transport) Replay(ctx context.Context, q transport.ReplayQuery) (transp
 	if err != nil {
 		return transport.Replay{}, err
 	}
+	return t.replayOf(res, q.MaxBytes)
+}
+
+// replayOf builds the replay of a read script's answer, {epoch, head,
+// status, entries...}, as a page of maxBytes.
+func (t *Transport) replayOf(res []string, maxBytes int) (transport.Replay, error) {
 	head, err := strconv.ParseUint(res[1], 10, 64)
 	if err != nil {
 		return transport.Replay{}, fmt.Errorf("reading the history: bad head %q", res[1])
@@ -64,7 +70,7 @@ func (t *Transport) Replay(ctx context.Context, q transport.ReplayQuery) (transp
 	}
 	slices.SortFunc(events, func(a, b *transport.Event) int { return cmpSeq(a.Seq, b.Seq) })
 	events = slices.CompactFunc(events, func(a, b *transport.Event) bool { return a.Seq == b.Seq })
-	events, cut := firstPage(events, q.MaxBytes)
+	events, cut := firstPage(events, maxBytes)
 	rep.More = rep.More || cut
 	if len(events) > 0 {
 		rep.Events = events

@@ -22,6 +22,7 @@ func (r *reader) newEpoch(epoch string, seq uint64) {
 		w.lastSeen = 0
 	}
 	r.mu.Unlock()
+	r.pw.seen = 0
 	if old == "" {
 		return // the reader's first connection: nothing was delivered
 	}
@@ -92,6 +93,17 @@ func (r *reader) resync(ctx context.Context) error {
 			entries = append(entries, e)
 		}
 	}
+	if patterns := r.watchedPatterns(); len(patterns) > 0 && epoch != "" {
+		more, lost, cut, err := r.resyncPatterns(ctx, epoch, from, head, patterns)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, more...)
+		incomplete = append(incomplete, lost...)
+		if cut {
+			r.interrupt(patterns, reasonGap)
+		}
+	}
 	slices.SortFunc(entries, func(a, b entry) int { return cmpSeq(a.seq, b.seq) })
 	entries = slices.CompactFunc(entries, func(a, b entry) bool { return a.seq == b.seq })
 	if epoch != "" && (head > from || len(incomplete) > 0) {
@@ -122,6 +134,7 @@ func (r *reader) resync(ctx context.Context) error {
 	r.posMu.Lock()
 	r.delivered = max(r.delivered, head)
 	r.posMu.Unlock()
+	r.pw.seen = head // B:a and B:m were subscribed before head was read
 	return nil
 }
 

@@ -35,10 +35,17 @@ import (
 //	                  topics, published once for the hub: every node
 //	                  follows it (and delivers what its subscribers
 //	                  follow)
+//	B:a               the Pub/Sub channel of the events of one topic,
+//	                  each published there too: with B:m, every event
+//	                  of the hub once, which the nodes that watch
+//	                  patterns follow (see patternlive.go)
 //	B:ctl             the Pub/Sub channel of the nodes' control messages
 //	                  (see control.go); the scripts do not use it
 //	B:<E>:t:<topic>   list: the retained entries of a topic, oldest first
 //	B:<E>:last        zset: topic -> seq of its newest event (for prev)
+//	B:<E>:names       zset: topic -> 0, the topics of last, for ranges by
+//	                  name (ZRANGEBYLEX: the topics of a pattern's
+//	                  literal prefix, see patternScript)
 //	B:<E>:first       zset: topic -> seq of its oldest retained event, or
 //	                  an older one (a score falls behind when an event
 //	                  leaves by the topic's count limit, and is put right
@@ -149,8 +156,8 @@ end
 --     the body hash, which is shorter than the size, and its refs);
 --   per topic with a list: list_cost (the key, its expiry, the list's
 --     own structures);
---   per topic known (in the last zset, and in the first or the idle
---     one): zset_cost.
+--   per topic known (in the last and names zsets, and in the first or
+--     the idle one): zset_cost.
 --
 -- COST_ALLOWANCE lets a small hub keep a few topics whatever its
 -- history_max_bytes.
@@ -190,10 +197,10 @@ local function shared_cost(size) return alloc(size - 126) + 88 + 104 end
 -- and bucket), the quicklist, its first node and listpack header.
 local function list_cost(E, topic) return alloc(#tk(E, topic) + 6) + 256 end
 
--- zset_cost is what a known topic costs in the last zset and in the first
--- or idle one: per zset its name (an sds), a skiplist node, a dict entry
--- and bucket.
-local function zset_cost(topic) return 2 * (alloc(#topic + 6) + 128) end
+-- zset_cost is what a known topic costs in the last and names zsets and
+-- in the first or idle one: per zset its name (an sds), a skiplist node,
+-- a dict entry and bucket.
+local function zset_cost(topic) return 3 * (alloc(#topic + 6) + 128) end
 
 -- save writes the figures back, if they changed; a recount is asked for
 -- when keys went missing. A script that changed nothing writes nothing:
@@ -475,9 +482,10 @@ end
 -- how many it dropped.
 local function forget_oldest(E, n)
 	local gone = redis.call('ZPOPMIN', k(E, 'idle'), n)
-	local last = k(E, 'last')
+	local last, names = k(E, 'last'), k(E, 'names')
 	for i = 1, #gone, 2 do
 		redis.call('ZREM', last, gone[i])
+		redis.call('ZREM', names, gone[i])
 		COST = COST - zset_cost(gone[i])
 		local s = tonumber(gone[i + 1])
 		if s > FORGOTTEN then FORGOTTEN = s end
@@ -770,7 +778,8 @@ end
 
 -- channel is where the message with nt topics, the first at ARGV[t0], is
 -- published: an event of several topics once for the hub, on B:m, which
--- every node follows.
+-- every node follows; an event of one topic on its topic's channel, and
+-- on B:a too (see add).
 local function channel(nt, t0)
 	if nt > 1 then return B .. ':m' end
 	return B .. ':c:' .. ARGV[t0]
@@ -785,16 +794,20 @@ if redis.acl_check_cmd then
 		local j = call.at
 		for _ = 1, call.nmsg do
 			local nt = tonumber(ARGV[j])
-			local ch = channel(nt, j + 3)
-			local ok = checked[ch]
-			if ok == nil then
-				ok = redis.acl_check_cmd(pubcmd, ch, '') and true or false
-				checked[ch] = ok
+			local chs = {channel(nt, j + 3)}
+			if nt == 1 then chs[2] = B .. ':a' end
+			for _, ch in ipairs(chs) do
+				local ok = checked[ch]
+				if ok == nil then
+					ok = redis.acl_check_cmd(pubcmd, ch, '') and true or false
+					checked[ch] = ok
+				end
+				if not ok then
+					call.noperm = pubcmd .. ' ' .. ch
+					break
+				end
 			end
-			if not ok then
-				call.noperm = pubcmd .. ' ' .. ch
-				break
-			end
+			if call.noperm then break end
 			j = j + 3 + nt
 		end
 	end
@@ -900,6 +913,7 @@ local torder = {} -- the topics, in order of first use
 local items = {} -- topic -> the items to push to its list; .first: the seq of the first
 local shared = {} -- refs and body hash fields of the events of several topics: seq, topics, seq, entry
 local pubs = {} -- channel, entry, ... : published last
+local fresh_names = {} -- 0, topic, ... : the topics new to the hub, for the names zset
 
 -- add builds the entry of the message at ARGV[j] with SEQ.
 local function add(j)
@@ -917,6 +931,8 @@ local function add(j)
 			if not p then -- a topic new to the hub
 				p = fmt(FORGOTTEN)
 				COST = COST + zset_cost(t)
+				fresh_names[#fresh_names + 1] = 0
+				fresh_names[#fresh_names + 1] = t
 			end
 			torder[#torder + 1] = t
 			items[t] = {}
@@ -943,6 +959,10 @@ local function add(j)
 	end
 	pubs[#pubs + 1] = channel(nt, t0)
 	pubs[#pubs + 1] = e
+	if nt == 1 then -- and on the hub's channel of such events (see patternlive.go)
+		pubs[#pubs + 1] = B .. ':a'
+		pubs[#pubs + 1] = e
+	end
 	return id
 end
 
@@ -1013,6 +1033,7 @@ for n, t in ipairs(torder) do
 end
 drop_shared(E, pend)
 many('ZADD', last, lasts, 1000)
+many('ZADD', k(E, 'names'), fresh_names, 1000)
 for j = 1, #pubs, 2 do
 	redis.call(pubcmd, pubs[j], pubs[j + 1])
 end
@@ -1087,7 +1108,13 @@ return 1
 // seq order, until the next entry would take the page's stream forms past
 // max bytes, so that it costs Redis and the caller a page, never the
 // whole replay.
-var readScript = goredis.NewScript(luaLib + `
+var readScript = goredis.NewScript(luaLib + luaRead + readBody)
+
+// luaRead is what the scripts that read the history share (readScript
+// and patternScript): the reading of their first nine ARGV, as
+// readScript describes them, the answer being built (out), and the walks
+// of the topics' lists.
+const luaRead = `
 local ttl = tonumber(ARGV[3])
 local mode = ARGV[4]
 local after = tonumber(ARGV[6])
@@ -1325,12 +1352,13 @@ end
 -- page emits the entries of the lists after seq start, oldest first and
 -- each once, until the next one would take their stream forms past
 -- max_bytes (at least one), and returns whether entries remain. With
--- max_bytes 0 it emits them all, unordered.
+-- max_bytes 0 it emits them all, unordered. A list with a min index is
+-- read from it on at the earliest.
 local function page(lists, start, max_bytes)
 	local h = {}
 	local after_start = function(x) return (head(x)) > start end
 	for _, l in ipairs(lists) do
-		local i = search(l, after_start)
+		local i = math.max(search(l, after_start), l.min or 0)
 		if i < l.len and max_bytes <= 0 then
 			for _, e in ipairs(redis.call('LRANGE', l.key, i, -1)) do emit(e, (head(e))) end
 		elseif i < l.len then
@@ -1347,7 +1375,10 @@ local function page(lists, start, max_bytes)
 	end
 	return false
 end
+`
 
+// readBody is readScript's own part.
+const readBody = `
 local topics = {}
 for j = 10, #ARGV do topics[#topics + 1] = ARGV[j] end
 
@@ -1382,7 +1413,7 @@ end
 if page(lists, start, max_bytes) then status = status .. 'M' end
 out[3] = status
 return out
-`)
+`
 
 // stateScript reports a hub's epoch and seq, or its figures, and starts
 // an epoch when it has none, or, when the hub's seq in epoch ARGV[3] is
@@ -1488,6 +1519,19 @@ if SUSPECT or AUDIT then
 		end
 	end
 	for _, t in ipairs(redis.call('ZRANGE', k(E, 'idle'), 0, -1)) do cost = cost + zset_cost(t) end
+	-- the names zset, from the last one (it may be missing, evicted or
+	-- written by an older version)
+	local nk = k(E, 'names')
+	redis.call('DEL', nk)
+	local known = redis.call('ZRANGE', k(E, 'last'), 0, -1)
+	for a = 1, #known, 500 do
+		local args = {}
+		for x = a, math.min(#known, a + 499) do
+			args[#args + 1] = 0
+			args[#args + 1] = known[x]
+		end
+		redis.call('ZADD', nk, unpack(args))
+	end
 	local rk = k(E, 'refs')
 	redis.call('DEL', rk)
 	local args = {}
@@ -1541,7 +1585,7 @@ ksave()
 -- them, and, a thousand at a time, for the topics' lists (which get
 -- theirs when created).
 local kt = keyttl(ttl)
-local hubkeys = {meta, B .. ':old', IQ, k(E, 'last'), first, k(E, 'idle'), k(E, 'refs'), k(E, 'body')}
+local hubkeys = {meta, B .. ':old', IQ, k(E, 'last'), k(E, 'names'), first, k(E, 'idle'), k(E, 'refs'), k(E, 'body')}
 for _, name in ipairs(hubkeys) do
 	if redis.call('PTTL', name) == -1 then redis.call('PEXPIRE', name, kt) end
 end
@@ -1569,7 +1613,7 @@ if old then
 		redis.call('ZREM', k(old, 'last'), t)
 	end
 	if #ts < 100 then
-		redis.call('DEL', k(old, 'last'), k(old, 'first'), k(old, 'idle'), k(old, 'refs'), k(old, 'body'))
+		redis.call('DEL', k(old, 'last'), k(old, 'names'), k(old, 'first'), k(old, 'idle'), k(old, 'refs'), k(old, 'body'))
 		redis.call('LPOP', B .. ':old')
 	end
 	due_at(tnow, tnow) -- more of it, or another former epoch, perhaps

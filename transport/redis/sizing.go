@@ -24,7 +24,9 @@ import (
 // clients' buffers grew by 0.56 to 1.00 times the estimate over the
 // costliest histories (see worstShapes): 1.00 for items over 4 KiB, where
 // the estimate is the allocator's own size class, 0.97 for 1000-byte topic
-// names, 0.56 to 0.78 for small events.
+// names, 0.56 to 0.78 for small events. (Those figures predate the names
+// zset of pattern replays, one more zset entry per topic, which the
+// estimate counts as it counts the last zset's.)
 //
 // So a hub needs at most 2 × history_max_bytes + costAllowance for its
 // history, and idempotency_max_bytes for its idempotency records (which

@@ -98,7 +98,13 @@ func (t *Transport) checkRights(ctx context.Context) error {
 		}
 		return nil // not answering now: the reader goes on trying
 	}
-	if err := t.sendControl(ctx, control{Kind: kindCheck}); isPermError(err) {
+	err := t.sendControl(ctx, control{Kind: kindCheck})
+	if err == nil {
+		// the publish script publishes on B:a too; readers ignore an
+		// empty message there
+		err = t.publishOn(ctx, t.allChannel(), "")
+	}
+	if isPermError(err) {
 		var re goredis.Error
 		if errors.As(err, &re) {
 			err = re // Redis's words, not "transport unavailable"

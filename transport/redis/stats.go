@@ -162,10 +162,11 @@ func (t *Transport) Stats() transport.Stats {
 		flavour = "classic"
 	}
 	st.State = transport.State{
-		Up:            up && !t.closed.Load(),
-		LastError:     lastErr,
-		WatchedTopics: watched,
-		Resyncs:       resyncs,
+		Up:              up && !t.closed.Load(),
+		LastError:       lastErr,
+		WatchedTopics:   watched,
+		WatchedPatterns: t.rd.patternCount(),
+		Resyncs:         resyncs,
 		Detail: map[string]any{
 			"address":          t.address(),
 			"prefix":           t.Prefix,

@@ -110,6 +110,7 @@ func (r *reader) unsubscribeIdle(ctx context.Context, linger time.Duration) {
 		channels = append(channels, t.channel(topic))
 	}
 	r.topics = shrink.Map(r.topics, &r.topicsPeak)
+	channels = r.idleAllChannel(channels, cutoff)
 	m := r.m
 	r.mu.Unlock()
 	if m != nil && len(channels) > 0 {
@@ -117,10 +118,14 @@ func (r *reader) unsubscribeIdle(ctx context.Context, linger time.Duration) {
 	}
 }
 
-// followed reports whether a local subscriber follows any of topics.
+// followed reports whether a local subscriber follows any of topics, or
+// a pattern that one of them matches.
 func (r *reader) followed(topics []string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.matchesPattern(topics) {
+		return true
+	}
 	for _, topic := range topics {
 		if w := r.topics[topic]; w != nil && w.refs > 0 {
 			return true

@@ -1,0 +1,109 @@
+package caddysse
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/ssehub/caddy-sse/internal/ssetest"
+	"github.com/ssehub/caddy-sse/transport"
+	sseredis "github.com/ssehub/caddy-sse/transport/redis"
+)
+
+// redisPresenceNodes opens two hubs ("nodes") sharing hub p through the
+// shared Redis under a prefix of their own (whose keys go with the test),
+// each with a presence route as presenceHarness has, and a grace.
+func redisPresenceNodes(t *testing.T, grace time.Duration) (a, b *harness) {
+	t.Helper()
+	prefix := redisPrefix(t)
+	node := func() *harness {
+		hub := redisHub(t, prefix, grace)
+		route := harnessRoute(t, hub, &Subscribe{Presence: "{http.sse.token.sub}",
+			Token: &TokenConfig{Keys: []string{testTokenKey}, Alg: "HS256"}})
+		route.tokenPlaceholders = true
+		return &harness{t: t, hub: hub, route: route}
+	}
+	return node(), node()
+}
+
+// redisPrefix skips the test without the shared Redis, and returns a key
+// prefix of its own, whose keys are deleted when it ends.
+func redisPrefix(tb testing.TB) string {
+	tb.Helper()
+	addr := ssetest.RedisAddr()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
+			tb.Fatalf("no redis at %s: %v", addr, err)
+		}
+		tb.Skipf("no redis at %s: %v", addr, err)
+	}
+	c.Close()
+	prefix := fmt.Sprintf("sse-presence-%d-%d", os.Getpid(), time.Now().UnixNano())
+	tb.Cleanup(func() {
+		rc := goredis.NewClient(&goredis.Options{Addr: addr})
+		defer rc.Close()
+		ctx := context.Background()
+		iter := rc.Scan(ctx, 0, "{"+prefix+":*", 1000).Iterator()
+		for iter.Next(ctx) {
+			rc.Del(ctx, iter.Val())
+		}
+	})
+	return prefix
+}
+
+// redisHub opens hub "p" on the shared Redis under prefix, with a grace.
+func redisHub(tb testing.TB, prefix string, grace time.Duration) *Hub {
+	tb.Helper()
+	hub, err := newHub("p", &sseredis.Transport{Addresses: []string{ssetest.RedisAddr()}, Prefix: prefix},
+		transport.Limits{Events: 100, MaxBytes: 1 << 20}, zap.NewNop())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = hub.Destruct() })
+	hub.setPresence(PresenceSettings{Grace: grace})
+	return hub
+}
+
+// TestPresenceRedisNodes: with Redis, a member is counted once across
+// nodes; a watcher on one node sees the joins and leaves of streams on
+// the other; a member whose stream moves to the other node within the
+// grace (a reconnection to another instance) causes no leave and no join.
+func TestPresenceRedisNodes(t *testing.T) {
+	t.Parallel()
+	const grace = 300 * time.Millisecond
+	a, b := redisPresenceNodes(t, grace)
+	w := b.as("", "$presence/room")
+	wantPresence(t, w, snapshotOf("room"))
+	onA := a.as("alice", "room")
+	wantPresence(t, w, joinOf("room", "alice"))
+	b.as("alice", "room") // alice on both nodes: counted once
+	b.subscribers(2)
+	onA.Close()
+	a.subscribers(0)
+	time.Sleep(grace + 100*time.Millisecond) // past A's grace: no leave, alice is on B
+	a.as("zed", "room")
+	wantPresence(t, w, joinOf("room", "zed"))
+	page := a.hub.TopicStreams("", "", 10)
+	if err := a.hub.addMembers(t.Context(), &page); err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Topics) != 1 || page.Topics[0] != (TopicStreams{Topic: "room", Streams: 1, Members: 2}) {
+		t.Fatalf("topics on A %+v, want room with 1 stream and 2 members (alice on B, zed)", page.Topics)
+	}
+
+	// a reconnection to the other node within the grace: nothing
+	z2 := b.as("zed", "room")
+	time.Sleep(grace / 2)
+	a.route.streams.close(endShutdown) // A's config stops: zed's stream there ends
+	a.subscribers(0)
+	time.Sleep(grace + 100*time.Millisecond)
+	z2.Close()
+	wantPresence(t, w, leaveOf("room", "zed"))
+}
