@@ -91,8 +91,17 @@ func TestPresenceRedisNodes(t *testing.T) {
 	a.as("zed", "room")
 	wantPresence(t, w, joinOf("room", "zed"))
 	page := a.hub.TopicStreams("", "", 10)
-	if err := a.hub.addMembers(t.Context(), &page); err != nil {
-		t.Fatal(err)
+	// the shared Redis may be busy with other packages' tests for longer
+	// than the transport's timeout: a count that times out is asked again
+	for try := 0; ; try++ {
+		err := a.hub.addMembers(t.Context(), &page)
+		if err == nil {
+			break
+		}
+		if try == 4 {
+			t.Fatal(err)
+		}
+		t.Logf("counting the members again: %v", err)
 	}
 	if len(page.Topics) != 1 || page.Topics[0] != (TopicStreams{Topic: "room", Streams: 1, Members: 2}) {
 		t.Fatalf("topics on A %+v, want room with 1 stream and 2 members (alice on B, zed)", page.Topics)

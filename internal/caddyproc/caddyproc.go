@@ -260,6 +260,11 @@ func (c *Caddy) Load(caddyfile string) error {
 	return nil
 }
 
+// adminClient talks to the admin API on a new connection each time: a
+// load that fails brings the previous config's admin endpoint back up,
+// which resets the connections kept alive to the one it replaced.
+var adminClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
 // Admin sends a request to the admin API. Caddy replaces its admin
 // listener on every load, failed ones included, and a connection that
 // arrives while the old listener closes is reset before it is accepted:
@@ -275,7 +280,7 @@ func (c *Caddy) Admin(method, path, contentType, body string) (*http.Response, e
 		if contentType != "" {
 			req.Header.Set("Content-Type", contentType)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := adminClient.Do(req)
 		if err == nil || !dialRefused(err) {
 			return resp, err
 		}
