@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -80,8 +81,8 @@ func BenchmarkPresenceChurn(b *testing.B) {
 // change (changes/s: 2 per connection).
 func BenchmarkPresenceChurnRedis(b *testing.B) {
 	prefix := redisPrefix(b)
-	h := redisHub(b, prefix, time.Microsecond)
-	other := redisHub(b, prefix, time.Microsecond)
+	h := redisHub(b, ssetest.RedisAddr(), prefix, time.Microsecond)
+	other := redisHub(b, ssetest.RedisAddr(), prefix, time.Microsecond)
 	ctx := context.Background()
 	if _, _, err := other.Subscribe(ctx, subscribeRequest{presence: []string{"room"}}); err != nil {
 		b.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -16,14 +17,15 @@ import (
 	sseredis "github.com/ssehub/caddy-sse/transport/redis"
 )
 
-// redisPresenceNodes opens two hubs ("nodes") sharing hub p through the
-// shared Redis under a prefix of their own (whose keys go with the test),
-// each with a presence route as presenceHarness has, and a grace.
+// redisPresenceNodes opens two hubs ("nodes") sharing hub p through a
+// redis-server of the test's own (the shared one can be busy for seconds
+// with other packages' tests), each with a presence route as
+// presenceHarness has, and a grace.
 func redisPresenceNodes(t *testing.T, grace time.Duration) (a, b *harness) {
 	t.Helper()
-	prefix := redisPrefix(t)
+	addr := privateRedis(t)
 	node := func() *harness {
-		hub := redisHub(t, prefix, grace)
+		hub := redisHub(t, addr, "p", grace)
 		route := harnessRoute(t, hub, &Subscribe{Presence: "{http.sse.token.sub}",
 			Token: &TokenConfig{Keys: []string{testTokenKey}, Alg: "HS256"}})
 		route.tokenPlaceholders = true
@@ -58,10 +60,48 @@ func redisPrefix(tb testing.TB) string {
 	return prefix
 }
 
-// redisHub opens hub "p" on the shared Redis under prefix, with a grace.
-func redisHub(tb testing.TB, prefix string, grace time.Duration) *Hub {
+// privateRedis starts a redis-server on a free loopback port, stopped
+// (by its PID) when the test ends, and returns its address.
+func privateRedis(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
+			t.Fatal("redis-server is not installed")
+		}
+		t.Skip("redis-server is not installed")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	rc := goredis.NewClient(&goredis.Options{Addr: addr, MaxRetries: -1})
+	defer rc.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for rc.Ping(context.Background()).Err() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server did not answer on %s", addr)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return addr
+}
+
+// redisHub opens hub "p" on the Redis at addr under prefix, with a grace.
+func redisHub(tb testing.TB, addr, prefix string, grace time.Duration) *Hub {
 	tb.Helper()
-	hub, err := newHub("p", &sseredis.Transport{Addresses: []string{ssetest.RedisAddr()}, Prefix: prefix},
+	hub, err := newHub("p", &sseredis.Transport{Addresses: []string{addr}, Prefix: prefix},
 		transport.Limits{Events: 100, MaxBytes: 1 << 20}, zap.NewNop())
 	if err != nil {
 		tb.Fatal(err)
