@@ -226,14 +226,7 @@ func (h *Hub) PresenceChanged(c transport.PresenceChange) {
 	hp.wmu.Lock()
 	defer hp.wmu.Unlock()
 	if hp.gap(c.Version) {
-		n := 0
-		for _, subs := range hp.watchers {
-			for _, s := range subs {
-				if s.finish(endResync) {
-					n++
-				}
-			}
-		}
+		n := hp.endWatchers()
 		hp.logger.Info("interrupted the streams that follow presence: changes were missed",
 			zap.Uint64("version", c.Version), zap.Int("streams", n))
 		return
@@ -258,6 +251,38 @@ func (h *Hub) endSlowWatcher(s *subscriber) {
 	h.counters.disconnects[endSlow].Add(1)
 	h.slowUnwarned.Add(1)
 	h.warnSlow(s.presence)
+}
+
+// PresenceMissed implements transport.PresenceResyncSink: the transport
+// may have missed changes (its connection was lost, or it dropped messages
+// it could not keep up with), so every watcher's stream ends and its client
+// gets a fresh snapshot; the versions are taken afresh from the next change.
+func (h *Hub) PresenceMissed() {
+	hp := h.pres
+	if hp == nil {
+		return
+	}
+	hp.wmu.Lock()
+	defer hp.wmu.Unlock()
+	hp.seen = 0
+	if n := hp.endWatchers(); n > 0 {
+		hp.logger.Info("interrupted the streams that follow presence: the transport may have missed changes",
+			zap.Int("streams", n))
+	}
+}
+
+// endWatchers ends the stream of every watcher, to be resumed with a
+// fresh snapshot, and returns how many it ended. The caller holds wmu.
+func (hp *hubPresence) endWatchers() int {
+	n := 0
+	for _, subs := range hp.watchers {
+		for _, s := range subs {
+			if s.finish(endResync) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // gap takes the version of a change and reports whether changes before it
@@ -381,4 +406,7 @@ func (s *subscriber) memberOf() []string {
 }
 
 // Interface guards
-var _ transport.PresenceSink = (*Hub)(nil)
+var (
+	_ transport.PresenceSink       = (*Hub)(nil)
+	_ transport.PresenceResyncSink = (*Hub)(nil)
+)

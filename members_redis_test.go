@@ -23,7 +23,12 @@ import (
 // presenceHarness has, and a grace.
 func redisPresenceNodes(t *testing.T, grace time.Duration) (a, b *harness) {
 	t.Helper()
-	addr := privateRedis(t)
+	return redisPresenceNodesAt(t, privateRedis(t), grace)
+}
+
+// redisPresenceNodesAt is redisPresenceNodes on the Redis at addr.
+func redisPresenceNodesAt(t *testing.T, addr string, grace time.Duration) (a, b *harness) {
+	t.Helper()
 	node := func() *harness {
 		hub := redisHub(t, addr, "p", grace)
 		route := harnessRoute(t, hub, &Subscribe{Presence: "{http.sse.token.sub}",
@@ -155,4 +160,29 @@ func TestPresenceRedisNodes(t *testing.T) {
 	time.Sleep(grace + 100*time.Millisecond)
 	z2.Close()
 	wantPresence(t, w, leaveOf("room", "zed"))
+}
+
+// TestPresenceRedisConnectionLost: a change published while a node's
+// Pub/Sub connection is down never reaches it, so once the node is back in
+// sync its watchers' streams end (to come back with a fresh snapshot)
+// rather than show a stale list until the next change.
+func TestPresenceRedisConnectionLost(t *testing.T) {
+	t.Parallel()
+	addr := privateRedis(t)
+	a, b := redisPresenceNodesAt(t, addr, time.Hour)
+	w := b.as("", "$presence/room")
+	wantPresence(t, w, snapshotOf("room"))
+	a.as("alice", "room")
+	wantPresence(t, w, joinOf("room", "alice"))
+	rc := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer rc.Close()
+	if err := rc.Do(context.Background(), "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	drainDropped(t, w)
+	if n := b.disconnects(endResync); n != 1 {
+		t.Errorf("%d streams ended for resync, want the watcher's", n)
+	}
+	w = b.as("", "$presence/room")
+	wantPresence(t, w, snapshotOf("room", "alice"))
 }

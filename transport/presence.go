@@ -64,6 +64,19 @@ type PresenceSink interface {
 	PresenceChanged(c PresenceChange)
 }
 
+// PresenceResyncSink is a PresenceSink that is also told when its
+// transport may have missed changes: its connection to the other nodes was
+// lost, or it dropped messages it could not keep up with. The sink then no
+// longer trusts what it built from the changes (a hub ends the streams of
+// its watchers, whose clients get fresh snapshots). A transport calls it as
+// it calls PresenceChanged.
+type PresenceResyncSink interface {
+	PresenceSink
+
+	// PresenceMissed tells that changes may have been missed.
+	PresenceMissed()
+}
+
 // PresenceChange is a member's arrival on, or departure from, a topic.
 type PresenceChange struct {
 	// Topic is the topic (or the pattern, for pattern streams).

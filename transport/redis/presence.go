@@ -434,6 +434,21 @@ func (t *Transport) presenceChanged(payload json.RawMessage) {
 	}
 }
 
+// presenceMissed tells the sink that presence changes may have been missed
+// (the reader got back in sync after a lost connection or dropped
+// messages, which the control channel's changes are not read back from).
+func (t *Transport) presenceMissed() {
+	ps, ok := t.sink.(transport.PresenceResyncSink)
+	if !ok {
+		return
+	}
+	t.sinkMu.RLock()
+	defer t.sinkMu.RUnlock()
+	if !t.closed.Load() {
+		ps.PresenceMissed()
+	}
+}
+
 // presenceLib holds what the presence scripts share. ARGV[1] is the hub's
 // base B; change publishes a change on the control channel.
 const presenceLib = `

@@ -327,6 +327,7 @@ func (r *reader) sync() error {
 	r.mu.Unlock()
 	select {
 	case <-r.firstUp:
+		t.presenceMissed() // in sync again: changes may have been lost meanwhile
 	default:
 		close(r.firstUp)
 	}
