@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -23,7 +22,8 @@ import (
 // presenceHarness has, and a grace.
 func redisPresenceNodes(t *testing.T, grace time.Duration) (a, b *harness) {
 	t.Helper()
-	return redisPresenceNodesAt(t, privateRedis(t), grace)
+	addr, _, _ := ssetest.PrivateRedis(t)
+	return redisPresenceNodesAt(t, addr, grace)
 }
 
 // redisPresenceNodesAt is redisPresenceNodes on the Redis at addr.
@@ -63,44 +63,6 @@ func redisPrefix(tb testing.TB) string {
 		}
 	})
 	return prefix
-}
-
-// privateRedis starts a redis-server on a free loopback port, stopped
-// (by its PID) when the test ends, and returns its address.
-func privateRedis(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
-			t.Fatal("redis-server is not installed")
-		}
-		t.Skip("redis-server is not installed")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	cmd := exec.Command("redis-server", "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "",
-		"--appendonly", "no", "--dir", t.TempDir())
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	rc := goredis.NewClient(&goredis.Options{Addr: addr, MaxRetries: -1})
-	defer rc.Close()
-	deadline := time.Now().Add(10 * time.Second)
-	for rc.Ping(context.Background()).Err() != nil {
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server did not answer on %s", addr)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return addr
 }
 
 // redisHub opens hub "p" on the Redis at addr under prefix, with a grace.
@@ -168,7 +130,7 @@ func TestPresenceRedisNodes(t *testing.T) {
 // rather than show a stale list until the next change.
 func TestPresenceRedisConnectionLost(t *testing.T) {
 	t.Parallel()
-	addr := privateRedis(t)
+	addr, _, _ := ssetest.PrivateRedis(t)
 	a, b := redisPresenceNodesAt(t, addr, time.Hour)
 	w := b.as("", "$presence/room")
 	wantPresence(t, w, snapshotOf("room"))

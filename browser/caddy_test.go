@@ -81,12 +81,12 @@ func startCaddy(t *testing.T, p ports, cfg string) *caddyproc.Caddy {
 	return caddyproc.Start(t, cfg, p.admin)
 }
 
-// awaitCertificate waits until Caddy completes TLS handshakes on p.https:
-// a Caddy that has just started loads its certificate from storage after
-// its admin API answers, and fails handshakes until then.
-func awaitCertificate(t *testing.T, p ports) {
+// awaitCertificate waits until Caddy completes TLS handshakes on p.https
+// with a client of conf: a Caddy that has just started loads or issues
+// its certificate after its admin API answers, and fails handshakes until
+// then.
+func awaitCertificate(t *testing.T, p ports, conf *tls.Config) {
 	t.Helper()
-	conf := &tls.Config{InsecureSkipVerify: true} //nolint:gosec // Caddy's internal CA, in tests
 	waitUntil(t, wait, "Caddy serves its certificate", func() bool {
 		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.https), conf)
 		if err == nil {

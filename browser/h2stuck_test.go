@@ -84,13 +84,7 @@ func localCA(t *testing.T, storage string, p ports) *x509.CertPool {
 		pool = x509.NewCertPool()
 		return err == nil && pool.AppendCertsFromPEM(pem)
 	}, nil)
-	waitUntil(t, wait, "Caddy serves its certificate", func() bool {
-		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.https), &tls.Config{RootCAs: pool})
-		if err == nil {
-			conn.Close()
-		}
-		return err == nil
-	}, nil)
+	awaitCertificate(t, p, &tls.Config{RootCAs: pool})
 	return pool
 }
 

@@ -5,11 +5,8 @@ package browser
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -72,20 +69,7 @@ func TestStopOverHTTPS(t *testing.T) {
 // in storage and has small windows and buffers, a connection per request.
 func stuckClient(t *testing.T, proto, storage string, p ports) *http.Client {
 	t.Helper()
-	var pool *x509.CertPool
-	waitUntil(t, wait, "Caddy's local CA exists", func() bool {
-		pem, err := os.ReadFile(filepath.Join(storage, "pki", "authorities", "local", "root.crt"))
-		pool = x509.NewCertPool()
-		return err == nil && pool.AppendCertsFromPEM(pem)
-	}, nil)
-	conf := &tls.Config{RootCAs: pool}
-	waitUntil(t, wait, "Caddy serves its certificate", func() bool {
-		conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p.https), conf)
-		if err == nil {
-			conn.Close()
-		}
-		return err == nil
-	}, nil)
+	conf := &tls.Config{RootCAs: localCA(t, storage, p)}
 	if proto == "h3" {
 		tr := &http3.Transport{TLSClientConfig: conf, QUICConfig: &quic.Config{
 			InitialStreamReceiveWindow: 16 << 10, MaxStreamReceiveWindow: 16 << 10,

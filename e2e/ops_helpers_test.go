@@ -88,23 +88,15 @@ func opsDo(t *testing.T, method, url, contentType, body string) opsResponse {
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := opsClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return opsResponse{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	status, header, b := ssetest.DoWithT(t, opsClient, req)
+	return opsResponse{status: status, header: header, body: string(b)}
 }
 
 // opsClient sends the operations tests' requests, each on a connection of
 // its own: the tests reload Caddy, whose old servers close the connections
 // kept alive to them (a POST sent on one as it closes reads EOF, and
 // net/http does not retry it).
-var opsClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+var opsClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 // opsPublished is the answer to an accepted publish.
 type opsPublished struct {

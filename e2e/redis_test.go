@@ -10,8 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -315,50 +313,11 @@ func TestRedisRestartAll(t *testing.T) {
 	}
 }
 
-// privateRedis starts a redis-server of the test's own on a free port,
-// with an append-only file so that a restart keeps its data, and returns
-// its address and a function that restarts it after a kill.
+// privateRedis starts a redis-server of the test's own with an
+// append-only file, so that a restart keeps its data (ssetest.PrivateRedis).
 func privateRedis(t *testing.T) (addr string, kill, start func()) {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
-			t.Fatal("redis-server is not installed")
-		}
-		t.Skip("redis-server is not installed")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr = l.Addr().String()
-	l.Close()
-	_, port, _ := net.SplitHostPort(addr)
-	dir := t.TempDir()
-	var cmd *exec.Cmd
-	kill = func() {
-		if cmd != nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			cmd = nil
-		}
-	}
-	start = func() {
-		cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", dir,
-			"--save", "", "--appendonly", "yes", "--appendfsync", "always", "--logfile", filepath.Join(dir, "log"))
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		opsEventually(t, "redis-server answers", func() bool {
-			c, err := net.Dial("tcp", addr)
-			if err == nil {
-				c.Close()
-			}
-			return err == nil
-		})
-	}
-	start()
-	t.Cleanup(kill)
-	return addr, kill, start
+	return ssetest.PrivateRedis(t, "--appendonly", "yes", "--appendfsync", "always")
 }
 
 // TestRedisOutage: while Redis is down, publishes are answered with 503

@@ -204,9 +204,15 @@ const doTimeout = 30 * time.Second
 // and whole body of the answer, failing the test if there is none.
 func DoT(t testing.TB, req *http.Request) (int, http.Header, []byte) {
 	t.Helper()
+	return DoWithT(t, http.DefaultClient, req)
+}
+
+// DoWithT is DoT with client.
+func DoWithT(t testing.TB, client *http.Client, req *http.Request) (int, http.Header, []byte) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(req.Context(), doTimeout)
 	defer cancel()
-	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	resp, err := client.Do(req.WithContext(ctx))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,18 +40,7 @@ func (t *Transport) UnwatchPatterns(patterns []string) {
 // (see patternScript) and reads their history, a page of it when
 // q.MaxBytes is set, and the head it covers.
 func (t *Transport) ReplayPatterns(ctx context.Context, q transport.PatternQuery) (transport.Replay, error) {
-	if t.closed.Load() {
-		return transport.Replay{}, transport.ErrClosed
-	}
-	if _, _, up := t.rd.progress(); !up {
-		t.rd.mu.Lock()
-		err := t.rd.downError()
-		t.rd.mu.Unlock()
-		return transport.Replay{}, err
-	}
-	ctx, cancel := t.withTimeout(ctx)
-	defer cancel()
-	res, err := t.readPatterns(ctx, q)
+	res, err := t.readHistory(ctx, func(ctx context.Context) ([]string, error) { return t.readPatterns(ctx, q) })
 	if err != nil {
 		return transport.Replay{}, err
 	}

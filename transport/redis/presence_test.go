@@ -57,11 +57,12 @@ type presenceNode struct {
 	seen int // changes checked so far
 }
 
-// openPresenceNode opens a node of hub whose presence beats every beat
-// and counts a node dead nodeTTL after its last beat.
-func openPresenceNode(t *testing.T, prefix string, beat, nodeTTL time.Duration) *presenceNode {
+// openPresenceNode opens a node of hub h, on the Redis at addr under
+// prefix, whose presence beats every beat and counts a node dead nodeTTL
+// after its last beat.
+func openPresenceNode(t *testing.T, addr, prefix string, beat, nodeTTL time.Duration) *presenceNode {
 	t.Helper()
-	tr := &Transport{Addresses: []string{sharedRedis}, Prefix: prefix}
+	tr := &Transport{Addresses: []string{addr}, Prefix: prefix}
 	tr.pres.beat, tr.pres.nodeTTL = beat, nodeTTL
 	s := &presenceSink{sink: newSink(), pch: make(chan struct{})}
 	if err := tr.Open("h", defaultLimits, s); err != nil {
@@ -105,8 +106,8 @@ func TestPresenceNodes(t *testing.T) {
 	requireRedis(t, sharedRedis)
 	t.Parallel()
 	prefix := uniquePrefix(t, sharedRedis)
-	a := openPresenceNode(t, prefix, time.Second, 5*time.Second)
-	b := openPresenceNode(t, prefix, time.Second, 5*time.Second)
+	a := openPresenceNode(t, sharedRedis, prefix, time.Second, 5*time.Second)
+	b := openPresenceNode(t, sharedRedis, prefix, time.Second, 5*time.Second)
 
 	a.Join("room", "alice")
 	for _, n := range []*presenceNode{a, b} {
@@ -181,8 +182,8 @@ func TestPresenceDeadNode(t *testing.T) {
 	t.Parallel()
 	prefix := uniquePrefix(t, sharedRedis)
 	const nodeTTL = 300 * time.Millisecond
-	dead := openPresenceNode(t, prefix, time.Hour, nodeTTL) // it never beats: as good as dead once listed
-	live := openPresenceNode(t, prefix, 50*time.Millisecond, nodeTTL)
+	dead := openPresenceNode(t, sharedRedis, prefix, time.Hour, nodeTTL) // it never beats: as good as dead once listed
+	live := openPresenceNode(t, sharedRedis, prefix, 50*time.Millisecond, nodeTTL)
 	live.Join("room", "bob")
 	live.want(t, true, "room", "bob")
 	dead.Join("room", "alice")
@@ -214,7 +215,7 @@ func TestPresenceScriptsInSlot(t *testing.T) {
 	requireRedis(t, sharedRedis)
 	t.Parallel()
 	prefix := uniquePrefix(t, sharedRedis)
-	a := openPresenceNode(t, prefix, 50*time.Millisecond, time.Second)
+	a := openPresenceNode(t, sharedRedis, prefix, 50*time.Millisecond, time.Second)
 	a.Join("x/y", "m")
 	a.want(t, true, "x/y", "m")
 	a.presenceBeat()
@@ -238,25 +239,12 @@ func TestPresenceScriptsInSlot(t *testing.T) {
 func TestPresenceRedisLost(t *testing.T) {
 	t.Parallel()
 	srv := startPrivateRedis(t)
-	open := func(beat time.Duration) *presenceNode {
-		tr := &Transport{Addresses: []string{srv.Addr}, Prefix: "p"}
-		tr.pres.beat, tr.pres.nodeTTL = beat, 5*time.Second
-		s := &presenceSink{sink: newSink(), pch: make(chan struct{})}
-		if err := tr.Open("h", defaultLimits, s); err != nil {
-			t.Fatalf("open: %v", err)
-		}
-		t.Cleanup(func() { _ = tr.Close() })
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		tr.rd.awaitUp(ctx)
-		cancel()
-		return &presenceNode{Transport: tr, sink: s}
-	}
-	a := open(50 * time.Millisecond)
+	a := openPresenceNode(t, srv.Addr, "p", 50*time.Millisecond, 5*time.Second)
 	a.Join("room", "alice")
 	a.want(t, true, "room", "alice")
 	srv.kill()
 	srv.start()
-	b := open(time.Hour)
+	b := openPresenceNode(t, srv.Addr, "p", time.Hour, 5*time.Second)
 	eventually(t, "alice is back", func() bool {
 		snap, err := b.Presence(context.Background(), "room", 10)
 		return err == nil && snap.Count == 1 && slices.Equal(snap.Members, []string{"alice"})

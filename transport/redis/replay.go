@@ -29,22 +29,29 @@ func (t *Transport) Unwatch(topics []string) {
 // Replay implements transport.Transport: one script reads the history of
 // the topics, a page of it when q.MaxBytes is set, and the head it covers.
 func (t *Transport) Replay(ctx context.Context, q transport.ReplayQuery) (transport.Replay, error) {
+	res, err := t.readHistory(ctx, func(ctx context.Context) ([]string, error) { return t.readReplay(ctx, q) })
+	if err != nil {
+		return transport.Replay{}, err
+	}
+	return t.replayOf(res, q.MaxBytes)
+}
+
+// readHistory runs read, which runs one of the read scripts, within the
+// transport's timeout once the reader is up (it tells what the node
+// missed), and returns the script's answer.
+func (t *Transport) readHistory(ctx context.Context, read func(context.Context) ([]string, error)) ([]string, error) {
 	if t.closed.Load() {
-		return transport.Replay{}, transport.ErrClosed
+		return nil, transport.ErrClosed
 	}
 	if _, _, up := t.rd.progress(); !up {
 		t.rd.mu.Lock()
 		err := t.rd.downError()
 		t.rd.mu.Unlock()
-		return transport.Replay{}, err
+		return nil, err
 	}
 	ctx, cancel := t.withTimeout(ctx)
 	defer cancel()
-	res, err := t.readReplay(ctx, q)
-	if err != nil {
-		return transport.Replay{}, err
-	}
-	return t.replayOf(res, q.MaxBytes)
+	return read(ctx)
 }
 
 // replayOf builds the replay of a read script's answer, {epoch, head,
