@@ -33,8 +33,8 @@ import (
 // count what they cost: see kcost); sizingSlack covers what no figure
 // counts: Redis's own memory when empty (about 0.9 MiB), the meta keys,
 // the clients' buffers (a publish's arguments, up to 4 calls of 128 KiB
-// per connection), and the scripts. TestMemoryWithinBudget and
-// TestMaxmemoryByTheRule check the rule on the costliest histories.
+// per connection), and the scripts. TestMemoryWithinBudget checks the
+// rule on the costliest histories, against a Redis whose maxmemory it is.
 
 // costAllowance is what a hub's history may cost Redis beyond twice its
 // history_max_bytes (COST_ALLOWANCE in luaLib): room for a few topics of
