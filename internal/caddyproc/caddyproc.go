@@ -268,8 +268,9 @@ var adminClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: tru
 // Admin sends a request to the admin API. Caddy replaces its admin
 // listener on every load, failed ones included, and a connection that
 // arrives while the old listener closes is reset before it is accepted:
-// such a dial is tried again, a few times, as a client would. The caller
-// closes the response's body.
+// such a dial is tried again, a few times, as a client would; so is a
+// GET whose connection the closing listener accepted, then ended. The
+// caller closes the response's body.
 func (c *Caddy) Admin(method, path, contentType, body string) (*http.Response, error) {
 	var last error
 	for range 20 {
@@ -281,7 +282,7 @@ func (c *Caddy) Admin(method, path, contentType, body string) (*http.Response, e
 			req.Header.Set("Content-Type", contentType)
 		}
 		resp, err := adminClient.Do(req)
-		if err == nil || !dialRefused(err) {
+		if err == nil || !(dialRefused(err) || method == http.MethodGet && endedUnanswered(err)) {
 			return resp, err
 		}
 		last = err
@@ -298,6 +299,12 @@ func dialRefused(err error) bool {
 		return false
 	}
 	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// endedUnanswered reports whether err is a connection ended before the
+// answer began: harmless to try again for a request that changes nothing.
+func endedUnanswered(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // Signal sends sig to the process.

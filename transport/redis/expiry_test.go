@@ -27,6 +27,7 @@ func TestEveryKeyExpires(t *testing.T) {
 		{"history-ttl", time.Hour, 25 * time.Hour},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each waits for the housekeeping's refresh
 			prefix := uniquePrefix(t, sharedRedis)
 			rc := goredis.NewClient(&goredis.Options{Addr: sharedRedis})
 			defer rc.Close()

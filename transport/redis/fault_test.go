@@ -446,7 +446,7 @@ func TestOpen(t *testing.T) {
 	}
 
 	srv.kill()
-	a := openNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout), func(tr *Transport) { tr.Password = "right" })
+	a := openDownNode(t, srv.Addr, "p", "h", defaultLimits, withTimeout(faultTimeout), func(tr *Transport) { tr.Password = "right" })
 	if st := a.Stats().State; st.Up || st.LastError == "" {
 		t.Fatalf("state without redis: %+v", st)
 	}

@@ -159,6 +159,19 @@ type node struct {
 // openNode opens a transport on hub of prefix at addr.
 func openNode(t testing.TB, addr, prefix, hub string, limits transport.Limits, opts ...func(*Transport)) *node {
 	t.Helper()
+	return openNodeUp(t, true, addr, prefix, hub, limits, opts...)
+}
+
+// openDownNode is openNode for a node whose Redis is down: it does not
+// wait for the node to serve.
+func openDownNode(t testing.TB, addr, prefix, hub string, limits transport.Limits, opts ...func(*Transport)) *node {
+	t.Helper()
+	return openNodeUp(t, false, addr, prefix, hub, limits, opts...)
+}
+
+// openNodeUp opens a node, and waits for it to serve if await.
+func openNodeUp(t testing.TB, await bool, addr, prefix, hub string, limits transport.Limits, opts ...func(*Transport)) *node {
+	t.Helper()
 	tr := &Transport{Addresses: []string{addr}, Prefix: prefix, Timeout: 0}
 	for _, o := range opts {
 		o(tr)
@@ -168,6 +181,9 @@ func openNode(t testing.TB, addr, prefix, hub string, limits transport.Limits, o
 		t.Fatalf("open: %v", err)
 	}
 	t.Cleanup(func() { _ = tr.Close() })
+	if !await {
+		return &node{Transport: tr, sink: s}
+	}
 	// Open waits for the Pub/Sub connection only a little (the timeout:
 	// 300 ms in the fault tests); on a busy machine the tests wait longer
 	// for a node that serves

@@ -93,7 +93,8 @@ func testFailover(t *testing.T, durable bool) {
 	if durable {
 		args = []string{"--appendonly", "yes", "--appendfsync", "always"}
 	}
-	primary := startPrivateRedis(t, args...)
+	// no diskless-sync delay: the replica syncs at once, not after 5 s
+	primary := startPrivateRedis(t, append(args, "--repl-diskless-sync-delay", "0")...)
 	replica := startPrivateRedis(t, append(args, "--replicaof", "127.0.0.1", strconv.Itoa(primary.port))...)
 	eventually(t, "the replica in sync", func() bool {
 		info, err := replica.client().Info(context.Background(), "replication").Result()
@@ -194,7 +195,7 @@ func TestSentinelStart(t *testing.T) {
 	wantErr(t, openErr(t, tr), `know no master named "unknown"`)
 
 	down := "127.0.0.1:" + strconv.Itoa(freePort(t))
-	n := openNode(t, "", "p", "h", defaultLimits, withTimeout(faultTimeout), func(tr *Transport) {
+	n := openDownNode(t, "", "p", "h", defaultLimits, withTimeout(faultTimeout), func(tr *Transport) {
 		tr.Addresses, tr.Sentinel = nil, &SentinelConfig{Master: "known", Addresses: []string{down}}
 	})
 	if st := n.Stats().State; st.Up || st.LastError == "" {
