@@ -328,6 +328,17 @@ type dropProxy struct {
 	dropped atomic.Int32
 	delay   atomic.Int64 // holds what clients send this long (ns) before passing it on
 	l       net.Listener
+
+	heldMu sync.Mutex
+	held   []string // what was held by delay, in lower case
+}
+
+// holding reports whether the proxy held, or holds, a write of clients
+// that contains s (in lower case).
+func (p *dropProxy) holding(s string) bool {
+	p.heldMu.Lock()
+	defer p.heldMu.Unlock()
+	return slices.ContainsFunc(p.held, func(h string) bool { return strings.Contains(h, s) })
 }
 
 func startDropProxy(t *testing.T, target, marker string) *dropProxy {
@@ -370,6 +381,9 @@ func (p *dropProxy) serve(c net.Conn) {
 			n, err := c.Read(buf)
 			if n > 0 {
 				if d := time.Duration(p.delay.Load()); d > 0 {
+					p.heldMu.Lock()
+					p.held = append(p.held, strings.ToLower(string(buf[:n])))
+					p.heldMu.Unlock()
 					time.Sleep(d) // the behaviour under test: a slow way to Redis
 				}
 				if _, werr := s.Write(buf[:n]); werr != nil {
@@ -549,5 +563,90 @@ func TestCluster(t *testing.T) {
 	}
 	if holders != 1 {
 		t.Fatalf("the hub's keys are on %d shards", holders)
+	}
+}
+
+// TestOrderCheckStartsAtConfirmation: a topic's events published before
+// Redis confirmed the subscription of its channel are not all seen: its
+// events of several topics come on the hub's channel, which the node
+// always reads, and its events alone do not. Watch returns at the
+// confirmation, so no stream of the watch was promised them (its replay
+// has them), and the order check must not take the loss for a gap: it
+// starts at the confirmation. Two ways to get there: a new watch, whose
+// subscription is on its way while events of several topics come; and a
+// topic watched again while the unsubscription of its idle channel is on
+// its way, the old subscription delivering an event first.
+func TestOrderCheckStartsAtConfirmation(t *testing.T) {
+	t.Parallel()
+	t.Run("new watch", func(t *testing.T) {
+		t.Parallel()
+		a, b, proxy := slowSubscriber(t)
+		ctx := context.Background()
+		proxy.delay.Store(int64(time.Second))
+		watched := make(chan error, 1)
+		go func() { watched <- a.Watch(ctx, []string{"a"}) }()
+		eventually(t, "the proxy to hold the subscription", func() bool { return proxy.holding("ssubscribe") })
+		a.sink.awaitSeq(t, seqOf(t, b.publish(t, "m1, on the hub's channel", "a", "b").ID))
+		b.publish(t, "x, lost: not subscribed yet", "a")
+		last := b.publish(t, "m2, on the hub's channel", "a", "b")
+		a.sink.awaitSeq(t, seqOf(t, last.ID))
+		if err := <-watched; err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		noInterrupts(t, a)
+	})
+	t.Run("watched again while unsubscribing", func(t *testing.T) {
+		t.Parallel()
+		a, b, proxy := slowSubscriber(t)
+		ctx := context.Background()
+		a.watch(t, "a")
+		a.sink.awaitSeq(t, seqOf(t, b.publish(t, "x0", "a").ID))
+		a.Unwatch([]string{"a"})
+		// the unsubscription, then the new subscription, each a second
+		// on its way to Redis
+		proxy.delay.Store(int64(time.Second))
+		a.rd.unsubscribeIdle(ctx, 0)
+		eventually(t, "the proxy to hold the unsubscription", func() bool { return proxy.holding("sunsubscribe") })
+		watched := make(chan error, 1)
+		go func() { watched <- a.Watch(ctx, []string{"a"}) }()
+		eventually(t, "the new watch", func() bool {
+			a.rd.mu.Lock()
+			defer a.rd.mu.Unlock()
+			return a.rd.topics["a"] != nil
+		})
+		a.sink.awaitSeq(t, seqOf(t, b.publish(t, "x1, through the old subscription", "a").ID))
+		direct := goredis.NewClient(&goredis.Options{Addr: b.Addresses[0]})
+		defer direct.Close()
+		eventually(t, "the unsubscription to reach redis", func() bool {
+			n, err := direct.PubSubShardNumSub(ctx, a.channel("a")).Result()
+			return err == nil && n[a.channel("a")] == 0
+		})
+		b.publish(t, "x2, lost: no subscription", "a")
+		last := b.publish(t, "m, on the hub's channel", "a", "b")
+		if err := <-watched; err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		a.sink.awaitSeq(t, seqOf(t, last.ID))
+		noInterrupts(t, a)
+	})
+}
+
+// slowSubscriber opens two nodes on a private Redis: a, whose way to Redis
+// goes through proxy (see its delay), and b.
+func slowSubscriber(t *testing.T) (a, b *node, proxy *dropProxy) {
+	srv := startPrivateRedis(t)
+	proxy = startDropProxy(t, srv.Addr, "\x00never")
+	a = openNode(t, proxy.Addr, "p", "h", defaultLimits, withTimeout(5*time.Second))
+	b = openNode(t, srv.Addr, "p", "h", defaultLimits)
+	return a, b, proxy
+}
+
+// noInterrupts fails the test if n's streams were interrupted.
+func noInterrupts(t *testing.T, n *node) {
+	t.Helper()
+	n.sink.mu.Lock()
+	defer n.sink.mu.Unlock()
+	if len(n.sink.interrupts) != 0 {
+		t.Fatalf("a loss before the subscription was confirmed was taken for a gap: %v", n.sink.interrupts)
 	}
 }

@@ -242,12 +242,16 @@ func (m *mux) leave(r *reader, channels []string) {
 // add registers r as a reader of channels (it is handed their messages
 // from now on), subscribes those that are not, and returns the
 // confirmations to await: Redis sends their messages once they are
-// confirmed. It fails while the connection is down.
-func (m *mux) add(ctx context.Context, r *reader, channels []string) ([]*confirm, error) {
+// confirmed. It also tells, for each channel, whether its subscription
+// was confirmed already when r was registered: then r gets no subscribed
+// notice for it, and every message of it comes to r from then on. It
+// fails while the connection is down.
+func (m *mux) add(ctx context.Context, r *reader, channels []string) (waits []*confirm, ready []bool, err error) {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	m.mu.Lock()
-	waits := make([]*confirm, 0, len(channels))
+	waits = make([]*confirm, 0, len(channels))
+	ready = make([]bool, 0, len(channels))
 	var subscribe []string
 	for _, ch := range channels {
 		c := m.register(r, ch)
@@ -259,6 +263,7 @@ func (m *mux) add(ctx context.Context, r *reader, channels []string) ([]*confirm
 			subscribe = append(subscribe, ch)
 		}
 		waits = append(waits, c.sub)
+		ready = append(ready, c.sub.isDone()) // confirmed() closes it under m.mu
 	}
 	if !m.connected {
 		err := m.lastErr
@@ -266,15 +271,15 @@ func (m *mux) add(ctx context.Context, r *reader, channels []string) ([]*confirm
 		if err == nil {
 			err = errors.New("not connected yet")
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	cmds := m.queue(subscribe, false)
 	ps, gen := m.ps, m.gen
 	m.mu.Unlock()
 	if err := m.send(ctx, ps, gen, false, cmds); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return waits, nil
+	return waits, ready, nil
 }
 
 // remove unregisters r from channels, and unsubscribes those that no

@@ -341,12 +341,22 @@ func (r *reader) subscribed(ctx context.Context) error {
 	r.mu.Lock()
 	channels := r.channels()
 	r.mu.Unlock()
-	waits, err := r.m.add(ctx, r, channels)
+	waits, _, err := r.m.add(ctx, r, channels)
 	r.subMu.Unlock()
 	if err != nil {
 		return err
 	}
-	return awaitConfirms(ctx, waits)
+	if err := awaitConfirms(ctx, waits); err != nil {
+		return err
+	}
+	// every channel is confirmed (no watch comes while the reader is
+	// down), and the resynchronisation sets the order checks
+	r.mu.Lock()
+	for _, w := range r.topics {
+		w.confirmed = true
+	}
+	r.mu.Unlock()
+	return nil
 }
 
 // awaitConfirms waits for confirmations, and returns the first error.
@@ -463,7 +473,7 @@ func (r *reader) handle(payload string, hubWide bool) {
 			continue
 		}
 		followed = true
-		if w.lastSeen != 0 && e.prevs[i] != w.lastSeen {
+		if w.confirmed && w.lastSeen != 0 && e.prevs[i] != w.lastSeen {
 			gaps = append(gaps, topic)
 		}
 		w.lastSeen = e.seq
@@ -484,15 +494,17 @@ func (r *reader) handle(payload string, hubWide bool) {
 // channel's subscription. Before it, an event of the topic published with
 // others (on the hub's channel, which the reader always follows) may have
 // arrived while one of the topic alone, published between them, did not:
-// the events after it would seem to skip one. From the confirmation on,
-// every event of the topic comes.
+// the events after it would seem to skip one; and a channel re-subscribed
+// while its earlier unsubscription was still on its way lost the events
+// between the two. From the confirmation on, every event of the topic
+// comes: the check starts (watch.confirmed).
 func (r *reader) complete(topic string) {
 	if topic == "" {
 		return
 	}
 	r.mu.Lock()
 	if w := r.topics[topic]; w != nil {
-		w.lastSeen = 0
+		w.lastSeen, w.confirmed = 0, true
 	}
 	r.mu.Unlock()
 }

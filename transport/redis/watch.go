@@ -14,6 +14,12 @@ type watch struct {
 	refs      int       // Watch calls not yet undone
 	idleSince time.Time // when refs fell to 0
 	lastSeen  uint64    // seq of its newest event delivered; 0: unknown
+	// confirmed: Redis confirmed the subscription of its channel since it
+	// was made, so every event of the topic comes from then on and the
+	// order check (lastSeen) holds. Before, the channel may still be
+	// going away from an earlier unsubscription, which loses events that
+	// no stream of this watch was promised.
+	confirmed bool
 }
 
 // confirm is a subscription or unsubscription awaiting Redis's answer
@@ -26,6 +32,16 @@ type confirm struct {
 
 func newConfirm(unsub bool) *confirm {
 	return &confirm{unsub: unsub, done: make(chan struct{})}
+}
+
+// isDone reports whether Redis answered already.
+func (c *confirm) isDone() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // watch follows topics, subscribing to the channels of the new ones, and
@@ -53,9 +69,10 @@ func (r *reader) watch(ctx context.Context, topics []string) error {
 	}
 	m := r.m
 	r.mu.Unlock()
-	waits, err := m.add(ctx, r, channels)
+	waits, ready, err := m.add(ctx, r, channels)
 	r.subMu.Unlock()
 	if err == nil {
+		r.confirmed(topics, ready)
 		err = awaitConfirms(ctx, waits)
 	}
 	if err != nil {
@@ -63,6 +80,19 @@ func (r *reader) watch(ctx context.Context, topics []string) error {
 		return unavailable(fmt.Errorf("subscribing: %w", err))
 	}
 	return nil
+}
+
+// confirmed marks the watches of topics whose channels were subscribed
+// and confirmed already (ready, from mux.add): no subscribed notice comes
+// for them (see complete).
+func (r *reader) confirmed(topics []string, ready []bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, topic := range topics {
+		if w := r.topics[topic]; w != nil && i < len(ready) && ready[i] {
+			w.confirmed = true
+		}
+	}
 }
 
 // downError is the error of a watch while the reader is down. The caller
