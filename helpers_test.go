@@ -25,7 +25,7 @@ var (
 	testBase  = fmt.Sprintf("http://localhost:%d", testHTTP)
 )
 
-// TestMain runs the tests in two processes at once (runShards), then
+// TestMain runs the tests in three processes at once (runShards), then
 // removes the Caddy storage of this process's tests.
 func TestMain(m *testing.M) {
 	caddytest.Default.AdminPort = testAdmin

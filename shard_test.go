@@ -4,6 +4,7 @@ package caddysse
 
 import (
 	"bytes"
+	"cmp"
 	"flag"
 	"fmt"
 	"os"
@@ -26,18 +27,18 @@ const shardEnv = "SSE_TEST_SHARD"
 const shardPortStep = 50
 
 // runShards runs the package's tests in SSE_TEST_SHARDS processes at
-// once (default 2): this one and children of its own test binary, each
+// once (default 3): this one and children of its own test binary, each
 // with an in-process Caddy of its own on ports of its own. The tests
 // that load a config into the process's one Caddy run one at a time and
-// mostly wait (on timers, timeouts, clients), so two processes take
-// about half the time. Each process runs every other test, in the order
-// of their names. A run of chosen tests (-test.run, -test.list,
+// mostly wait (on timers, timeouts, clients), so three processes take
+// about a third of the time. The tests are shared out by their usual
+// times (shareOut). A run of chosen tests (-test.run, -test.list,
 // -test.bench, -test.fuzz) is not split.
 func runShards(m *testing.M) int {
 	flag.Parse()
 	n, _ := strconv.Atoi(os.Getenv("SSE_TEST_SHARDS"))
 	if os.Getenv("SSE_TEST_SHARDS") == "" {
-		n = 2
+		n = 3
 	}
 	if n < 2 || os.Getenv(shardEnv) != "" || flagsGiven("test.run", "test.list", "test.bench", "test.fuzz") {
 		return m.Run()
@@ -47,10 +48,7 @@ func runShards(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "not split: listing the tests: %v\n", err)
 		return m.Run()
 	}
-	shards := make([][]string, n)
-	for i, name := range names {
-		shards[i%n] = append(shards[i%n], name)
-	}
+	shards := shareOut(names, n)
 	var children []*shard
 	for i := 1; i < n; i++ {
 		c, err := startShard(i, shards[i])
@@ -75,6 +73,44 @@ func flagsGiven(names ...string) bool {
 	given := false
 	flag.Visit(func(f *flag.Flag) { given = given || slices.Contains(names, f.Name) })
 	return given
+}
+
+// shareOut shares names out among n shards of about equal time: the
+// longest tests first, each to the shard with the least time so far
+// (shardSeconds; any other test counts as half a second).
+func shareOut(names []string, n int) [][]string {
+	seconds := func(name string) float64 {
+		if s, ok := shardSeconds[name]; ok {
+			return s
+		}
+		return 0.5
+	}
+	byTime := slices.Clone(names)
+	slices.SortStableFunc(byTime, func(a, b string) int { return cmp.Compare(seconds(b), seconds(a)) })
+	shards := make([][]string, n)
+	load := make([]float64, n)
+	for _, name := range byTime {
+		i := slices.Index(load, slices.Min(load))
+		shards[i] = append(shards[i], name)
+		load[i] += seconds(name)
+	}
+	return shards
+}
+
+// shardSeconds are the longest tests' times in seconds, in a run of the
+// whole test command on this project's 2-core machine (December 2026).
+// They only balance the shards: a stale figure makes a shard longer, not
+// a test wrong.
+var shardSeconds = map[string]float64{
+	"TestProtocolsStreamSuiteH1TLSHijack": 20, "TestHijack": 15, "TestProtocolsStreamSuiteH1TLS": 17,
+	"TestProtocolsStreamSuiteH3": 14, "TestSlowStreamSharesConnection": 12, "TestHijackOverTLS": 10,
+	"TestProtocolsStreamSuiteH2": 11, "TestStreamIdleTimeout": 6.3, "TestHubStuckWritersDelayNoOne": 4.5,
+	"TestPublishedEventsKeepNoRequestAlive": 5, "TestProtocolsStalledWriteEnds": 4.5, "TestHubSlowDropTime": 3,
+	"TestStreamLongLineIsNotKept": 3.1, "TestPatternResumeWhilePublishing": 2.5,
+	"TestProtocolsReloadDoesNotWaitForClientsThatNeverRead": 3.2, "TestTopicChurnGivesBackMemory": 2.3,
+	"TestNoLeakWithConnectionChurn": 2.3, "TestHubFanOut": 2, "TestSlowWarningCountsEveryDrop": 2,
+	"TestTokenExpiresOpenStream": 2, "TestPresenceRedisNodes": 1.6, "TestHijackFraming": 1.9,
+	"TestStreamingBurstReachesAReader": 1.9,
 }
 
 // testNames lists the package's tests, fuzz targets and examples, as
