@@ -77,7 +77,7 @@ func (r *reader) watchPatterns(ctx context.Context, patterns []string) error {
 	r.pw.wanted = true
 	m := r.m
 	r.mu.Unlock()
-	waits, _, err := m.add(ctx, r, []string{t.allChannel()})
+	waits, err := m.add(ctx, r, []string{t.allChannel()})
 	r.subMu.Unlock()
 	if err == nil {
 		err = awaitConfirms(ctx, waits)

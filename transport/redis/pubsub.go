@@ -198,17 +198,19 @@ func (m *mux) attach(r *reader, channels []string) {
 	}
 }
 
-// register adds r to the readers of ch. The caller holds m.mu.
-func (m *mux) register(r *reader, ch string) *muxChan {
+// register adds r to the readers of ch, and reports whether it was not
+// one. The caller holds m.mu.
+func (m *mux) register(r *reader, ch string) (*muxChan, bool) {
 	c := m.chans[ch]
 	if c == nil {
 		c = new(muxChan)
 		m.chans[ch] = c
 	}
-	if !slices.Contains(c.readers, r) {
-		c.readers = append(c.readers, r)
+	if slices.Contains(c.readers, r) {
+		return c, false
 	}
-	return c
+	c.readers = append(c.readers, r)
+	return c, true
 }
 
 // leave unregisters r, unsubscribing the channels no other reader reads;
@@ -242,19 +244,18 @@ func (m *mux) leave(r *reader, channels []string) {
 // add registers r as a reader of channels (it is handed their messages
 // from now on), subscribes those that are not, and returns the
 // confirmations to await: Redis sends their messages once they are
-// confirmed. It also tells, for each channel, whether its subscription
-// was confirmed already when r was registered: then r gets no subscribed
-// notice for it, and every message of it comes to r from then on. It
-// fails while the connection is down.
-func (m *mux) add(ctx context.Context, r *reader, channels []string) (waits []*confirm, ready []bool, err error) {
+// confirmed. A reader gets a subscribed notice for a channel, in order
+// with its messages, where they start to come all: at Redis's
+// confirmation, or when it joins a channel confirmed already. It fails
+// while the connection is down.
+func (m *mux) add(ctx context.Context, r *reader, channels []string) ([]*confirm, error) {
 	m.wmu.Lock()
 	defer m.wmu.Unlock()
 	m.mu.Lock()
-	waits = make([]*confirm, 0, len(channels))
-	ready = make([]bool, 0, len(channels))
+	waits := make([]*confirm, 0, len(channels))
 	var subscribe []string
 	for _, ch := range channels {
-		c := m.register(r, ch)
+		c, joined := m.register(r, ch)
 		if !m.connected {
 			continue
 		}
@@ -262,8 +263,10 @@ func (m *mux) add(ctx context.Context, r *reader, channels []string) (waits []*c
 			c.on, c.sub = true, newConfirm(false)
 			subscribe = append(subscribe, ch)
 		}
+		if joined && c.sub.isDone() { // confirmed() closes it under m.mu
+			r.in.push(notice{subscribed: ch})
+		}
 		waits = append(waits, c.sub)
-		ready = append(ready, c.sub.isDone()) // confirmed() closes it under m.mu
 	}
 	if !m.connected {
 		err := m.lastErr
@@ -271,15 +274,15 @@ func (m *mux) add(ctx context.Context, r *reader, channels []string) (waits []*c
 		if err == nil {
 			err = errors.New("not connected yet")
 		}
-		return nil, nil, err
+		return nil, err
 	}
 	cmds := m.queue(subscribe, false)
 	ps, gen := m.ps, m.gen
 	m.mu.Unlock()
 	if err := m.send(ctx, ps, gen, false, cmds); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return waits, ready, nil
+	return waits, nil
 }
 
 // remove unregisters r from channels, and unsubscribes those that no

@@ -341,7 +341,7 @@ func (r *reader) subscribed(ctx context.Context) error {
 	r.mu.Lock()
 	channels := r.channels()
 	r.mu.Unlock()
-	waits, _, err := r.m.add(ctx, r, channels)
+	waits, err := r.m.add(ctx, r, channels)
 	r.subMu.Unlock()
 	if err != nil {
 		return err

@@ -230,3 +230,36 @@ func TestGapInterrupts(t *testing.T) {
 		t.Fatalf("gap count %d", rs)
 	}
 }
+
+// TestGapInterruptsAfterJoining: a second transport of the hub on the
+// node (a reload's) joins the topic's channel, whose subscription the
+// first one's watch had confirmed already: no confirmation comes for it,
+// and its order check runs all the same (mux.add).
+func TestGapInterruptsAfterJoining(t *testing.T) {
+	t.Parallel()
+	requireRedis(t, sharedRedis)
+	prefix := uniquePrefix(t, sharedRedis)
+	old := openNode(t, sharedRedis, prefix, "h", defaultLimits)
+	old.watch(t, "g")
+	n := openNode(t, sharedRedis, prefix, "h", defaultLimits)
+	n.rd.mu.Lock()
+	shared := n.rd.m == old.rd.m
+	n.rd.mu.Unlock()
+	if !shared {
+		t.Fatal("the two transports do not share the node's Pub/Sub connection")
+	}
+	n.watch(t, "g")
+	r := n.publish(t, "one", "g")
+	n.publish(t, "two", "unwatched")
+	n.publish(t, "three", "unwatched") // so that Redis's seq is not below the forged one
+	n.sink.awaitSeq(t, seqOf(t, r.ID))
+	epoch, _, _ := transport.ParseID(r.ID)
+	// event 3 of g whose prev is 2: event 2 of g was missed
+	n.client.SPublish(context.Background(), n.channel("g"), epoch+" 3 0 100 1\n2 g\ndata: three\n\n")
+	n.sink.await(t, "the gap's interruption", func(_ []*transport.Event, ints []interruption) bool { return len(ints) > 0 })
+	n.sink.mu.Lock()
+	defer n.sink.mu.Unlock()
+	if ints := n.sink.interrupts; len(ints) != 1 || !slices.Equal(ints[0].topics, []string{"g"}) || ints[0].reason != "gap" {
+		t.Fatalf("interrupts %v", ints)
+	}
+}

@@ -14,11 +14,11 @@ type watch struct {
 	refs      int       // Watch calls not yet undone
 	idleSince time.Time // when refs fell to 0
 	lastSeen  uint64    // seq of its newest event delivered; 0: unknown
-	// confirmed: Redis confirmed the subscription of its channel since it
-	// was made, so every event of the topic comes from then on and the
-	// order check (lastSeen) holds. Before, the channel may still be
-	// going away from an earlier unsubscription, which loses events that
-	// no stream of this watch was promised.
+	// confirmed: the reader got the subscribed notice of its channel
+	// since it was made (see mux.add), so every event of the topic comes
+	// from then on and the order check (lastSeen) holds. Before, the
+	// channel may still be going away from an earlier unsubscription,
+	// which loses events that no stream of this watch was promised.
 	confirmed bool
 }
 
@@ -69,10 +69,9 @@ func (r *reader) watch(ctx context.Context, topics []string) error {
 	}
 	m := r.m
 	r.mu.Unlock()
-	waits, ready, err := m.add(ctx, r, channels)
+	waits, err := m.add(ctx, r, channels)
 	r.subMu.Unlock()
 	if err == nil {
-		r.confirmed(topics, ready)
 		err = awaitConfirms(ctx, waits)
 	}
 	if err != nil {
@@ -80,19 +79,6 @@ func (r *reader) watch(ctx context.Context, topics []string) error {
 		return unavailable(fmt.Errorf("subscribing: %w", err))
 	}
 	return nil
-}
-
-// confirmed marks the watches of topics whose channels were subscribed
-// and confirmed already (ready, from mux.add): no subscribed notice comes
-// for them (see complete).
-func (r *reader) confirmed(topics []string, ready []bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i, topic := range topics {
-		if w := r.topics[topic]; w != nil && i < len(ready) && ready[i] {
-			w.confirmed = true
-		}
-	}
 }
 
 // downError is the error of a watch while the reader is down. The caller
