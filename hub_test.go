@@ -585,23 +585,23 @@ func TestHubSlowDropTime(t *testing.T) {
 	payload := strings.Repeat("x", 64<<10)
 	var want []string
 	pastStalls := 0
-	for range 32 {
+	publish := func() { // counting the publishes that returned while it is stalled
 		want = append(want, hs.publish(payload, "s").ID)
 		if pastStall(slowClient, slowSub) {
 			pastStalls++
 		}
 	}
+	for range 32 {
+		publish()
+	}
 	// on a busy machine the slow one's writer may stall only after those:
 	// then one more publish, made while it is stalled, must return before
 	// it is dropped (the pipe's state is polled: nothing to await)
 	for deadline := time.Now().Add(wait); pastStalls == 0 && slowSub.endReason() == endNone && time.Now().Before(deadline); {
-		if !pastStall(slowClient, slowSub) {
-			time.Sleep(time.Millisecond)
-			continue
-		}
-		want = append(want, hs.publish(payload, "s").ID)
 		if pastStall(slowClient, slowSub) {
-			pastStalls++
+			publish()
+		} else {
+			time.Sleep(time.Millisecond)
 		}
 	}
 	hs.subscribers(1)

@@ -177,20 +177,26 @@ func openNodeUp(t testing.TB, await bool, addr, prefix, hub string, limits trans
 		o(tr)
 	}
 	s := newSink()
+	startTransport(t, tr, hub, limits, s, await)
+	return &node{Transport: tr, sink: s}
+}
+
+// startTransport opens tr on hub with sink s, to be closed when the test
+// ends, and waits for it to serve if await: Open waits for the Pub/Sub
+// connection only a little (the timeout: 300 ms in the fault tests); on
+// a busy machine the tests wait longer, up to 10 s.
+func startTransport(t testing.TB, tr *Transport, hub string, limits transport.Limits, s transport.Sink, await bool) {
+	t.Helper()
 	if err := tr.Open(hub, limits, s); err != nil {
 		t.Fatalf("open: %v", err)
 	}
 	t.Cleanup(func() { _ = tr.Close() })
 	if !await {
-		return &node{Transport: tr, sink: s}
+		return
 	}
-	// Open waits for the Pub/Sub connection only a little (the timeout:
-	// 300 ms in the fault tests); on a busy machine the tests wait longer
-	// for a node that serves
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	tr.rd.awaitUp(ctx)
 	cancel()
-	return &node{Transport: tr, sink: s}
 }
 
 // defaultLimits are the hub defaults.

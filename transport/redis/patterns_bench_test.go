@@ -77,14 +77,8 @@ func BenchmarkPatternLatency(b *testing.B) {
 			pub := openNode(b, srv.Addr, "p", "h", limits)
 			s := &latencySink{got: make(chan time.Time, 1)}
 			sub := &Transport{Addresses: []string{srv.Addr}, Prefix: "p", Timeout: caddy.Duration(DefaultTimeout + time.Millisecond)}
-			if err := sub.Open("h", limits, s); err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { _ = sub.Close() })
+			startTransport(b, sub, "h", limits, s, true)
 			ctx := context.Background()
-			ctx2, cancel := context.WithTimeout(ctx, 10*time.Second)
-			sub.rd.awaitUp(ctx2)
-			cancel()
 			var err error
 			if pattern {
 				err = sub.WatchPatterns(ctx, []string{"news/*"})

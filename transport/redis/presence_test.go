@@ -65,13 +65,7 @@ func openPresenceNode(t *testing.T, addr, prefix string, beat, nodeTTL time.Dura
 	tr := &Transport{Addresses: []string{addr}, Prefix: prefix}
 	tr.pres.beat, tr.pres.nodeTTL = beat, nodeTTL
 	s := &presenceSink{sink: newSink(), pch: make(chan struct{})}
-	if err := tr.Open("h", defaultLimits, s); err != nil {
-		t.Fatalf("open: %v", err)
-	}
-	t.Cleanup(func() { _ = tr.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	tr.rd.awaitUp(ctx)
-	cancel()
+	startTransport(t, tr, "h", defaultLimits, s, true)
 	return &presenceNode{Transport: tr, sink: s}
 }
 
