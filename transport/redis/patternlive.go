@@ -56,37 +56,19 @@ func (t *Transport) allChannel() string {
 // watchPatterns follows patterns, subscribing B:a if it is not, and
 // returns once Redis confirmed it.
 func (r *reader) watchPatterns(ctx context.Context, patterns []string) error {
-	t := r.t
-	r.subMu.Lock()
-	r.mu.Lock()
-	if !r.up {
-		err := r.downError()
-		r.mu.Unlock()
-		r.subMu.Unlock()
-		return err
-	}
-	if r.pw.refs == nil {
-		r.pw.refs = make(map[string]int)
-	}
-	for _, p := range patterns {
-		r.pw.refs[p]++
-		if r.pw.refs[p] == 1 {
-			r.pw.set.Add(p, struct{}{})
+	return r.subscribe(ctx, "subscribing to the hub's channel", func() []string {
+		if r.pw.refs == nil {
+			r.pw.refs = make(map[string]int)
 		}
-	}
-	r.pw.wanted = true
-	m := r.m
-	r.mu.Unlock()
-	waits, err := m.add(ctx, r, []string{t.allChannel()})
-	r.subMu.Unlock()
-	if err == nil {
-		err = awaitConfirms(ctx, waits)
-	}
-	if err != nil {
-		r.unwatchPatterns(patterns)
-		return unavailable(fmt.Errorf("subscribing to the hub's channel: %w", err))
-	}
-	return nil
+		for _, p := range patterns {
+			r.pw.refs[p]++
+			if r.pw.refs[p] == 1 {
+				r.pw.set.Add(p, struct{}{})
+			}
+		}
+		r.pw.wanted = true
+		return []string{r.t.allChannel()}
+	}, func() { r.unwatchPatterns(patterns) })
 }
 
 // unwatchPatterns undoes one watchPatterns of patterns; B:a is

@@ -47,7 +47,28 @@ func (c *confirm) isDone() bool {
 // watch follows topics, subscribing to the channels of the new ones, and
 // returns once Redis confirmed them.
 func (r *reader) watch(ctx context.Context, topics []string) error {
-	t := r.t
+	return r.subscribe(ctx, "subscribing", func() []string {
+		channels := make([]string, 0, len(topics))
+		for _, topic := range topics {
+			w := r.topics[topic]
+			if w == nil {
+				w = new(watch)
+				r.topics[topic] = w
+				shrink.Grown(r.topics, &r.topicsPeak)
+			}
+			w.refs++
+			channels = append(channels, r.t.channel(topic))
+		}
+		return channels
+	}, func() { r.unwatch(topics) })
+}
+
+// subscribe makes a watch: register records it (called with r.mu held,
+// while the reader is up) and returns its channels, which subscribe joins
+// on the node's Pub/Sub connection; it returns once Redis confirmed them.
+// If that fails, undo takes the watch back, and the error says doing
+// what.
+func (r *reader) subscribe(ctx context.Context, doing string, register func() []string, undo func()) error {
 	r.subMu.Lock()
 	r.mu.Lock()
 	if !r.up {
@@ -56,17 +77,7 @@ func (r *reader) watch(ctx context.Context, topics []string) error {
 		r.subMu.Unlock()
 		return err
 	}
-	channels := make([]string, 0, len(topics))
-	for _, topic := range topics {
-		w := r.topics[topic]
-		if w == nil {
-			w = new(watch)
-			r.topics[topic] = w
-			shrink.Grown(r.topics, &r.topicsPeak)
-		}
-		w.refs++
-		channels = append(channels, t.channel(topic))
-	}
+	channels := register()
 	m := r.m
 	r.mu.Unlock()
 	waits, err := m.add(ctx, r, channels)
@@ -75,8 +86,8 @@ func (r *reader) watch(ctx context.Context, topics []string) error {
 		err = awaitConfirms(ctx, waits)
 	}
 	if err != nil {
-		r.unwatch(topics)
-		return unavailable(fmt.Errorf("subscribing: %w", err))
+		undo()
+		return unavailable(fmt.Errorf("%s: %w", doing, err))
 	}
 	return nil
 }
