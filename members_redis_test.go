@@ -3,7 +3,6 @@ package caddysse
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"testing"
 	"time"
@@ -44,15 +43,8 @@ func redisPresenceNodesAt(t *testing.T, addr string, grace time.Duration) (a, b 
 func redisPrefix(tb testing.TB) string {
 	tb.Helper()
 	addr := ssetest.RedisAddr()
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
-			tb.Fatalf("no redis at %s: %v", addr, err)
-		}
-		tb.Skipf("no redis at %s: %v", addr, err)
-	}
-	c.Close()
-	prefix := fmt.Sprintf("sse-presence-%d-%d", os.Getpid(), time.Now().UnixNano())
+	ssetest.RequireRedis(tb, addr)
+	prefix := fmt.Sprintf("sse-root-%d-%d", os.Getpid(), time.Now().UnixNano())
 	tb.Cleanup(func() {
 		rc := goredis.NewClient(&goredis.Options{Addr: addr})
 		defer rc.Close()

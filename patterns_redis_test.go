@@ -1,15 +1,9 @@
 package caddysse
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/http"
-	"os"
 	"testing"
-	"time"
-
-	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/ssehub/caddy-sse/internal/ssetest"
 )
@@ -21,26 +15,10 @@ import (
 // a resumption with Last-Event-ID gets exactly what it missed.
 func TestPatternsOverCaddyRedis(t *testing.T) {
 	addr := ssetest.RedisAddr()
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
-			t.Fatalf("no redis at %s: %v", addr, err)
-		}
-		t.Skipf("no redis at %s: %v", addr, err)
-	}
-	c.Close()
-	prefix := fmt.Sprintf("sse-patterns-caddy-%d-%d", os.Getpid(), time.Now().UnixNano())
-	t.Cleanup(func() {
-		// a config without the hub closes it, so that nothing writes its
-		// keys again once they are deleted
-		startCaddy(t, "", "sse_publish /publish")
-		rc := goredis.NewClient(&goredis.Options{Addr: addr})
-		defer rc.Close()
-		ctx := context.Background()
-		if keys, _ := rc.Keys(ctx, "{"+prefix+":*").Result(); len(keys) > 0 {
-			rc.Del(ctx, keys...)
-		}
-	})
+	prefix := redisPrefix(t)
+	// a config without the hub closes it before its keys are deleted (the
+	// cleanups run last first), so that nothing writes them again
+	t.Cleanup(func() { startCaddy(t, "", "sse_publish /publish") })
 	startCaddy(t, fmt.Sprintf(`sse {
 		hub rp {
 			history 100

@@ -7,9 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -35,14 +33,7 @@ var sharedRedis = ssetest.RedisAddr()
 // deletes the prefix's keys when the test ends.
 func redisPrefix(t *testing.T) string {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", sharedRedis, time.Second)
-	if err != nil {
-		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
-			t.Fatalf("no redis at %s: %v", sharedRedis, err)
-		}
-		t.Skipf("no redis at %s: %v", sharedRedis, err)
-	}
-	c.Close()
+	ssetest.RequireRedis(t, sharedRedis)
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	prefix := "sse-e2e-" + hex.EncodeToString(b[:])

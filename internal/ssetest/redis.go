@@ -9,6 +9,20 @@ import (
 	"time"
 )
 
+// RequireRedis skips the test when no Redis answers at addr, or fails it
+// with SSE_REQUIRE_REDIS set (CI).
+func RequireRedis(t testing.TB, addr string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
+			t.Fatalf("no redis at %s: %v", addr, err)
+		}
+		t.Skipf("no redis at %s: %v", addr, err)
+	}
+	c.Close()
+}
+
 // PrivateRedis starts a redis-server of the test's own on a free loopback
 // port, without snapshots, with args added to its command line (e.g. an
 // append-only file, so that a restart keeps its data), and returns its

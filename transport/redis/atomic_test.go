@@ -9,6 +9,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -90,7 +91,7 @@ func TestPublishRefusedByACLStoresNothing(t *testing.T) {
 // next publish. It must succeed, and ids must stay distinct.
 func TestPublishToleratesEvictedKeys(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	c := goredis.NewClient(&goredis.Options{Addr: sharedRedis})
 	defer c.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 	"github.com/ssehub/caddy-sse/transport/transporttest"
 )
@@ -12,7 +13,7 @@ import (
 // shared Redis, each under a prefix of its own, with further nodes of a
 // hub as other transports on the same prefix.
 func TestContract(t *testing.T) {
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	transporttest.Run(t, func(t *testing.T, limits transport.Limits, sink transport.Sink) transporttest.Hub {
 		prefix := uniquePrefix(t, sharedRedis)
 		open := func(t *testing.T, sink transport.Sink) *Transport {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -54,7 +55,7 @@ func (n *node) sendRaw(t testing.TB, payload string) {
 // a disconnect request reaches the other node once, and its own once.
 func TestDisconnectClassicPubSub(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	classic := func(tr *Transport) { tr.sharded.Store(2) }
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits, classic)
@@ -78,7 +79,7 @@ func TestDisconnectClassicPubSub(t *testing.T) {
 // request, and its own; it acts on another node's disconnect.
 func TestControlMessagesOthersIgnored(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 	a.watch(t, "t")

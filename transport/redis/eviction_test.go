@@ -6,6 +6,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -16,7 +17,7 @@ import (
 // and recounts what the lists hold, events of several topics included.
 func TestEvictedHistoryRecounted(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	c := goredis.NewClient(&goredis.Options{Addr: sharedRedis})
 	defer c.Close()
@@ -53,7 +54,7 @@ func TestEvictedHistoryRecounted(t *testing.T) {
 // old id must get a reset rather than claim a history it cannot vouch for.
 func TestMissingLastKeepsResumptionsHonest(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	c := goredis.NewClient(&goredis.Options{Addr: sharedRedis})
 	defer c.Close()

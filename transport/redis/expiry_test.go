@@ -8,6 +8,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -17,7 +18,7 @@ import (
 // which the nodes' housekeeping refreshes while the hub lives.
 func TestEveryKeyExpires(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	for _, c := range []struct {
 		name string
 		ttl  time.Duration

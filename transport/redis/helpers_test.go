@@ -26,20 +26,6 @@ import (
 // private servers instead.
 var sharedRedis = ssetest.RedisAddr()
 
-// requireRedis skips the test when no Redis answers at addr, unless
-// SSE_REQUIRE_REDIS is set (CI), where it fails.
-func requireRedis(t testing.TB, addr string) {
-	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		if os.Getenv("SSE_REQUIRE_REDIS") != "" {
-			t.Fatalf("no redis at %s: %v", addr, err)
-		}
-		t.Skipf("no redis at %s: %v", addr, err)
-	}
-	c.Close()
-}
-
 // uniquePrefix returns a key prefix no other test uses, and deletes its
 // keys when the test ends.
 func uniquePrefix(t testing.TB, addr string) string {

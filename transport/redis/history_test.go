@@ -9,12 +9,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
 func TestPublishAndReplay(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	n := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 
@@ -99,7 +100,7 @@ func sizeOf(evs []*transport.Event) int64 {
 
 func TestHistoryLimits(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 
 	t.Run("events per topic", func(t *testing.T) {
 		prefix := uniquePrefix(t, sharedRedis)
@@ -206,7 +207,7 @@ func TestHistoryLimits(t *testing.T) {
 
 func TestIdleTopicsForgotten(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	n := openNode(t, sharedRedis, prefix, "h", transport.Limits{Events: 1, MaxBytes: 1 << 30})
 	n.client.HSet(context.Background(), n.base+":meta", "max_idle", 80)
@@ -238,7 +239,7 @@ func TestIdleTopicsForgotten(t *testing.T) {
 
 func TestIdempotencyAcrossNodes(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 	b := openNode(t, sharedRedis, prefix, "h", defaultLimits)

@@ -11,6 +11,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -162,7 +163,7 @@ func ageKey(t *testing.T, n *node, key string, ms int64, entry bool) {
 // and leaves the figures.
 func TestIdempotencyKeysAreForgottenAfterADay(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	n := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 	publish := func(key string) transport.Receipt {

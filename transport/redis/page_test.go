@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -126,7 +127,7 @@ func readAllPages(t *testing.T, n *node, what string, q transport.ReplayQuery, r
 // however many topics it merges; and its pages together are the replay.
 func TestReplayPageIsBounded(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 
 	t.Run("one topic of 2000 events", func(t *testing.T) {
 		n := openNode(t, sharedRedis, uniquePrefix(t, sharedRedis), "h", transport.Limits{Events: 5000, MaxBytes: 1 << 30})

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ssehub/caddy-sse/access"
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -97,7 +98,7 @@ func TestPatternResyncAfterPubSubKilled(t *testing.T) {
 // other node publishes: no event of the topic is lost or repeated.
 func TestPatternAndTopicOnTwoNodes(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 	b := openNode(t, sharedRedis, prefix, "h", defaultLimits)
@@ -157,7 +158,7 @@ func TestPatternAndTopicOnTwoNodes(t *testing.T) {
 // the watched patterns: it is never passed over silently.
 func TestPatternGapOnHubChannel(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 	a.watchPatterns(t, "g/*")
@@ -179,7 +180,7 @@ func TestPatternGapOnHubChannel(t *testing.T) {
 // events does not matter.
 func TestPatternResumeAfterEviction(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", transport.Limits{Events: 2, MaxBytes: 1 << 30})
 	a.publishN(t, 5, "p/a")  // 1-5: p/a keeps 4, 5
@@ -215,7 +216,7 @@ func TestPatternResumeAfterEviction(t *testing.T) {
 // walks like "**" until the janitor rebuilt it.
 func TestPatternWideScanBounded(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits, func(tr *Transport) { tr.patternScan = 50 })
 	a.publish(t, "1", "old/1")
@@ -270,7 +271,7 @@ func TestPatternWideScanBounded(t *testing.T) {
 // segments and multibyte names included.
 func TestPatternMatchAgreesWithAccess(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 	topics := []string{"a", "a/", "/a", "/", "a//b", "a/b", "a/b/c", "a/*", "**", "*", "b/a", "ab/c", "a*/b",

@@ -9,6 +9,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -17,7 +18,7 @@ import (
 // delivered to another (changes/s), and what the members cost Redis
 // (MEMORY USAGE of the keys), held by one node and by two.
 func BenchmarkPresenceRedis(b *testing.B) {
-	requireRedis(b, sharedRedis)
+	ssetest.RequireRedis(b, sharedRedis)
 	const members = 10000
 	c := goredis.NewClient(&goredis.Options{Addr: sharedRedis})
 	defer c.Close()

@@ -10,6 +10,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -97,7 +98,7 @@ func (n *presenceNode) snapshot(t *testing.T, topic string, max int) transport.P
 // change; a topic's keys go when its last member leaves, and a node's
 // when it closes.
 func TestPresenceNodes(t *testing.T) {
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	t.Parallel()
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openPresenceNode(t, sharedRedis, prefix, time.Second, 5*time.Second)
@@ -172,7 +173,7 @@ func TestPresenceNodes(t *testing.T) {
 // crash: it never leaves) leave once its deadline has passed, reaped by
 // another node; a node whose members are back takes them back.
 func TestPresenceDeadNode(t *testing.T) {
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	t.Parallel()
 	prefix := uniquePrefix(t, sharedRedis)
 	const nodeTTL = 300 * time.Millisecond
@@ -206,7 +207,7 @@ func TestPresenceDeadNode(t *testing.T) {
 // TestPresenceScriptsInSlot: every presence key of a hub carries its hash
 // tag.
 func TestPresenceScriptsInSlot(t *testing.T) {
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	t.Parallel()
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openPresenceNode(t, sharedRedis, prefix, 50*time.Millisecond, time.Second)

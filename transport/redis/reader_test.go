@@ -8,12 +8,13 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
 func TestLiveDelivery(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	a := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 	b := openNode(t, sharedRedis, prefix, "h", defaultLimits)
@@ -80,7 +81,7 @@ func TestLiveDelivery(t *testing.T) {
 // order.
 func TestTwoNodesConcurrentPublishers(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	limits := transport.Limits{Events: 10000, MaxBytes: 1 << 30}
 	a := openNode(t, sharedRedis, prefix, "h", limits)
@@ -148,7 +149,7 @@ func firstDiff(a, b []uint64) int {
 // its head, then live events above it.
 func TestReplaySeam(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	limits := transport.Limits{Events: 10000, MaxBytes: 1 << 30}
 	pub := openNode(t, sharedRedis, prefix, "h", limits)
@@ -202,7 +203,7 @@ func TestReplaySeam(t *testing.T) {
 // below the delivered seq is not delivered again.
 func TestGapInterrupts(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	n := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 	n.watch(t, "g", "other")
@@ -237,7 +238,7 @@ func TestGapInterrupts(t *testing.T) {
 // and its order check runs all the same (mux.add).
 func TestGapInterruptsAfterJoining(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	prefix := uniquePrefix(t, sharedRedis)
 	old := openNode(t, sharedRedis, prefix, "h", defaultLimits)
 	old.watch(t, "g")

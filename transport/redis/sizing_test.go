@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/ssehub/caddy-sse/internal/ssetest"
 	"github.com/ssehub/caddy-sse/transport"
 )
 
@@ -193,7 +194,7 @@ func TestMaxmemoryWarning(t *testing.T) {
 // it too.
 func TestCostRecount(t *testing.T) {
 	t.Parallel()
-	requireRedis(t, sharedRedis)
+	ssetest.RequireRedis(t, sharedRedis)
 	n := openNode(t, sharedRedis, uniquePrefix(t, sharedRedis), "h", transport.Limits{Events: 3, MaxBytes: 1 << 30})
 	ctx := context.Background()
 	recounted := func(how func()) int64 {
